@@ -87,9 +87,20 @@ def set_masks(model: nn.Module, masks: dict[str, torch.Tensor]) -> None:
         if hasattr(layer, "weight_mask"):
             with torch.no_grad():
                 layer.weight_mask.mul_(mask.to(layer.weight_mask))
-                layer.weight = layer.weight_orig * layer.weight_mask
         else:
             prune.custom_from_mask(layer, "weight", mask.to(layer.weight))
+        with torch.no_grad():  # a leaf until the next forward recomputes it, so copies work
+            layer.weight = layer.weight_orig * layer.weight_mask
+
+
+def copy_model(model: nn.Module) -> nn.Module:
+    """A deep copy that also works for pruned models (whose masked weights are non-leaf tensors)."""
+    with torch.no_grad():
+        for layer in prunable_layers(model).values():
+            for param in ("weight", "bias"):
+                if hasattr(layer, f"{param}_mask"):
+                    setattr(layer, param, getattr(layer, f"{param}_orig") * getattr(layer, f"{param}_mask"))
+    return copy.deepcopy(model)
 
 
 def make_permanent(model: nn.Module) -> nn.Module:
@@ -188,7 +199,7 @@ def shrink(model: nn.Module, keep: dict[str, torch.Tensor], input_shape: Sequenc
     Dropping output unit j of a layer deletes row j of its weight and bias, and the matching input
     column(s) of the next Linear/Conv layer (h*w columns per channel after a Flatten)."""
     chain = _layer_chain(model)
-    model = copy.deepcopy(model)
+    model = copy_model(model)
     make_permanent(model)
     factors = _flatten_factor(model, input_shape)
     layers = dict(model.named_children())
@@ -338,7 +349,7 @@ def apply_pruning(
     if config.finetune is not None and data is None:
         raise ValueError("config.finetune is set but data=None: pass the Dataset to fine-tune on")
     start = time.perf_counter()
-    model = model if inplace else copy.deepcopy(model)
+    model = model if inplace else copy_model(model)
     acc = (lambda m: evaluate(m, data.test).accuracy) if data is not None else (lambda m: None)
     acc_before = acc(model)
     params_before = _param_count(model)
@@ -409,7 +420,35 @@ def sensitivity_scan(
         split = Split(split.images[:limit], split.labels[:limit], split.mean, split.std)
     for name in prunable_layers(model):
         for s in sparsities:
-            trial = copy.deepcopy(model)
+            trial = copy_model(model)
             set_masks(trial, {name: magnitude_mask(metrics.effective_weight(prunable_layers(trial)[name]), s)})
             rows.append({"layer": name, "sparsity": s, "accuracy": evaluate(trial, split).accuracy})
     return rows
+
+
+# ----------------------------------------------------------------- sparse kernels
+
+class CSRLinear(nn.Module):
+    """y = x W^T + b with W held as a torch.sparse CSR matrix (only the non-zeros are stored)."""
+
+    def __init__(self, linear: nn.Linear):
+        super().__init__()
+        self.in_features, self.out_features = linear.in_features, linear.out_features
+        self.weight_csr = metrics.effective_weight(linear).to_sparse_csr()
+        self.bias = None if linear.bias is None else linear.bias.detach().clone()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = (self.weight_csr @ x.t()).t()
+        return y if self.bias is None else y + self.bias
+
+    def extra_repr(self) -> str:
+        return f"in={self.in_features}, out={self.out_features}, nnz={self.weight_csr.values().numel()}"
+
+
+def to_sparse(model: nn.Module) -> nn.Module:
+    """A copy of `model` whose Linear layers compute with CSR weights (conv layers stay dense)."""
+    model = make_permanent(copy_model(model))
+    for name, module in list(model.named_children()):
+        if isinstance(module, nn.Linear):
+            setattr(model, name, CSRLinear(module))
+    return model.eval()

@@ -213,11 +213,15 @@ def train(
     callbacks: Sequence[Callback] = (),
     progress: bool | None = None,
     evaluate_test: bool = True,
+    start_step: int = 0,
 ) -> TrainHistory:
     """Train `model` in place for `config.epochs` (fractions allowed) with minibatch SGD/Adam.
 
     loss = loss_fn(logits, targets, inputs), cross-entropy by default. The model's device is used.
     Evaluates on data.val (if any) and data.test at each epoch end or every `eval_every` steps.
+    start_step > 0 resumes the run at that step (rewinding to step k): only steps start_step..total-1
+    are trained, with the learning rate and batch order the full run has there (a fresh optimizer
+    state); steps in the history and in callbacks count from the run's start.
     """
     from tqdm.auto import tqdm
 
@@ -229,7 +233,11 @@ def train(
         model.to(memory_format=torch.channels_last)
     optimizer = make_optimizer(model, config)
     total = config.total_steps(len(data.train))
-    state = TrainState(model, optimizer, config, total)
+    if not 0 <= start_step < total:
+        raise ValueError(f"start_step={start_step} must be in [0, {total - 1}] (the run has {total} steps)")
+    per_epoch = data.train.num_batches(config.batch_size)
+    state = TrainState(model, optimizer, config, total, step=start_step, epoch=start_step // per_epoch)
+    skip = start_step % per_epoch  # batches of the current epoch already seen before start_step
     history = TrainHistory()
     jitter_gen = torch.Generator().manual_seed(config.seed + 12345)
     torch.manual_seed(config.seed)  # dropout and other in-model randomness
@@ -250,10 +258,13 @@ def train(
         if evaluate_test:
             history.test_accuracy.append(evaluate(model, data.test, device=device).accuracy)
 
-    bar = tqdm(total=total, desc="train", leave=False, disable=not progress)
+    bar = tqdm(total=total - start_step, desc="train", leave=False, disable=not progress)
     model.train()
     while state.step < total and not state.stop:
         for x, y in data.train.batches(config.batch_size, shuffle=True, seed=config.seed * 1000 + state.epoch, device=device):
+            if skip:
+                skip -= 1
+                continue
             for group in optimizer.param_groups:
                 group["lr"] = _lr_at(config, state.step, total)
             if config.input_jitter:

@@ -1,0 +1,94 @@
+"""Recording results, and widget panels (headless behaviour and validation)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from compresslab import plots, results, widgets
+
+
+def test_record_round_trip_and_load_runs(tmp_path):
+    table = results.record("01_demo", {"accuracy": np.float32(0.5), "n": torch.tensor(3), "curve": [1, 2]},
+                           parameters={"profile": "quick"}, directory=tmp_path / "a")
+    assert set(table["metric"]) == {"accuracy", "n"}
+    payload = results.read(tmp_path / "a" / "01_demo.results.json")
+    assert payload["metrics"] == {"accuracy": 0.5, "n": 3, "curve": [1, 2]}
+    results.record("01_demo", {"accuracy": 0.7}, parameters={"profile": "full"}, directory=tmp_path / "b")
+    runs = results.load_runs(tmp_path)
+    assert list(runs["accuracy"]) == [0.5, 0.7] and list(runs["param.profile"]) == ["quick", "full"]
+    assert not list(tmp_path.rglob("*.tmp"))
+
+
+def test_record_rejects_bad_input(tmp_path):
+    with pytest.raises(ValueError, match="metrics"):
+        results.record("x", {}, directory=tmp_path)
+    with pytest.raises(ValueError, match=r"metrics\.model"):
+        results.record("x", {"model": object()}, directory=tmp_path)
+    with pytest.raises(ValueError, match="name"):
+        results.record("", {"a": 1}, directory=tmp_path)
+    (tmp_path / "bad.results.json").write_text(json.dumps({"metrics": {}}))
+    with pytest.raises(ValueError, match="schema"):
+        results.read(tmp_path / "bad.results.json")
+
+
+def test_record_uses_results_dir_env(tmp_path, monkeypatch):
+    monkeypatch.setenv("COMPRESSLAB_RESULTS_DIR", str(tmp_path))
+    results.record("env_demo", {"a": 1.0})
+    assert (tmp_path / "env_demo.results.json").exists()
+
+
+def test_headless_panel_renders_once_without_widgets(monkeypatch):
+    monkeypatch.setenv("COMPRESSLAB_HEADLESS", "1")
+    calls = []
+
+    def render(sparsity, scope):
+        calls.append((sparsity, scope))
+        return widgets.View(figure=plots.layer_bars({"fc1": sparsity}, "kept"), metrics={"s": sparsity})
+
+    box = widgets.panel(render, {"sparsity": widgets.slider(0, 0.99), "scope": widgets.choice(["layer", "global"])},
+                        {"sparsity": 0.5, "scope": "global"})
+    assert box is None and calls == [(0.5, "global")]
+
+
+def test_interactive_panel_builds_controls_and_rerenders(monkeypatch):
+    monkeypatch.setenv("COMPRESSLAB_HEADLESS", "0")
+    calls = []
+
+    def render(bits, per_channel):
+        calls.append((bits, per_channel))
+        return widgets.View(metrics={"bits": bits})
+
+    box = widgets.panel(render, {"bits": widgets.int_slider(2, 8), "per_channel": widgets.toggle()},
+                        {"bits": 4, "per_channel": False}, title="demo")
+    slider = box.children[1].children[0]
+    slider.value = 6
+    assert calls == [(4, False), (6, False)]
+
+
+@pytest.mark.parametrize("values, match", [({"bits": 9}, "bits"), ({"bits": 4, "other": 1}, "unexpected"),
+                                           ({}, "missing")])
+def test_panel_validates_values(values, match):
+    with pytest.raises(ValueError, match=match):
+        widgets.panel(lambda **kw: widgets.View(), {"bits": widgets.int_slider(2, 8)}, values)
+
+
+def test_controls_validate():
+    with pytest.raises(ValueError, match="low < high"):
+        widgets.slider(1.0, 0.0)
+    with pytest.raises(ValueError, match="options"):
+        widgets.choice([])
+    with pytest.raises(ValueError, match="True or False"):
+        widgets.toggle().check("structured", "yes")
+
+
+def test_headless_detection(monkeypatch):
+    monkeypatch.setenv("COMPRESSLAB_HEADLESS", "1")
+    assert widgets.headless()
+    monkeypatch.setenv("COMPRESSLAB_HEADLESS", "0")
+    assert not widgets.headless()
+    monkeypatch.delenv("COMPRESSLAB_HEADLESS")
+    assert widgets.headless()  # no IPython kernel in a test process
