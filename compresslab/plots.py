@@ -19,8 +19,10 @@ def _style() -> None:
 
 
 def _figure(ncols: int = 1, nrows: int = 1, width: float = 6.0, height: float = 4.0, **kw):
+    """A Figure not registered with pyplot: it shows once, as the cell's value, and is freed with it."""
     _style()
-    fig, axes = plt.subplots(nrows, ncols, figsize=(width * ncols, height * nrows), squeeze=False, **kw)
+    fig = Figure(figsize=(width * ncols, height * nrows))
+    axes = fig.subplots(nrows, ncols, squeeze=False, **kw)
     return fig, axes
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import time
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -22,6 +23,7 @@ from .data import Dataset
 from .models import prunable_layers
 from .training import Callback, TrainConfig, TrainState, evaluate, train
 
+warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta")
 SCOPES = ("layer", "global")
 SCHEDULES = ("one_shot", "iterative", "gradual")
 

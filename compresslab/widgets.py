@@ -126,9 +126,6 @@ def show(view: View | Figure | Mapping) -> None:
         view = View(metrics=dict(view))
     if view.figure is not None:
         display(view.figure)
-        import matplotlib.pyplot as plt
-
-        plt.close(view.figure)
     if view.metrics:
         from .results import summary_table
 
@@ -182,3 +179,43 @@ def panel(
     display(box)
     refresh()
     return box
+
+
+# ---- pruning ----
+
+def render_pruning(model, split, sparsity: float, scope: str, structured: bool) -> View:
+    """Prune a copy of `model` (no fine-tuning) and show histograms, density and test accuracy on `split`."""
+    from . import metrics, plots, pruning
+    from .models import prunable_layers
+    from .training import evaluate
+
+    if structured:
+        pruned = pruning.structured_prune(model, sparsity, input_shape=(1, *split.images.shape[1:]))
+        dense_weights = {n: m.weight.detach() for n, m in prunable_layers(model).items()}
+        pruned_weights = {n: m.weight.detach() for n, m in prunable_layers(pruned).items()}
+        kept = {n: pruned_weights[n].numel() / dense_weights[n].numel() for n in dense_weights}
+    else:
+        pruned = pruning.prune_magnitude(pruning.copy_model(model), sparsity, scope)
+        dense_weights = {n: metrics.effective_weight(m) for n, m in prunable_layers(model).items()}
+        pruned_weights = {n: metrics.effective_weight(m) for n, m in prunable_layers(pruned).items()}
+        kept = {n: float((w != 0).float().mean()) for n, w in pruned_weights.items()}
+    size = metrics.size_report(pruned)
+    reference = metrics.size_report(model).dense_bytes
+    figure = plots.pruning_view(dense_weights, pruned_weights, kept)
+    return View(figure, {
+        "test accuracy %": round(100 * evaluate(pruned, split).accuracy, 2),
+        "non-zero parameters": size.nonzeros,
+        "dense FP32 KiB": round(size.dense_bytes / 1024, 1),
+        "CSR KiB (32-bit value + 32-bit index)": round((8 * size.nonzeros) / 1024, 1) if not structured else None,
+        "compression vs dense FP32": round(reference / (size.dense_bytes if structured else 8 * size.nonzeros), 2),
+    })
+
+
+def pruning_panel(model, split, sparsity: float, scope: str, structured: bool):
+    """Sparsity slider, scope and structured toggles over `render_pruning`."""
+    return panel(
+        lambda sparsity, scope, structured: render_pruning(model, split, sparsity, scope, structured),
+        {"sparsity": slider(0.0, 0.99, 0.01), "scope": choice(["global", "layer"]), "structured": toggle()},
+        {"sparsity": sparsity, "scope": scope, "structured": structured},
+        title="Prune the trained model (no fine-tuning)",
+    )
