@@ -131,6 +131,8 @@ def execute(
         raise ValueError(f"{path.stem}: unknown parameter(s) {unknown}; valid: {sorted(known)}")
     out_dir.mkdir(parents=True, exist_ok=True)
     output = out_dir / path.name
+    results_path = out_dir / f"{path.stem}{SUFFIX}"
+    results_path.unlink(missing_ok=True)  # never report an earlier run's numbers
     env_before = {k: os.environ.get(k) for k in ("COMPRESSLAB_HEADLESS", "COMPRESSLAB_RESULTS_DIR", "COMPRESSLAB_QUIET", "PATH", "MPLBACKEND")}
     os.environ["COMPRESSLAB_HEADLESS"] = "1"
     os.environ["COMPRESSLAB_RESULTS_DIR"] = str(out_dir.resolve())
@@ -155,8 +157,7 @@ def execute(
             else:
                 os.environ[key] = value
     seconds = time.perf_counter() - start
-    results_path = out_dir / f"{path.stem}{SUFFIX}"
-    results = read(results_path)["metrics"] if ok and results_path.exists() else {}
+    results = read(results_path)["metrics"] if results_path.exists() else {}  # kept for failed checks too
     if ok and not results:
         ok, error = False, f"the notebook recorded no results ({results_path.name} missing)"
     if html and output.exists():
