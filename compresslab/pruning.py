@@ -37,7 +37,7 @@ def magnitude_mask(w: torch.Tensor, sparsity: float) -> torch.Tensor:
     """Mask (same shape, float 0/1) zeroing the k = round(sparsity * n) smallest |w|."""
     _check_sparsity(sparsity)
     k = int(round(sparsity * w.numel()))
-    mask = torch.ones_like(w)
+    mask = torch.ones_like(w, memory_format=torch.contiguous_format)  # view(-1) below needs contiguous
     if k:
         idx = torch.topk(w.detach().abs().reshape(-1), k=k, largest=False).indices
         mask.view(-1)[idx] = 0.0
@@ -436,7 +436,9 @@ class CSRLinear(nn.Module):
     def __init__(self, linear: nn.Linear):
         super().__init__()
         self.in_features, self.out_features = linear.in_features, linear.out_features
-        self.weight_csr = metrics.effective_weight(linear).to_sparse_csr()
+        with warnings.catch_warnings():  # "CSR support is in beta": the notebook measures it honestly
+            warnings.simplefilter("ignore", UserWarning)
+            self.weight_csr = metrics.effective_weight(linear).to_sparse_csr()
         self.bias = None if linear.bias is None else linear.bias.detach().clone()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
