@@ -41,6 +41,36 @@ def _cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_exercises(args: argparse.Namespace) -> int:
+    from . import exercises
+
+    changed = exercises.build(check=args.check)
+    if args.check:
+        for path in changed:
+            print(f"out of date: {path} (run `compresslab exercises build`)")
+        print("student notebooks are up to date" if not changed else f"{len(changed)} student notebook(s) out of date")
+        return 1 if changed else 0
+    for path in changed:
+        print(f"wrote {path}")
+    print(f"{len(changed)} student notebook(s) written, {len(exercises.solutions()) - len(changed)} unchanged")
+    return 0
+
+
+def _cmd_check(args: argparse.Namespace) -> int:
+    from . import exercises
+
+    grades, out_dir = exercises.grade(args.notebooks, Path(args.out) if args.out else None, args.profile,
+                                      args.cell_timeout)
+    passed, total = sum(g.passed for g in grades), sum(g.total for g in grades)
+    if len(grades) > 1:
+        print("\nnotebook scores:")
+        for g in grades:
+            print(f"  {g.notebook}: {g.passed}/{g.total}")
+    print(f"score: {passed}/{total} checks passed ({100 * passed / max(total, 1):.0f}%); "
+          f"executed notebooks and grades.json in {out_dir}")
+    return 0 if grades and all(g.ok for g in grades) else 1
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="compresslab", description="Run and explore the compresslab notebooks.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -59,6 +89,19 @@ def build_parser() -> argparse.ArgumentParser:
     p_report = sub.add_parser("report", help="table of every recorded result below a folder")
     p_report.add_argument("directory", nargs="?", default="runs")
     p_report.set_defaults(func=_cmd_report)
+    p_ex = sub.add_parser("exercises", help="student exercise notebooks (generated from exercises/solutions/)")
+    ex_sub = p_ex.add_subparsers(dest="action", required=True)
+    p_build = ex_sub.add_parser("build", help="write exercises/NN_*.ipynb from the solution notebooks")
+    p_build.add_argument("--check", action="store_true",
+                         help="write nothing; exit 1 if a student notebook is out of date with its solution")
+    p_build.set_defaults(func=_cmd_exercises)
+    p_check = sub.add_parser("check", help="grade exercise notebooks: run each headless, table of checks and a score")
+    p_check.add_argument("notebooks", nargs="+", help="notebook file(s), or folder(s) of submissions")
+    p_check.add_argument("--profile", choices=runner.PROFILES, default="quick",
+                         help="the exercises' profile parameter (default quick)")
+    p_check.add_argument("--out", help="output folder (default runs/check-<timestamp>/)")
+    p_check.add_argument("--cell-timeout", type=int, default=300, help="seconds one cell may run (default 300)")
+    p_check.set_defaults(func=_cmd_check)
     return parser
 
 

@@ -307,3 +307,35 @@ class SpeedTable:
 
     def _repr_html_(self) -> str:
         return self.table().to_html(index=False)
+
+
+def latency_rounds(
+    variants: dict[str, Callable[[torch.Tensor], object] | nn.Module],
+    rounds: int = 5,
+    **kwargs,
+) -> list[Latency]:
+    """Time several variants in interleaved rounds: each round runs `latency(...)` once per variant
+    (in a rotated order), so a slow spell of a shared or throttled CPU hits every variant alike.
+
+    Per (label, batch): median_ms / p10_ms / p90_ms are the medians over rounds of each round's
+    median / p10 / p90; repeats counts all timed calls. `kwargs` go to `latency` (not `label`).
+    """
+    if rounds < 1:
+        raise ValueError(f"rounds={rounds} must be >= 1")
+    if not variants:
+        raise ValueError("variants is empty: give {label: model or function}")
+    labels = list(variants)
+    per: dict[tuple[str, int], list[Latency]] = {}
+    for r in range(rounds):
+        for label in labels[r % len(labels):] + labels[:r % len(labels)]:
+            for row in latency(variants[label], label=label, **kwargs):
+                per.setdefault((label, row.batch_size), []).append(row)
+    out = []
+    for label in labels:
+        for (lab, batch), rows in per.items():
+            if lab == label:
+                out.append(Latency(label, batch, statistics.median(x.median_ms for x in rows),
+                                   statistics.median(x.p10_ms for x in rows),
+                                   statistics.median(x.p90_ms for x in rows),
+                                   sum(x.repeats for x in rows), rows[-1].threads))
+    return out

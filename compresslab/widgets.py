@@ -219,3 +219,141 @@ def pruning_panel(model, split, sparsity: float, scope: str, structured: bool):
         {"sparsity": sparsity, "scope": scope, "structured": structured},
         title="Prune the trained model (no fine-tuning)",
     )
+
+
+# ---- quantization ----
+
+def render_quantization(model, split, calibration, layer: str, weight_bits: int, act_bits: int,
+                        granularity: str, observer: str) -> View:
+    """PTQ of a copy of `model` (calibrated on `calibration` inputs): the chosen layer's weight histogram
+    with its grid and level counts, its SQNR, and the test accuracy on `split`."""
+    import torch
+
+    from . import plots
+    from . import quantization as Q
+    from .training import evaluate
+
+    config = Q.QuantConfig(weight_bits=weight_bits, act_bits=act_bits, weight_granularity=granularity,
+                           weight_observer=observer, act_observer=observer, calibration_size=len(calibration))
+    quantized, report = Q.apply_ptq(model, config, calibration)
+    layers = Q.quant_layers(quantized)
+    if layer not in layers:
+        raise ValueError(f"layer={layer!r} must be one of {list(layers)}")
+    fq = layers[layer].weight_fake_quant
+    scale, zero_point = fq.qparams()
+    w = layers[layer].weight.detach()
+    codes = Q.quantize_affine(w, scale, zero_point, fq.qmin, fq.qmax, fq.axis)
+    channel = int(torch.argmax(scale)) if scale.dim() else 0
+    s = scale[channel] if scale.dim() else scale
+    z = zero_point[channel] if zero_point.dim() else zero_point
+    grid = ((torch.arange(fq.qmin, fq.qmax + 1) - z) * s).tolist()
+    note = f" (grid of channel {channel}, the widest)" if scale.dim() else ""
+    figure = plots.quant_histogram(w, codes, grid, fq.qmin, fq.qmax,
+                                   title=f"{layer}: {weight_bits}-bit {granularity}, {observer}{note}")
+    row = next(r for r in report.layers if r["layer"] == layer)
+    return View(figure, {
+        "test accuracy %": round(100 * evaluate(quantized, split).accuracy, 2),
+        f"{layer} weight SQNR dB": row["weight SQNR dB"],
+        f"{layer} output SQNR dB": row["output SQNR dB"],
+        f"{layer} weights that became 0 %": row["zero weights %"],
+        "model KiB (weights + scales, float biases)": round(report.size["encoded_bytes"] / 1024, 1),
+        "compression vs FP32": round(report.compression, 2),
+    })
+
+
+def quantization_panel(model, split, calibration, layer: str, weight_bits: int, act_bits: int,
+                       granularity: str, observer: str):
+    """Bits (weights, activations), granularity and observer over `render_quantization`."""
+    from . import quantization as Q
+    from .models import prunable_layers
+
+    return panel(
+        lambda layer, weight_bits, act_bits, granularity, observer: render_quantization(
+            model, split, calibration, layer, weight_bits, act_bits, granularity, observer),
+        {"layer": choice(list(prunable_layers(model))), "weight_bits": int_slider(2, 8, label="weight bits"),
+         "act_bits": int_slider(2, 8, label="activation bits"), "granularity": choice(Q.GRANULARITIES),
+         "observer": choice(Q.OBSERVERS)},
+        {"layer": layer, "weight_bits": weight_bits, "act_bits": act_bits, "granularity": granularity,
+         "observer": observer},
+        title="Quantize the trained model (post-training, no fine-tuning)",
+    )
+
+
+# ---- low-rank ----
+
+def render_lowrank(model, split, svds, **ranks: int) -> View:
+    """Truncate each named layer of a copy of `model` to its rank (no fine-tuning): the kept and
+    discarded singular values, and per layer the relative error ||W - W_r||_F / ||W||_F, energy kept
+    and parameters; test accuracy on `split`. `svds`: lowrank.decompose(model), reused every call."""
+    from . import lowrank, plots
+    from .training import evaluate
+
+    config = lowrank.LowRankConfig(rank=dict(ranks), layers=tuple(ranks), skip_unprofitable=False)
+    truncated, report = lowrank.apply_lowrank(model, config, svds=svds)
+    figure = plots.truncation_view({n: svds[n].s for n in ranks}, ranks)
+    shown = {"test accuracy %": round(100 * evaluate(truncated, split).accuracy, 2)}
+    for row in report.layers:
+        name = row["layer"]
+        shown[f"{name} relative error"] = round(row["rel_error"], 4)
+        shown[f"{name} params"] = f"{row['params_before']:,} -> {row['params_after']:,}" + (
+            "" if row["saves"] else f" (rank >= break-even {row['break_even']}: no saving)")
+    shown["model params"] = f"{report.params_before:,} -> {report.params_after:,}"
+    shown["params removed in these layers %"] = round(100 * report.reduction, 1)
+    return View(figure, shown)
+
+
+def lowrank_panel(model, split, ranks: dict, svds=None):
+    """One rank slider per layer (1 .. min(m, n)) over `render_lowrank`."""
+    from . import lowrank
+
+    svds = svds if svds is not None else lowrank.decompose(model, layers=tuple(ranks))
+    return panel(
+        lambda **values: render_lowrank(model, split, svds, **values),
+        {name: int_slider(1, len(svds[name].s), label=f"rank {name}") for name in ranks},
+        dict(ranks),
+        title="Truncate the trained model's layers (no fine-tuning)",
+    )
+
+
+# ---- distillation ----
+
+def render_distillation(teacher, student, split, temperature: float, image_index: int, alpha: float) -> View:
+    """Teacher's and student's softmax(z / T) for one image of `split`, and the KD loss terms for it."""
+    import torch
+
+    from . import distillation, plots
+
+    x, y = split.tensors(limit=image_index + 1)
+    x, y = x[image_index:image_index + 1], y[image_index:image_index + 1]
+    teacher.eval()
+    student.eval()
+    with torch.no_grad():
+        zt = teacher(x.to(next(teacher.parameters()).device)).cpu().double()
+        zs = student(x.to(next(student.parameters()).device)).cpu().double()
+    pt, ps = distillation.soft_targets(zt, temperature)[0], distillation.soft_targets(zs, temperature)[0]
+    terms = distillation.kd_terms(zs, zt, y, temperature, alpha)
+    figure = plots.kd_view(split.images[image_index], pt.tolist(), ps.tolist(), int(y[0]), temperature,
+                           [str(c) for c in range(len(pt))])
+    return View(figure, {
+        "label": int(y[0]),
+        "teacher p(label) at T": round(float(pt[int(y[0])]), 4),
+        "student p(label) at T": round(float(ps[int(y[0])]), 4),
+        "teacher entropy (bits)": round(float(distillation.entropy(pt)), 3),
+        "student entropy (bits)": round(float(distillation.entropy(ps)), 3),
+        "soft term T^2 KL": round(float(temperature**2 * terms["soft"]), 5),
+        "hard term CE": round(float(terms["hard"]), 5),
+        "KD loss": round(float(terms["total"]), 5),
+    })
+
+
+def distillation_panel(teacher, student, split, temperature: float, image_index: int, alpha: float):
+    """Temperature, image and alpha controls over `render_distillation`."""
+    return panel(
+        lambda temperature, image_index, alpha: render_distillation(teacher, student, split, temperature,
+                                                                    image_index, alpha),
+        {"temperature": slider(0.5, 30.0, 0.5, label="temperature T"),
+         "image_index": int_slider(0, min(len(split), 500) - 1, label="test image"),
+         "alpha": slider(0.0, 1.0, 0.05, label="alpha")},
+        {"temperature": temperature, "image_index": image_index, "alpha": alpha},
+        title="Soft targets of teacher and student, and the KD loss for one image",
+    )

@@ -1,0 +1,292 @@
+"""Relative indices, the compressed file format (round trip, damage), the pipeline's configs."""
+
+import copy
+import json
+import struct
+import zlib
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from compresslab import deepcompression as dc
+from compresslab import models
+from compresslab.sharing import ShareConfig, apply_sharing
+from compresslab.training import TrainConfig
+
+
+def test_relative_indices_hand_case_with_fillers():
+    # 2 index bits: gaps 1..3 stored as is; a longer gap gets filler zeros, each skipping 3
+    positions = [0, 2, 3, 10, 13]
+    symbols = dc.relative_encode(positions, 2)
+    # gaps from -1: 1, 2, 1, 7 (= 3 + 3 + 1: two fillers then 1), 3
+    assert symbols.tolist() == [1, 2, 1, 0, 0, 1, 3]
+    assert dc.relative_decode(symbols, 2).tolist() == positions
+
+
+def test_relative_indices_exact_multiple_of_max_gap():
+    # a gap of exactly M needs no filler, 2M needs exactly one
+    assert dc.relative_encode([2], 2).tolist() == [3]
+    assert dc.relative_encode([5], 2).tolist() == [0, 3]
+    assert dc.relative_decode([0, 3], 2).tolist() == [5]
+
+
+@pytest.mark.parametrize("bits", [1, 3, 5, 8])
+def test_relative_indices_round_trip_random(bits):
+    rng = np.random.default_rng(bits)
+    n = 5000
+    positions = np.flatnonzero(rng.random(n) < 0.03)
+    symbols = dc.relative_encode(positions, bits)
+    m = 2 ** bits - 1
+    assert symbols.max() <= m and (symbols != 0).sum() == len(positions)
+    gaps = np.diff(positions, prepend=-1)
+    assert (symbols == 0).sum() == ((gaps - 1) // m).sum()
+    assert np.array_equal(dc.relative_decode(symbols, bits), positions)
+    assert dc.relative_encode([], bits).size == 0 and dc.relative_decode([], bits).size == 0
+
+
+def test_relative_indices_bad_input():
+    with pytest.raises(ValueError, match="strictly increasing"):
+        dc.relative_encode([3, 3], 4)
+    with pytest.raises(ValueError, match="index_bits"):
+        dc.relative_encode([1], 0)
+    with pytest.raises(ValueError, match="filler"):
+        dc.relative_decode([1, 0], 4)
+    with pytest.raises(ValueError, match="gap symbols"):
+        dc.relative_decode([16], 4)
+
+
+def shared_lenet300(seed=0, sparsity=0.9):
+    """A LeNet-300-100 with random pruned and shared weights (no training)."""
+    torch.manual_seed(seed)
+    model = models.create("lenet300")
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for layer in models.prunable_layers(model).values():
+            layer.weight[torch.rand(layer.weight.shape, generator=gen) < sparsity] = 0
+    model, _ = apply_sharing(model, ShareConfig(fc_bits=5, iters=5))
+    return model
+
+
+@pytest.fixture(scope="module")
+def shared_model():
+    return shared_lenet300()
+
+
+def test_file_round_trip_bit_exact(shared_model, tmp_path):
+    path = tmp_path / "m.cldc"
+    size = dc.save(shared_model, path, index_bits=5, bits=5)
+    assert size == path.stat().st_size
+    assert not list(tmp_path.glob(".*tmp"))  # atomic write leaves no temporary file
+    loaded = dc.load(path)  # architecture recorded in the file
+    original, back = shared_model.state_dict(), loaded.state_dict()
+    assert set(original) == set(back)
+    for k, v in original.items():
+        assert torch.equal(v.view(torch.int32), back[k].view(torch.int32)), k  # the same bits
+    x = torch.randn(7, 1, 28, 28)
+    shared_model.eval()
+    assert torch.equal(shared_model(x), loaded(x))
+    # the size is what the parts add up to: codebooks, code lengths, streams, biases, header
+    dense = 4 * sum(p.numel() for p in shared_model.parameters())
+    assert size < dense / 10
+
+
+def test_layer_record_sizes_and_table(shared_model):
+    content, records = dc.encode_model(shared_model, index_bits=5, bits=5)
+    nnz = {n: int((m.weight != 0).sum()) for n, m in models.prunable_layers(shared_model).items()}
+    for r in records:
+        assert r.nnz == nnz[r.name] and len(r.codebook) <= 32
+        assert r.n_gaps >= r.nnz
+        # Huffman streams: byte-padded bit lengths of the coded symbols
+        assert len(r.index_stream) == -(-r.index_code.bit_length(
+            dc.relative_encode(np.flatnonzero(r_weight(shared_model, r.name)), 5)) // 8)
+    rows = dc.layer_table(records, len(content), 4 * sum(p.numel() for p in shared_model.parameters()))
+    assert [r["layer"] for r in rows] == ["fc1", "fc2", "fc3", "total (file)"]
+    assert rows[-1]["bytes"] == len(content)
+    assert sum(r["bytes"] for r in rows[:-1]) < len(content)  # the header and checksum cost a little
+    for r in rows[:-1]:
+        assert r["weight bits (P+Q+H)"] <= 5.0 + 8 / max(nnz[r["layer"]], 1)
+
+
+def r_weight(model, name):
+    return models.prunable_layers(model)[name].weight.detach().reshape(-1).numpy()
+
+
+def test_unshared_model_rejected():
+    model = models.create("lenet300")
+    with pytest.raises(ValueError, match="distinct non-zero values"):
+        dc.encode_model(model, bits=5)
+
+
+def test_template_model_and_unknown_architecture(tmp_path):
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(6, 4), nn.ReLU(), nn.Linear(4, 2))
+    with torch.no_grad():
+        for m in (model[0], model[2]):
+            m.weight.copy_(torch.randint(-2, 3, m.weight.shape).float() / 4)
+    path = tmp_path / "tiny.cldc"
+    dc.save(model, path, bits=3)
+    with pytest.raises(ValueError, match="no known architecture"):
+        dc.load(path)
+    loaded = dc.load(path, model=nn.Sequential(nn.Linear(6, 4), nn.ReLU(), nn.Linear(4, 2)))
+    assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), loaded.state_dict().values(), strict=True))
+    with pytest.raises(ValueError, match="does not match the architecture"):
+        dc.load(path, model=nn.Sequential(nn.Linear(6, 5), nn.ReLU(), nn.Linear(5, 2)))
+
+
+@pytest.fixture(scope="module")
+def good_bytes(shared_model):
+    return dc.encode_model(shared_model, index_bits=5, bits=5)[0]
+
+
+@pytest.mark.parametrize("cut", [1, 4, 100, 5000])
+def test_truncated_file_rejected(good_bytes, tmp_path, cut):
+    path = tmp_path / "cut.cldc"
+    path.write_bytes(good_bytes[:-cut])
+    with pytest.raises(ValueError, match="truncated"):
+        dc.load(path)
+    path.write_bytes(good_bytes[:10])
+    with pytest.raises(ValueError, match="shorter than the header"):
+        dc.load(path)
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_bit_flipped_file_rejected(good_bytes, tmp_path, seed):
+    rng = np.random.default_rng(seed)
+    data = bytearray(good_bytes)
+    pos = int(rng.integers(24, len(data)))  # anywhere after the fixed header: meta, body, checksum
+    data[pos] ^= 1 << int(rng.integers(8))
+    path = tmp_path / "flip.cldc"
+    path.write_bytes(bytes(data))
+    with pytest.raises(ValueError, match="checksum"):
+        dc.load(path)
+
+
+def test_wrong_version_and_magic_rejected(good_bytes, tmp_path):
+    path = tmp_path / "v.cldc"
+    data = bytearray(good_bytes)
+    struct.pack_into("<H", data, 8, dc.VERSION + 1)
+    path.write_bytes(bytes(data))
+    with pytest.raises(ValueError, match="unsupported file version"):
+        dc.load(path)
+    path.write_bytes(b"PK\x03\x04" + good_bytes[4:])
+    with pytest.raises(ValueError, match="magic"):
+        dc.load(path)
+
+
+def test_damage_behind_a_valid_checksum_is_still_caught(good_bytes):
+    # a writer bug (bad stream sizes) with a correct CRC: the decoder's own checks catch it
+    magic, version, reserved, meta_len, total = dc._HEAD.unpack_from(good_bytes)
+    start = dc._HEAD.size
+    meta = json.loads(good_bytes[start:start + meta_len])
+    body = good_bytes[start + meta_len:-4]
+    for field, delta in (("nnz", 1), ("n_gaps", -1), ("w_bytes", 1), ("k", 1)):
+        bad = copy.deepcopy(meta)
+        bad["layers"][0][dc.META_FIELDS.index(field)] += delta
+        raw = json.dumps(bad).encode()
+        content = dc._HEAD.pack(magic, version, reserved, len(raw), total + len(raw) - meta_len) + raw + body
+        content += struct.pack("<I", zlib.crc32(content))
+        with pytest.raises(ValueError):
+            dc.decode_bytes(content)
+
+
+@pytest.mark.parametrize("kw, msg", [
+    ({"layer_sparsity": {"fc1": 0.9}, "threshold_std": 1.0}, "not both"),
+    ({"threshold_std": -1}, "threshold_std"),
+    ({"sparsity": 1.0}, "sparsity"),
+    ({"fc_index_bits": 0}, "fc_index_bits"),
+    ({"conv_index_bits": 20}, "conv_index_bits"),
+    ({"fc_bits": 0}, "fc_bits"),
+    ({"init": "kmeans++"}, "init"),
+    ({"prune_iterations": 0}, "iterations"),
+])
+def test_bad_configs(kw, msg):
+    with pytest.raises(ValueError, match=msg):
+        dc.DeepCompressionConfig(**kw)
+
+
+def test_std_threshold_sparsity():
+    model = nn.Sequential(nn.Linear(1000, 10))
+    with torch.no_grad():
+        model[0].weight.copy_(torch.randn(10, 1000, generator=torch.Generator().manual_seed(0)))
+    s = dc.std_threshold_sparsity(model, 1.0)["0"]
+    assert s == pytest.approx(0.6827, abs=0.01)  # |z| < 1 sigma for a normal
+    assert dc.std_threshold_sparsity(model, {"0": 0.0})["0"] == 0.0
+
+
+def test_pipeline_on_tiny_data(tmp_path, tiny_data):
+    data = tiny_data
+    torch.manual_seed(0)
+    model = models.create("mlp", hidden=(64, 32))
+    cfg = dc.DeepCompressionConfig(
+        layer_sparsity={"fc1": 0.95, "fc2": 0.9, "fc3": 0.7}, prune_iterations=2,
+        prune_finetune=TrainConfig(epochs=1, batch_size=64, lr=0.01),
+        share_finetune=TrainConfig(epochs=1, batch_size=64, lr=0.001), fc_bits=4)
+    loaded, report = dc.apply_deep_compression(model, cfg, data, path=tmp_path / "toy.cldc")
+    assert report.bit_exact
+    assert report.file_bytes == (tmp_path / "toy.cldc").stat().st_size
+    assert report.compression == pytest.approx(report.dense_bytes / report.file_bytes)
+    assert report.accuracy_loaded == report.accuracy_shared
+    assert [s["stage"] for s in report.stages] == ["dense", "pruned", "shared", "huffman (file)"]
+    sizes = [s["bytes"] for s in report.stages]
+    assert sizes[0] > sizes[1] > sizes[2]
+    kept = {r["layer"]: r["weights kept %"] for r in report.layers}
+    assert kept["fc1"] == pytest.approx(5.0, abs=0.01) and kept["fc3"] == pytest.approx(30.0, abs=0.01)
+    assert report.to_dict()["compression"] > 10
+
+
+def test_views_for_the_notebook(shared_model):
+    import matplotlib.pyplot as plt
+
+    from compresslab import plots
+    from compresslab.data import Dataset, Split
+
+    content, records = dc.encode_model(shared_model, index_bits=5, bits=5)
+    parts = dc.byte_parts(records, len(content))
+    assert sum(sum(v for k, v in row.items() if k != "layer") for row in parts) == len(content)
+    stats = dc.stream_statistics(records[0])
+    counts, lengths = stats["fc1: cluster indices"]
+    assert counts.sum() == records[0].nnz and len(lengths) == len(counts)
+    assert stats["fc1: index gaps"][0].sum() == records[0].n_gaps
+    gen = torch.Generator().manual_seed(0)
+    split = Split(torch.randint(0, 256, (64, 28, 28), dtype=torch.uint8, generator=gen),
+                  torch.randint(0, 10, (64,), generator=gen), 0.5, 0.3)
+    view = dc.sharing_view(shared_model, Dataset("toy", split, split, None, tuple("0123456789")),
+                           conv_bits=8, fc_bits=3, init="density", layer="fc2")
+    assert view.metrics["file bytes"] < len(content)  # 3 bits instead of 5
+    assert view.metrics["compression x"] == pytest.approx(4 * sum(p.numel() for p in shared_model.parameters())
+                                                         / view.metrics["file bytes"], abs=0.05)
+    for fig in (view.figure, plots.byte_breakdown(parts), plots.code_lengths(stats)):
+        assert fig.axes
+        plt.close(fig)
+    with pytest.raises(ValueError, match="layer="):
+        dc.sharing_view(shared_model, Dataset("toy", split, split, None, tuple("0123456789")), 8, 3, "linear", "fc9")
+
+
+def test_degenerate_layers_round_trip():
+    model = nn.Sequential(nn.Linear(5, 4), nn.ReLU(), nn.Linear(4, 3), nn.ReLU(), nn.Linear(3, 2, bias=False))
+    with torch.no_grad():
+        model[0].weight.zero_()  # nothing survived
+        model[2].weight.fill_(0.25)  # one shared value, every position kept
+        model[4].weight.zero_()
+        model[4].weight[1, 2] = -1.5  # a single weight, far from the start
+    content, records = dc.encode_model(model, index_bits=1, bits=2)
+    assert [r.nnz for r in records] == [0, 12, 1]
+    assert records[1].weight_code.single == 0 and records[1].weight_stream == b""  # one value costs no bits
+    _, state, _ = dc.decode_bytes(content)
+    for k, v in model.state_dict().items():
+        assert torch.equal(state[k], v), k
+
+
+@pytest.mark.parametrize("lengths", [[3, 3, 2, 1, 0, 0], [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 15],
+                                     [1] + list(range(2, 21)) + [20], [0, 0, 0], [2, 2, 0, 2, 2, 0, 0]])
+def test_code_tables_pack_and_unpack(lengths):
+    lengths = np.array(lengths, dtype=np.uint8)
+    size = dc._table_size(lengths)
+    raw = dc._pack_lengths(lengths)
+    assert len(raw) == dc._table_bytes(size)
+    used = np.flatnonzero(lengths)
+    assert abs(size) == (used[-1] + 1 if len(used) else 0)  # trailing unused symbols cost nothing
+    assert (size < 0) == (bool(len(used)) and lengths.max() <= 15)  # 4 bits per length when they fit
+    assert np.array_equal(dc._unpack_lengths(raw, size, len(lengths)), lengths)
