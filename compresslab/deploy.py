@@ -294,6 +294,11 @@ class DeployReport:
             head += f"<p><b>Warning:</b> {self.warning}</p>"
         return head + self.table().to_html(index=False)
 
+    def __repr__(self) -> str:
+        return (f"DeployReport({self.method}, compiled={self.compiled}, threads={self.threads}, accuracy FP32 "
+                f"{100 * self.accuracy_fp32:.2f}% -> INT8 {100 * self.accuracy_int8:.2f}%, speed-ups "
+                f"{ {k: round(v, 2) for k, v in self.speedups.items()} })")
+
 
 def predictions(fn: Callable[[torch.Tensor], torch.Tensor], split: Split, batch_size: int = 256,
                 channels_last: bool = False) -> torch.Tensor:

@@ -16,6 +16,7 @@ from __future__ import annotations
 import copy
 import math
 import time
+import warnings
 from dataclasses import dataclass, field
 
 import torch
@@ -256,6 +257,9 @@ def apply_distillation(
         loss_fn = distillation_loss_fn(teacher, config.temperature, config.alpha)
         train_data = data
     history = train(student, train_data, config.train, loss_fn=loss_fn, progress=progress)
+    if not all(math.isfinite(v) for v in history.train_loss):
+        warnings.warn(f"distillation at T={config.temperature:g} diverged (non-finite loss): the soft term's "
+                      f"gradient grows with the logit gap, lower train.lr (now {config.train.lr:g})", stacklevel=2)
     report = DistillReport(
         config=config, n_test=len(data.test), teacher_errors=teacher_errors,
         student_errors_before=errors_before, student_errors=evaluate(student, data.test).errors,

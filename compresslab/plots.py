@@ -447,7 +447,7 @@ def channel_ranges(absmax: Mapping[str, Sequence[float]], title: str = "") -> Fi
     fig, axes = _figure(ncols=len(names), width=3.4, height=3.0)
     for ax, name in zip(axes[0], names):
         v = np.sort(np.asarray(absmax[name], dtype=float))[::-1]
-        ax.bar(np.arange(len(v)), v, width=1.0, color=PALETTE[0])
+        ax.bar(np.arange(len(v)), v, width=1.0, color=PALETTE[0], linewidth=0)
         ax.axhline(v.max(), ls="--", color="black", lw=1, label="per-tensor range")
         ax.set(title=f"{name}: {len(v)} channels", xlabel="output channel (sorted)")
     axes[0, 0].set_ylabel("max |w| of the channel")
@@ -498,6 +498,8 @@ def quant_histogram(w: torch.Tensor, q: torch.Tensor, grid: Sequence[float], qmi
                     title: str = "", bins: int = 100) -> Figure:
     """Left: the float weights (log counts) with a quantization grid as vertical lines. Right: how many
     weights landed on each integer level q in [qmin, qmax]."""
+    from matplotlib.ticker import MaxNLocator
+
     fig, axes = _figure(ncols=2, width=4.6, height=3.2)
     w = w.detach().flatten().float().cpu().numpy()
     codes = q.detach().flatten().cpu().numpy()
@@ -513,6 +515,7 @@ def quant_histogram(w: torch.Tensor, q: torch.Tensor, grid: Sequence[float], qmi
     counts = np.bincount(codes - qmin, minlength=len(levels))
     ax.bar(levels, np.maximum(counts, 0.5), width=0.8 if len(levels) <= 64 else 1.0, color=PALETTE[1])
     ax.set_yscale("log")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     used = int((counts > 0).sum())
     ax.set(xlabel="integer level q", ylabel="weights on this level (log)", title=f"{used} of {len(levels)} levels used")
     fig.tight_layout()
@@ -592,6 +595,8 @@ def error_vs_params(curves: Mapping[str, tuple[Sequence[float], Sequence[float]]
                     xlabel: str = "parameters (log)", title: str = "") -> Figure:
     """Test error (%, log) vs parameter count (log), one line per labelled (params, accuracy) series,
     with the dense model's error dashed: the log scale separates 1.5% from 2% as clearly as 20% from 50%."""
+    from matplotlib.ticker import FuncFormatter
+
     fig, axes = _figure()
     ax = axes[0, 0]
     for i, (label, (xs, accs)) in enumerate(curves.items()):
@@ -599,6 +604,10 @@ def error_vs_params(curves: Mapping[str, tuple[Sequence[float], Sequence[float]]
     ax.axhline(100 * (1 - dense_accuracy), color="black", ls="--", lw=1, label="dense baseline")
     ax.set_xscale("log")
     ax.set_yscale("log")
+    plain = FuncFormatter(lambda v, _: f"{v:g}")
+    ax.yaxis.set_major_formatter(plain)
+    ax.yaxis.set_minor_formatter(plain)
+    ax.tick_params(axis="y", which="minor", labelsize=7)
     ax.set(xlabel=xlabel, ylabel="test error (%, log)", title=title)
     ax.legend(fontsize=8)
     fig.tight_layout()

@@ -592,6 +592,10 @@ class QuantReport:
                 f"&middot; {self.seconds:.1f} s</p>")
         return head + self.table().to_html(index=False)
 
+    def __repr__(self) -> str:
+        return (f"QuantReport({self.method}, accuracy {_pct(self.accuracy_float)} -> {_pct(self.accuracy_quant)}, "
+                f"{self.compression:.2f}x smaller)\n{self.table().to_string(index=False)}")
+
 
 def _pct(x: float | None) -> str:
     return "n/a" if x is None else f"{100 * x:.2f}%"

@@ -238,3 +238,12 @@ def test_distillation_figures():
     assert [len(f.axes) for f in figs] == [6, 1, 1, 1]
     for f in figs:
         plt.close(f)
+
+
+def test_divergence_is_reported():
+    data, teacher = _toy_data(), _teacher()
+    torch.manual_seed(7)
+    student = models.create("mlp", hidden=(16,))
+    config = kd.DistillConfig(temperature=20.0, alpha=1.0, train=TrainConfig(epochs=1, batch_size=64, lr=1e6))
+    with pytest.warns(UserWarning, match="diverged"):
+        kd.apply_distillation(student, teacher, data, config, progress=False)

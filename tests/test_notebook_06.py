@@ -1,0 +1,33 @@
+"""Notebook 06 runs headless in the quick profile and its recorded metrics hold up."""
+
+from __future__ import annotations
+
+import pytest
+
+pytestmark = pytest.mark.notebook
+
+LENET300_PARAMS = 784 * 300 + 300 + 300 * 100 + 100 + 100 * 10 + 10
+
+
+def test_deep_compression_quick(run_notebook):
+    m = run_notebook("06_deep_compression").results
+    assert m["profile"] == "quick" and m["model"] == "lenet300"
+    # the file loads back bit-exactly, with exactly the accuracy of the shared model in memory
+    assert m["bit_exact"] is True
+    assert m["loaded_accuracy"] == m["shared_accuracy"]
+    # sizes: against dense FP32, from the file's own bytes
+    assert m["dense_bytes"] == 4 * LENET300_PARAMS
+    assert m["compression_x"] == pytest.approx(m["dense_bytes"] / m["file_bytes"])
+    kept = 100 * (0.08 * 784 * 300 + 0.09 * 300 * 100 + 0.26 * 100 * 10) / (784 * 300 + 300 * 100 + 100 * 10)
+    assert m["weights_kept_pct"] == pytest.approx(kept, abs=0.01)  # the paper's per-layer rates
+    assert 1 < m["pruned_compression_x"] < m["shared_compression_x"] < m["compression_x"]
+    assert m["compression_x"] > 30  # 8% of weights at ~9 bits each, plus biases and codebooks
+    assert m["gzip_shared_compression_x"] < m["compression_x"]
+    layers = {row["layer"]: row for row in m["layers"]}
+    assert layers["total (file)"]["bytes"] == m["file_bytes"]
+    assert sum(layers[n]["bytes"] for n in ("fc1", "fc2", "fc3")) < m["file_bytes"]
+    for n in ("fc1", "fc2", "fc3"):
+        assert layers[n]["weight bits (P+Q+H)"] <= 5.05  # Huffman: never longer than 5 fixed bits (+ padding)
+    # accuracy: a sane floor for 8k images and 2 epochs, and compression costs little
+    assert 0.8 < m["dense_accuracy"] <= 1.0
+    assert m["loaded_accuracy"] > m["dense_accuracy"] - 0.03
