@@ -29,6 +29,7 @@ from torch import nn
 from . import metrics
 from .data import Dataset
 from .models import prunable_layers
+from .results import LayerTableReport, pct
 from .training import TrainConfig, evaluate, train
 
 CONV_MODES = ("channel", "spatial")
@@ -378,7 +379,7 @@ def _greedy_ranks(mats: dict[str, torch.Tensor], spectra: dict[str, torch.Tensor
 # ----------------------------------------------------------------- the model-level verb
 
 @dataclass
-class LowRankReport:
+class LowRankReport(LayerTableReport):
     config: LowRankConfig
     params_before: int
     params_after: int
@@ -403,20 +404,11 @@ class LowRankReport:
                 "accuracy_after": self.accuracy_after, "seconds": self.seconds, "layers": self.layers,
                 "scope": self.config.scope, "conv_mode": self.config.conv_mode}
 
-    def table(self):
-        import pandas as pd
-
-        return pd.DataFrame(self.layers)
-
-    def _repr_html_(self) -> str:
-        def pct(x):
-            return "n/a" if x is None else f"{100 * x:.2f}%"
-
-        head = (f"<p>params {self.params_before:,} &rarr; {self.params_after:,} "
+    def headline(self) -> str:
+        return (f"params {self.params_before:,} &rarr; {self.params_after:,} "
                 f"(factorized layers: {100 * self.reduction:.1f}% fewer) &middot; accuracy "
                 f"{pct(self.accuracy_before)} &rarr; truncated {pct(self.accuracy_truncated)} &rarr; "
-                f"fine-tuned {pct(self.accuracy_after)} &middot; {self.seconds:.1f} s</p>")
-        return head + self.table().to_html(index=False)
+                f"fine-tuned {pct(self.accuracy_after)} &middot; {self.seconds:.1f} s")
 
 
 def _params(model: nn.Module) -> int:

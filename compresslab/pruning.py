@@ -21,6 +21,7 @@ from torch.nn.utils import prune
 from . import metrics
 from .data import Dataset
 from .models import prunable_layers
+from .results import LayerTableReport, pct
 from .training import Callback, TrainConfig, TrainState, evaluate, train
 
 warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta")
@@ -303,7 +304,7 @@ class PruneConfig:
 
 
 @dataclass
-class PruningReport:
+class PruningReport(LayerTableReport):
     config: PruneConfig
     sparsity: float
     params_before: int
@@ -322,21 +323,11 @@ class PruningReport:
                 "rounds": self.rounds, "schedule": self.config.schedule, "scope": self.config.scope,
                 "structured": self.config.structured}
 
-    def table(self):
-        import pandas as pd
-
-        return pd.DataFrame(self.layers)
-
-    def _repr_html_(self) -> str:
-        head = (f"<p>sparsity {100 * self.sparsity:.2f}% &middot; params {self.params_before:,} &rarr; "
-                f"{self.params_after:,} &middot; accuracy {_pct(self.accuracy_before)} &rarr; pruned "
-                f"{_pct(self.accuracy_pruned)} &rarr; fine-tuned {_pct(self.accuracy_after)} "
-                f"&middot; {self.seconds:.1f} s</p>")
-        return head + self.table().to_html(index=False)
-
-
-def _pct(x: float | None) -> str:
-    return "n/a" if x is None else f"{100 * x:.2f}%"
+    def headline(self) -> str:
+        return (f"sparsity {100 * self.sparsity:.2f}% &middot; params {self.params_before:,} &rarr; "
+                f"{self.params_after:,} &middot; accuracy {pct(self.accuracy_before)} &rarr; pruned "
+                f"{pct(self.accuracy_pruned)} &rarr; fine-tuned {pct(self.accuracy_after)} "
+                f"&middot; {self.seconds:.1f} s")
 
 
 def _param_count(model: nn.Module) -> int:

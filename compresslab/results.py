@@ -83,6 +83,30 @@ def read(path: str | os.PathLike) -> dict:
     return payload
 
 
+def pct(x: float | None) -> str:
+    """0.9842 -> '98.42%' (None -> 'n/a'), for report headlines."""
+    return "n/a" if x is None else f"{100 * x:.2f}%"
+
+
+class LayerTableReport:
+    """Mixin for report dataclasses: per-layer rows in `self.layers`, a one-line HTML `headline()`.
+
+    Gives `table()` (a DataFrame of the rows) and the notebook display (headline, then the table)."""
+
+    layers: list[dict]
+
+    def headline(self) -> str:
+        raise NotImplementedError
+
+    def table(self):
+        import pandas as pd
+
+        return pd.DataFrame(self.layers)
+
+    def _repr_html_(self) -> str:
+        return f"<p>{self.headline()}</p>" + self.table().to_html(index=False)
+
+
 def summary_table(metrics: Mapping):
     """Scalar metrics as a two-column DataFrame (metric, value)."""
     import pandas as pd

@@ -92,3 +92,21 @@ def test_headless_detection(monkeypatch):
     assert not widgets.headless()
     monkeypatch.delenv("COMPRESSLAB_HEADLESS")
     assert widgets.headless()  # no IPython kernel in a test process
+
+
+def test_layer_table_report_mixin():
+    from dataclasses import dataclass, field
+
+    @dataclass
+    class Demo(results.LayerTableReport):
+        accuracy: float
+        layers: list = field(default_factory=list)
+
+        def headline(self) -> str:
+            return f"accuracy {results.pct(self.accuracy)}"
+
+    report = Demo(0.98421, [{"layer": "fc1", "rank": 3}])
+    assert list(report.table()["rank"]) == [3]
+    html = report._repr_html_()
+    assert html.startswith("<p>accuracy 98.42%</p>") and "fc1" in html
+    assert results.pct(None) == "n/a"
