@@ -73,7 +73,7 @@ def run_notebook(tmp_path_factory):
         key = (name, tuple(sorted(params.items())))
         if key not in done:
             out = tmp_path_factory.mktemp(name)
-            done[key] = runner.execute(runner.resolve(name), out, params, profile="quick", cell_timeout=300, html=False)
+            done[key] = runner.execute(runner.resolve(name), out, params, profile="quick", cell_timeout=900, html=False)
         result = done[key]
         assert result.ok, f"{name} failed: {result.error}\nexecuted notebook: {result.output}"
         return result
