@@ -7,11 +7,14 @@ Each Linear/Conv2d layer is stored as
     flattened weight, in [1, 2^r - 1] for r index bits; a longer gap is split by filler zeros,
     each meaning "skip 2^r - 1 positions, no weight here". The gaps are Huffman-coded as well;
   * its bias, plainly (float32).
+Both Huffman codes are canonical, so only their code lengths are stored (up to the last used
+symbol, 4 bits each when all are <= 15). Han et al. store a filler as an explicit zero weight;
+here it is gap symbol 0, which needs no entry in the cluster-index stream.
 
 File layout (little-endian):
   magic (8 bytes) | version u16 | reserved u16 | meta length u32 | file length u64
-  | meta (UTF-8 JSON: architecture, per-layer shapes and stream sizes)
-  | per-layer records | other tensors | CRC-32 of everything before it (u32)
+  | meta (UTF-8 JSON: architecture; per layer the META_FIELDS values: shape, bits, sizes)
+  | per-layer records (codebook, code lengths, cluster-index stream, gap stream, bias) | other tensors | CRC-32 of everything before it (u32)
 `load` checks magic, version, length and checksum, decodes every layer and builds the model only
 when all of it decoded: a damaged file raises ValueError and never yields a half-loaded model.
 """
@@ -577,7 +580,7 @@ def sharing_view(pruned: nn.Module, data: Dataset, conv_bits: int, fc_bits: int,
     from .widgets import View
 
     config = ShareConfig(conv_bits=conv_bits, fc_bits=fc_bits, init=init, iters=20)
-    shared, report = apply_sharing(pruned, config)
+    shared, _ = apply_sharing(pruned, config)
     layers = prunable_layers(shared)
     name = layer or next(iter(layers))
     if name not in layers:
@@ -586,7 +589,9 @@ def sharing_view(pruned: nn.Module, data: Dataset, conv_bits: int, fc_bits: int,
     bits = {n: config.bits_for(n, m) for n, m in layers.items()}
     content, _ = encode_model(shared, index_bits, bits)
     weights = metrics.effective_weight(prunable_layers(pruned)[name]).cpu().numpy()
-    fig = plots.centroid_histograms(weights, {f"{init} init, after k-means ({name})": report.codebooks[name].numpy()})
+    w_shared = metrics.effective_weight(layers[name])
+    used = torch.unique(w_shared[w_shared != 0]).cpu().numpy()  # empty clusters are not stored
+    fig = plots.centroid_histograms(weights, {f"{init} init, after k-means ({name})": used})
     dense_bytes = 4 * sum(p.numel() for p in shared.parameters())
     accuracy = evaluate(shared, data.test).accuracy
     return View(fig, {"conv bits": conv_bits, "fc bits": fc_bits, "init": init, "file bytes": len(content),
