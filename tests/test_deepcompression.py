@@ -10,6 +10,7 @@ import pytest
 import torch
 from torch import nn
 
+from compresslab import compressedfile as cf
 from compresslab import deepcompression as dc
 from compresslab import models
 from compresslab.sharing import ShareConfig, apply_sharing
@@ -177,15 +178,15 @@ def test_wrong_version_and_magic_rejected(good_bytes, tmp_path):
 
 def test_damage_behind_a_valid_checksum_is_still_caught(good_bytes):
     # a writer bug (bad stream sizes) with a correct CRC: the decoder's own checks catch it
-    magic, version, reserved, meta_len, total = dc._HEAD.unpack_from(good_bytes)
-    start = dc._HEAD.size
+    magic, version, reserved, meta_len, total = cf._HEAD.unpack_from(good_bytes)
+    start = cf._HEAD.size
     meta = json.loads(good_bytes[start:start + meta_len])
     body = good_bytes[start + meta_len:-4]
     for field, delta in (("nnz", 1), ("n_gaps", -1), ("w_bytes", 1), ("k", 1)):
         bad = copy.deepcopy(meta)
         bad["layers"][0][dc.META_FIELDS.index(field)] += delta
         raw = json.dumps(bad).encode()
-        content = dc._HEAD.pack(magic, version, reserved, len(raw), total + len(raw) - meta_len) + raw + body
+        content = cf._HEAD.pack(magic, version, reserved, len(raw), total + len(raw) - meta_len) + raw + body
         content += struct.pack("<I", zlib.crc32(content))
         with pytest.raises(ValueError):
             dc.decode_bytes(content)
@@ -283,10 +284,10 @@ def test_degenerate_layers_round_trip():
                                      [1] + list(range(2, 21)) + [20], [0, 0, 0], [2, 2, 0, 2, 2, 0, 0]])
 def test_code_tables_pack_and_unpack(lengths):
     lengths = np.array(lengths, dtype=np.uint8)
-    size = dc._table_size(lengths)
-    raw = dc._pack_lengths(lengths)
-    assert len(raw) == dc._table_bytes(size)
+    size = cf._table_size(lengths)
+    raw = cf._pack_lengths(lengths)
+    assert len(raw) == cf._table_bytes(size)
     used = np.flatnonzero(lengths)
     assert abs(size) == (used[-1] + 1 if len(used) else 0)  # trailing unused symbols cost nothing
     assert (size < 0) == (bool(len(used)) and lengths.max() <= 15)  # 4 bits per length when they fit
-    assert np.array_equal(dc._unpack_lengths(raw, size, len(lengths)), lengths)
+    assert np.array_equal(cf._unpack_lengths(raw, size, len(lengths)), lengths)

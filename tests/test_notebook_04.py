@@ -37,5 +37,7 @@ def test_knowledge_distillation_quick(run_notebook):
         assert m["gap_closed"] == pytest.approx((m["student_alone_errors"] - m["distilled_errors"]) / gap)
     else:
         assert m["gap_closed"] is None  # NaN is recorded as null
-    # the T^2 factor keeps the soft gradient's size within a small band for T >= 2
-    assert m["soft_gradient_ratio_scaled"] < 2.0
+    # from T=8 to T=64 the T^2 factor keeps the soft gradient's size within a small band; without it,
+    # the gradient falls like 1/T^2 (64x over that range; allow slack below the limit)
+    assert m["soft_gradient_ratio_scaled"] < 1.5
+    assert m["soft_gradient_ratio_unscaled"] > 20
