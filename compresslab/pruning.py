@@ -22,7 +22,7 @@ from . import metrics
 from .data import Dataset
 from .models import prunable_layers
 from .results import LayerTableReport, pct
-from .training import Callback, TrainConfig, TrainState, evaluate, train
+from .training import Callback, LossFn, TrainConfig, TrainState, evaluate, train
 
 warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta")
 SCOPES = ("layer", "global")
@@ -336,9 +336,12 @@ def _param_count(model: nn.Module) -> int:
 
 def apply_pruning(
     model: nn.Module, config: PruneConfig, data: Dataset | None = None, inplace: bool = False,
-    progress: bool | None = None,
+    progress: bool | None = None, loss_fn: LossFn | None = None,
 ) -> tuple[nn.Module, PruningReport]:
-    """Prune (and fine-tune, if config.finetune and data) a copy of `model`; return it and a report."""
+    """Prune (and fine-tune, if config.finetune and data) a copy of `model`; return it and a report.
+
+    loss_fn: the fine-tuning loss (training.train's; cross-entropy when None), e.g. a distillation
+    loss with the dense model as teacher."""
     if config.finetune is not None and data is None:
         raise ValueError("config.finetune is set but data=None: pass the Dataset to fine-tune on")
     start = time.perf_counter()
@@ -355,7 +358,7 @@ def apply_pruning(
         n = min(20, max(1, int(0.75 * steps)))
         interval = max(1, int(0.75 * steps) // n)
         callback = GradualPruning(config.sparsity, config.scope, start=0, n=n, interval=interval)
-        history = train(model, data, config.finetune, callbacks=[callback], progress=progress)
+        history = train(model, data, config.finetune, loss_fn=loss_fn, callbacks=[callback], progress=progress)
         prune_magnitude(model, target, config.scope)  # land exactly on the target
         rounds.append({"round": 1, "sparsity": metrics.weight_sparsity(model),
                        "accuracy": acc(model), "schedule_points": len(callback.trace),
@@ -374,7 +377,7 @@ def apply_pruning(
                 acc_pruned = a_pruned
             seconds = 0.0
             if config.finetune is not None:
-                seconds = train(model, data, config.finetune, progress=progress).seconds
+                seconds = train(model, data, config.finetune, loss_fn=loss_fn, progress=progress).seconds
             rounds.append({"round": r, "sparsity": metrics.weight_sparsity(model), "accuracy_pruned": a_pruned,
                            "accuracy": acc(model), "train_seconds": seconds})
     if config.permanent:

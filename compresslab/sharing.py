@@ -21,7 +21,7 @@ from torch.nn.utils import parametrize
 from . import metrics
 from .data import Dataset
 from .models import prunable_layers
-from .training import TrainConfig, evaluate, train
+from .training import LossFn, TrainConfig, evaluate, train
 
 INITS = ("linear", "density", "random")
 
@@ -213,10 +213,11 @@ def share_layer(w: torch.Tensor, bits: int, init: str = "linear", iters: int = 3
 
 def apply_sharing(
     model: nn.Module, config: ShareConfig, data: Dataset | None = None, inplace: bool = False,
-    progress: bool | None = None,
+    progress: bool | None = None, loss_fn: LossFn | None = None,
 ) -> tuple[nn.Module, SharingReport]:
     """k-means-share every Linear/Conv2d weight of a copy of `model`, then fine-tune the centroids
-    (if config.finetune and data). Returns a plain model whose weights take <= 2^b values per layer."""
+    (if config.finetune and data, with `loss_fn`, cross-entropy when None). Returns a plain model
+    whose weights take <= 2^b values per layer."""
     if config.finetune is not None and data is None:
         raise ValueError("config.finetune is set but data=None: pass the Dataset to fine-tune on")
     start = time.perf_counter()
@@ -243,7 +244,7 @@ def apply_sharing(
     kmeans_rmse = {name: _rmse(layer.weight.detach(), originals[name]) for name, layer in layers.items()}
     acc_shared = acc(model)
     if config.finetune is not None:
-        train(model, data, config.finetune, progress=progress)
+        train(model, data, config.finetune, loss_fn=loss_fn, progress=progress)
     rows, codebooks = [], {}
     for name, layer in layers.items():
         p = layer.parametrizations.weight[0]

@@ -147,3 +147,20 @@ def test_bad_inputs():
         pruning.masks_for(_model(), {"fc9": 0.5}, "layer")
     with pytest.raises(ValueError, match="data"):
         pruning.apply_pruning(_model(), PruneConfig(finetune=TrainConfig(epochs=1)))
+
+
+def test_apply_pruning_fine_tunes_with_the_given_loss_fn(tiny_data):
+    calls = []
+
+    def zero_loss(logits, targets, inputs):  # no gradient: fine-tuning must leave the weights alone
+        calls.append(len(targets))
+        return 0.0 * logits.sum()
+
+    finetune = TrainConfig(epochs=1, batch_size=32, lr=0.5)
+    cfg = PruneConfig(sparsity=0.5, scope="layer", schedule="iterative", iterations=2, finetune=finetune)
+    tuned, _ = pruning.apply_pruning(_model(), cfg, tiny_data, loss_fn=zero_loss)
+    untuned, _ = pruning.apply_pruning(_model(), PruneConfig(sparsity=0.5, scope="layer", schedule="iterative",
+                                                             iterations=2), tiny_data)
+    assert len(calls) == 2 * finetune.total_steps(len(tiny_data.train)) and sum(calls) == 2 * len(tiny_data.train)
+    for (k, a), b in zip(tuned.state_dict().items(), untuned.state_dict().values(), strict=True):
+        assert torch.equal(a, b), k

@@ -138,3 +138,23 @@ def test_share_only_some_layers():
         S.ShareConfig(layers="fc1")
     with pytest.raises(ValueError, match="unknown layers"):
         S.apply_sharing(model, S.ShareConfig(layers=("fc9",)))
+
+
+def test_centroid_fine_tuning_uses_the_given_loss_fn(tiny_data):
+    from compresslab import models
+    from compresslab.training import TrainConfig
+
+    torch.manual_seed(0)
+    model = models.create("lenet300")
+    calls = []
+
+    def zero_loss(logits, targets, inputs):  # no gradient: the centroids stay where k-means put them
+        calls.append(len(targets))
+        return 0.0 * logits.sum()
+
+    finetune = TrainConfig(epochs=1, batch_size=64, lr=0.5)
+    tuned, _ = S.apply_sharing(model, S.ShareConfig(fc_bits=3, finetune=finetune), tiny_data, loss_fn=zero_loss)
+    kmeans_only, _ = S.apply_sharing(model, S.ShareConfig(fc_bits=3))
+    assert sum(calls) == len(tiny_data.train)
+    for (k, a), b in zip(tuned.state_dict().items(), kmeans_only.state_dict().values(), strict=True):
+        assert torch.equal(a, b), k
