@@ -39,11 +39,12 @@ from .compressedfile import (  # noqa: F401  (re-exported: the notebook and exer
     save,
 )
 from .data import Dataset
+from .distillation import _check_alpha, _check_temperature, distillation_loss_fn
 from .huffman import symbol_counts
 from .models import prunable_layers
 from .pruning import PruneConfig, apply_pruning
 from .sharing import ShareConfig, apply_sharing
-from .training import TrainConfig, evaluate
+from .training import LossFn, TrainConfig, evaluate
 
 # ----------------------------------------------------------------- the pipeline
 
@@ -56,6 +57,9 @@ class DeepCompressionConfig:
     one `sparsity` for every layer; `prune_iterations` rounds of prune + `prune_finetune`.
     Sharing: conv_bits / fc_bits cluster-index bits (paper: 8 / 5), `init`, centroid fine-tuning
     with `share_finetune`. Storage: relative indices in conv_index_bits / fc_index_bits (8 / 5).
+    Retraining loss: cross-entropy with the labels when `distill_temperature` is None; else the
+    dense model teaches its pruned copy (distillation.kd_loss at T = distill_temperature, weight
+    `distill_alpha` on the soft term) in both the pruning and the centroid fine-tuning.
     """
 
     sparsity: float = 0.9
@@ -71,9 +75,14 @@ class DeepCompressionConfig:
     share_finetune: TrainConfig | None = None
     conv_index_bits: int = 8
     fc_index_bits: int = 5
+    distill_temperature: float | None = None
+    distill_alpha: float = 0.9
     seed: int = 0
 
     def __post_init__(self) -> None:
+        if self.distill_temperature is not None:
+            _check_temperature(self.distill_temperature, "distill_temperature")
+        _check_alpha(self.distill_alpha, "distill_alpha")
         if self.layer_sparsity is not None and self.threshold_std is not None:
             raise ValueError("give layer_sparsity or threshold_std, not both")
         if self.threshold_std is not None:
@@ -97,6 +106,12 @@ class DeepCompressionConfig:
 
     def index_bits_for(self, layer: nn.Module) -> int:
         return self.conv_index_bits if isinstance(layer, nn.Conv2d) else self.fc_index_bits
+
+    def retrain_loss(self, dense: nn.Module) -> LossFn | None:
+        """The loss_fn for retraining: None (labels only), or distillation from a frozen copy of `dense`."""
+        if self.distill_temperature is None:
+            return None
+        return distillation_loss_fn(copy.deepcopy(dense), self.distill_temperature, self.distill_alpha)
 
 
 def std_threshold_sparsity(model: nn.Module, threshold_std: float | dict) -> dict[str, float]:
@@ -218,8 +233,10 @@ def apply_deep_compression(
         return evaluate(m, data.test).accuracy
 
     layer_sparsity = std_threshold_sparsity(dense, config.threshold_std) if config.threshold_std is not None else None
-    pruned, prune_report = apply_pruning(dense, config.prune_config(layer_sparsity), data, progress=progress)
-    shared, share_report = apply_sharing(pruned, config.share_config(), data, progress=progress)
+    loss_fn = config.retrain_loss(dense)
+    pruned, prune_report = apply_pruning(dense, config.prune_config(layer_sparsity), data, progress=progress,
+                                         loss_fn=loss_fn)
+    shared, share_report = apply_sharing(pruned, config.share_config(), data, progress=progress, loss_fn=loss_fn)
     layers = prunable_layers(shared)
     index_bits = {n: config.index_bits_for(m) for n, m in layers.items()}
     bits = {n: config.share_config().bits_for(n, m) for n, m in layers.items()}

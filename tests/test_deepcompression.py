@@ -201,6 +201,9 @@ def test_damage_behind_a_valid_checksum_is_still_caught(good_bytes):
     ({"fc_bits": 0}, "fc_bits"),
     ({"init": "kmeans++"}, "init"),
     ({"prune_iterations": 0}, "iterations"),
+    ({"distill_temperature": 0.0}, "distill_temperature"),
+    ({"distill_temperature": float("nan")}, "distill_temperature"),
+    ({"distill_alpha": 1.5}, "distill_alpha"),
 ])
 def test_bad_configs(kw, msg):
     with pytest.raises(ValueError, match=msg):
@@ -216,14 +219,31 @@ def test_std_threshold_sparsity():
     assert dc.std_threshold_sparsity(model, {"0": 0.0})["0"] == 0.0
 
 
-def test_pipeline_on_tiny_data(tmp_path, tiny_data):
+def test_retrain_loss_distills_from_a_frozen_copy_of_the_dense_model():
+    from compresslab.distillation import kd_loss
+
+    torch.manual_seed(0)
+    dense = models.create("mlp", hidden=(16,))
+    assert dc.DeepCompressionConfig().retrain_loss(dense) is None  # labels only by default
+    loss_fn = dc.DeepCompressionConfig(distill_temperature=2.0, distill_alpha=0.7).retrain_loss(dense)
+    x, y = torch.randn(8, 1, 28, 28), torch.randint(0, 10, (8,))
+    logits = torch.randn(8, 10)
+    with torch.no_grad():
+        expected = kd_loss(logits, dense(x), y, 2.0, 0.7)
+    torch.testing.assert_close(loss_fn(logits, y, x), expected)
+    assert all(p.requires_grad for p in dense.parameters())  # the caller's model is not frozen
+
+
+@pytest.mark.parametrize("distill_temperature", [None, 2.0])
+def test_pipeline_on_tiny_data(tmp_path, tiny_data, distill_temperature):
     data = tiny_data
     torch.manual_seed(0)
     model = models.create("mlp", hidden=(64, 32))
     cfg = dc.DeepCompressionConfig(
         layer_sparsity={"fc1": 0.95, "fc2": 0.9, "fc3": 0.7}, prune_iterations=2,
         prune_finetune=TrainConfig(epochs=1, batch_size=64, lr=0.01),
-        share_finetune=TrainConfig(epochs=1, batch_size=64, lr=0.001), fc_bits=4)
+        share_finetune=TrainConfig(epochs=1, batch_size=64, lr=0.001), fc_bits=4,
+        distill_temperature=distill_temperature)
     loaded, report = dc.apply_deep_compression(model, cfg, data, path=tmp_path / "toy.cldc")
     assert report.bit_exact
     assert report.file_bytes == (tmp_path / "toy.cldc").stat().st_size
