@@ -5,7 +5,7 @@ success, raises `CheckFailed` (an AssertionError: case, expected, got, hint) on 
 `ExerciseNotDone` on a stub, and records every outcome in `<$COMPRESSLAB_RESULTS_DIR>/CHECKS_FILE`
 when that variable is set (the runner sets it for headless runs; interactive runs write nothing).
 Both exceptions define `_render_traceback_`, so Jupyter shows their message instead of a traceback.
-The checks themselves are in `checks.py`.
+The checks themselves are in the `checks` package, one module per notebook.
 """
 
 from __future__ import annotations
