@@ -13,7 +13,7 @@ here it is gap symbol 0, which needs no entry in the cluster-index stream.
 
 File layout (little-endian):
   magic (8 bytes) | version u16 | reserved u16 | meta length u32 | file length u64
-  | meta (UTF-8 JSON: architecture; per layer the META_FIELDS values: shape, bits, sizes)
+  | meta (UTF-8 JSON, zlib-compressed since version 2: architecture; per layer the META_FIELDS values)
   | per-layer records (codebook, code lengths, cluster-index stream, gap stream, bias) | other tensors | CRC-32 of everything before it (u32)
 `load` checks magic, version, length and checksum, decodes every layer and builds the model only
 when all of it decoded: a damaged file raises ValueError and never yields a half-loaded model.
@@ -38,7 +38,8 @@ from .huffman import HuffmanCode, symbol_counts
 from .models import prunable_layers
 
 MAGIC = b"CLDEEPC\x00"
-VERSION = 1
+VERSION = 2  # version 1 stored the metadata as plain JSON; both are read
+READABLE_VERSIONS = (1, 2)
 _HEAD = struct.Struct("<8sHHIQ")
 _CRC = struct.Struct("<I")
 
@@ -227,8 +228,8 @@ def encode_model(model: nn.Module, index_bits: dict[str, int] | int = 5, bits: d
         raise ValueError("model still has pruning masks attached: call pruning.make_permanent first")
     arch = architecture if architecture is not None else infer_architecture(model)
     other_meta = [{"key": k, "dtype": str(v.dtype).replace("torch.", ""), "shape": list(v.shape)} for k, v in others.items()]
-    meta = json.dumps({"architecture": arch, "layers": [r.meta() for r in records], "others": other_meta},
-                      separators=(",", ":")).encode()
+    meta = zlib.compress(json.dumps({"architecture": arch, "layers": [r.meta() for r in records],
+                                     "others": other_meta}, separators=(",", ":")).encode(), 9)
     body = b"".join(r.body() for r in records) + b"".join(v.contiguous().numpy().tobytes() for v in others.values())
     total = _HEAD.size + len(meta) + len(body) + _CRC.size
     content = _HEAD.pack(MAGIC, VERSION, 0, len(meta), total) + meta + body
@@ -248,8 +249,8 @@ def decode_bytes(content: bytes) -> tuple[dict, dict[str, torch.Tensor], list[La
     magic, version, _, meta_len, total = _HEAD.unpack_from(content)
     if magic != MAGIC:
         raise ValueError(f"not a Deep Compression file: magic {magic!r}, expected {MAGIC!r}")
-    if version != VERSION:
-        raise ValueError(f"unsupported file version {version}; this reader reads version {VERSION}")
+    if version not in READABLE_VERSIONS:
+        raise ValueError(f"unsupported file version {version}; this reader reads versions {READABLE_VERSIONS}")
     if total != len(content):
         raise ValueError(f"file is truncated or padded: header says {total} bytes, found {len(content)}")
     (crc,) = _CRC.unpack_from(content, len(content) - _CRC.size)
@@ -258,7 +259,7 @@ def decode_bytes(content: bytes) -> tuple[dict, dict[str, torch.Tensor], list[La
     buf = memoryview(content)[:-_CRC.size]
     try:
         raw_meta, off = _take(buf, _HEAD.size, meta_len, "metadata")
-        meta = json.loads(raw_meta.decode())
+        meta = json.loads((zlib.decompress(raw_meta) if version >= 2 else raw_meta).decode())
         records, state = [], {}
         for values in meta["layers"]:
             m = dict(zip(META_FIELDS, values, strict=True))
@@ -290,7 +291,7 @@ def decode_bytes(content: bytes) -> tuple[dict, dict[str, torch.Tensor], list[La
         if off != len(buf):
             raise ValueError(f"{len(buf) - off} unexpected bytes after the last record")
     except (KeyError, TypeError, IndexError, OverflowError, json.JSONDecodeError, UnicodeDecodeError,
-            AttributeError) as err:
+            AttributeError, zlib.error) as err:
         raise ValueError(f"corrupt file: bad metadata ({err!r})") from None
     return meta, state, records
 

@@ -176,16 +176,36 @@ def test_wrong_version_and_magic_rejected(good_bytes, tmp_path):
         dc.load(path)
 
 
+def _with_meta(good_bytes: bytes, raw_meta: bytes, version: int) -> bytes:
+    """`good_bytes` with its metadata replaced by `raw_meta`, under `version`, with a valid checksum."""
+    magic, _, reserved, meta_len, total = cf._HEAD.unpack_from(good_bytes)
+    start = cf._HEAD.size
+    body = good_bytes[start + meta_len:-4]
+    content = cf._HEAD.pack(magic, version, reserved, len(raw_meta), total + len(raw_meta) - meta_len) + raw_meta + body
+    return content + struct.pack("<I", zlib.crc32(content))
+
+
+def test_version_1_files_with_plain_metadata_still_load(good_bytes):
+    _, version, _, meta_len, _ = cf._HEAD.unpack_from(good_bytes)
+    assert version == dc.VERSION == 2
+    plain = zlib.decompress(good_bytes[cf._HEAD.size:cf._HEAD.size + meta_len])
+    _, state_v1, _ = dc.decode_bytes(_with_meta(good_bytes, plain, 1))
+    _, state_v2, _ = dc.decode_bytes(good_bytes)
+    assert state_v1.keys() == state_v2.keys() and all(torch.equal(state_v1[k], state_v2[k]) for k in state_v2)
+    with pytest.raises(ValueError, match="bad metadata"):  # version 2 metadata must be zlib data
+        dc.decode_bytes(_with_meta(good_bytes, plain, 2))
+
+
 def test_damage_behind_a_valid_checksum_is_still_caught(good_bytes):
     # a writer bug (bad stream sizes) with a correct CRC: the decoder's own checks catch it
     magic, version, reserved, meta_len, total = cf._HEAD.unpack_from(good_bytes)
     start = cf._HEAD.size
-    meta = json.loads(good_bytes[start:start + meta_len])
+    meta = json.loads(zlib.decompress(good_bytes[start:start + meta_len]))
     body = good_bytes[start + meta_len:-4]
     for field, delta in (("nnz", 1), ("n_gaps", -1), ("w_bytes", 1), ("k", 1)):
         bad = copy.deepcopy(meta)
         bad["layers"][0][dc.META_FIELDS.index(field)] += delta
-        raw = json.dumps(bad).encode()
+        raw = zlib.compress(json.dumps(bad).encode())
         content = cf._HEAD.pack(magic, version, reserved, len(raw), total + len(raw) - meta_len) + raw + body
         content += struct.pack("<I", zlib.crc32(content))
         with pytest.raises(ValueError):
