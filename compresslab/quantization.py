@@ -1,13 +1,7 @@
-"""Affine quantization from scratch: fake-quant modules, PTQ and QAT (tensor maths in `quantops`).
+"""Affine quantization from scratch, model level: fake-quant modules, calibration, PTQ and QAT.
 
-A real number x is stored as an integer q on a grid of 2^b levels,
-
-    q = clamp(round(x / s) + z, q_min, q_max),      x_hat = s * (q - z),
-
-with scale s > 0 and zero point z (an integer, so that x = 0 is exactly representable).
-Symmetric: z = 0 and the grid is [-(2^(b-1) - 1), 2^(b-1) - 1] (narrow range: 2 bits is {-1, 0, 1}).
-Asymmetric: the grid is [0, 2^b - 1] and z shifts it to cover [lo, hi].
-Rounding error is at most s/2 inside the range; values outside are clipped. Observers choose [lo, hi].
+The tensor maths (q = clamp(round(x / s) + z, q_min, q_max), qparams, the straight-through
+estimator, observers) is in `quantops`; its names are re-exported here.
 """
 
 from __future__ import annotations
