@@ -79,3 +79,16 @@ def run_notebook(tmp_path_factory):
         return result
 
     return run
+
+
+@pytest.fixture(scope="session")
+def png_per_cell():
+    """png_per_cell(path) -> the number of PNG outputs of each code cell of an executed notebook."""
+    import nbformat
+
+    def count(path) -> list[int]:
+        executed = nbformat.read(path, as_version=4)
+        return [sum("image/png" in o.get("data", {}) for o in c.get("outputs", []))
+                for c in executed.cells if c.cell_type == "code"]
+
+    return count

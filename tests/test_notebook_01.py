@@ -7,15 +7,10 @@ import pytest
 pytestmark = pytest.mark.notebook
 
 
-def test_magnitude_pruning_quick(run_notebook):
-    import nbformat
-
+def test_magnitude_pruning_quick(run_notebook, png_per_cell):
     run = run_notebook("01_magnitude_pruning")
     m = run.results
-    executed = nbformat.read(run.output, as_version=4)
-    images = [o for c in executed.cells if c.cell_type == "code" for o in c.get("outputs", [])
-              if "image/png" in o.get("data", {})]
-    assert len(images) >= 6  # every figure (and the headless widget view) is rendered as an image
+    assert sum(png_per_cell(run.output)) >= 6  # every figure (and the headless widget view) is rendered as an image
     assert m["profile"] == "quick"
     assert m["sparsity"] == pytest.approx(0.92, abs=0.005)
     assert m["param_reduction_x"] > 10

@@ -9,15 +9,10 @@ from compresslab import lottery, models
 pytestmark = pytest.mark.notebook
 
 
-def test_lottery_ticket_quick(run_notebook):
-    import nbformat
-
+def test_lottery_ticket_quick(run_notebook, png_per_cell):
     run = run_notebook("02_lottery_ticket_rewinding")
     m = run.results
-    executed = nbformat.read(run.output, as_version=4)
-    images = [o for c in executed.cells if c.cell_type == "code" for o in c.get("outputs", [])
-              if "image/png" in o.get("data", {})]
-    assert len(images) >= 7  # six figures and the headless widget view, each rendered as an image
+    assert sum(png_per_cell(run.output)) >= 7  # six figures and the headless widget view, each rendered as an image
     assert m["profile"] == "quick" and m["model"] == "lenet300"
     levels = m["levels"]
     assert levels == 3 and m["rewind_step"] == 20

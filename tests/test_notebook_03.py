@@ -7,15 +7,10 @@ import pytest
 pytestmark = pytest.mark.notebook
 
 
-def test_ptq_vs_qat_quick(run_notebook):
-    import nbformat
-
+def test_ptq_vs_qat_quick(run_notebook, png_per_cell):
     run = run_notebook("03_ptq_vs_qat")
     m = run.results
-    executed = nbformat.read(run.output, as_version=4)
-    images = [o for c in executed.cells if c.cell_type == "code" for o in c.get("outputs", [])
-              if "image/png" in o.get("data", {})]
-    assert len(images) >= 11  # ten figures and the headless quantization panel, each rendered as an image
+    assert sum(png_per_cell(run.output)) >= 11  # ten figures and the headless quantization panel, each rendered as an image
     assert m["profile"] == "quick" and m["model"] == "lenet5" and m["dataset"] == "fashion_mnist"
     assert 0.7 < m["fp32_accuracy"] <= 1.0  # 8k images, 2 epochs: a sane floor, not the full number
     # 8-bit PTQ is nearly lossless even on a short-trained model

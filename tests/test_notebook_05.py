@@ -10,14 +10,11 @@ FC = {"fc1": (1200, 784), "fc2": (1200, 1200)}  # mlp1200's factorized layers (o
 FC3 = 1200 * 10 + 10  # the classifier stays dense
 
 
-def test_svd_factorization_quick(run_notebook):
-    import nbformat
+def test_svd_factorization_quick(run_notebook, png_per_cell):
 
     run = run_notebook("05_svd_factorization")
     m = run.results
-    executed = nbformat.read(run.output, as_version=4)
-    per_cell = [sum("image/png" in o.get("data", {}) for o in c.get("outputs", []))
-                for c in executed.cells if c.cell_type == "code"]
+    per_cell = png_per_cell(run.output)
     # six figures (spectra, error vs params, latency vs rank, speed bars, conv, the panel's view), each once
     assert max(per_cell) == 1 and sum(per_cell) == 6
     assert m["profile"] == "quick" and m["model"] == "mlp1200"
