@@ -30,7 +30,7 @@ from . import metrics
 from .data import Dataset
 from .models import prunable_layers
 from .results import LayerTableReport, pct
-from .training import TrainConfig, evaluate, train
+from .training import TrainConfig, accuracy_fn, train
 
 CONV_MODES = ("channel", "spatial")
 SCOPES = ("layer", "model")
@@ -432,11 +432,9 @@ def apply_lowrank(
     svds: decompose(model, config.conv_mode) computed earlier (checked against the weights), to
     reuse the SVDs over many calls; missing layers are decomposed here.
     """
-    if config.finetune is not None and data is None:
-        raise ValueError("config.finetune is set but data=None: pass the Dataset to fine-tune on")
+    acc = accuracy_fn(data, config.finetune)
     start = time.perf_counter()
     model = model if inplace else copy.deepcopy(model)
-    acc = (lambda m: evaluate(m, data.test).accuracy) if data is not None else (lambda m: None)
     acc_before = acc(model)
     params_before = _params(model)
     svds = _svds_for(model, config, svds)

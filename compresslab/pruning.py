@@ -22,7 +22,7 @@ from . import metrics
 from .data import Dataset
 from .models import prunable_layers
 from .results import LayerTableReport, pct
-from .training import Callback, LossFn, TrainConfig, TrainState, evaluate, train
+from .training import Callback, LossFn, TrainConfig, TrainState, accuracy_fn, evaluate, train
 
 warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta")
 SCOPES = ("layer", "global")
@@ -342,11 +342,9 @@ def apply_pruning(
 
     loss_fn: the fine-tuning loss (training.train's; cross-entropy when None), e.g. a distillation
     loss with the dense model as teacher."""
-    if config.finetune is not None and data is None:
-        raise ValueError("config.finetune is set but data=None: pass the Dataset to fine-tune on")
+    acc = accuracy_fn(data, config.finetune)
     start = time.perf_counter()
     model = model if inplace else copy_model(model)
-    acc = (lambda m: evaluate(m, data.test).accuracy) if data is not None else (lambda m: None)
     acc_before = acc(model)
     params_before = _param_count(model)
     input_shape = data.input_shape if data is not None else (1, 28, 28)

@@ -21,7 +21,7 @@ from torch.nn.utils import parametrize
 from . import metrics
 from .data import Dataset
 from .models import prunable_layers
-from .training import LossFn, TrainConfig, evaluate, train
+from .training import LossFn, TrainConfig, accuracy_fn, train
 
 INITS = ("linear", "density", "random")
 
@@ -218,11 +218,9 @@ def apply_sharing(
     """k-means-share every Linear/Conv2d weight of a copy of `model`, then fine-tune the centroids
     (if config.finetune and data, with `loss_fn`, cross-entropy when None). Returns a plain model
     whose weights take <= 2^b values per layer."""
-    if config.finetune is not None and data is None:
-        raise ValueError("config.finetune is set but data=None: pass the Dataset to fine-tune on")
+    acc = accuracy_fn(data, config.finetune)
     start = time.perf_counter()
     model = model if inplace else copy.deepcopy(model)
-    acc = (lambda m: evaluate(m, data.test).accuracy) if data is not None else (lambda m: None)
     acc_before = acc(model)
     from .pruning import make_permanent
 

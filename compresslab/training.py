@@ -190,6 +190,17 @@ def evaluate(model: nn.Module, split: Split, batch_size: int = 1000, device: tor
     return EvalResult(total_loss / n, correct / n, n - correct, n)
 
 
+
+def accuracy_fn(data: Dataset | None, finetune: TrainConfig | None = None) -> Callable[[nn.Module], float | None]:
+    """model -> its accuracy on data.test (None when data is None), for the model-level verbs.
+
+    Raises ValueError when `finetune` is set but there is no data to fine-tune on."""
+    if finetune is not None and data is None:
+        raise ValueError("config.finetune is set but data=None: pass the Dataset to fine-tune on")
+    if data is None:
+        return lambda model: None
+    return lambda model: evaluate(model, data.test).accuracy
+
 def _lr_at(config: TrainConfig, step: int, total: int) -> float:
     if config.lr_schedule == "cosine":
         return 0.5 * config.lr * (1 + math.cos(math.pi * step / total))

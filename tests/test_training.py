@@ -133,3 +133,11 @@ def test_pretrained_caches_and_retrains_corrupt_entries(tiny_data, tmp_path, mon
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         assert training.pretrained("lenet300", tiny_data, FAST).from_cache
+
+
+def test_accuracy_fn_for_the_model_level_verbs(tiny_data):
+    model = models.create("lenet300")
+    assert training.accuracy_fn(None)(model) is None
+    assert training.accuracy_fn(tiny_data)(model) == training.evaluate(model, tiny_data.test).accuracy
+    with pytest.raises(ValueError, match="finetune is set but data=None"):
+        training.accuracy_fn(None, TrainConfig(epochs=1))
