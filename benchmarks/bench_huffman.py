@@ -18,7 +18,7 @@ import numpy as np
 from dahuffman import HuffmanCodec
 from dahuffman.huffmancodec import _EOF, PrefixCodec
 
-from compresslab.huffman import HuffmanCode, entropy
+from compresslab.techniques.huffman import HuffmanCode, entropy
 
 
 def best_of(fn, repeats: int) -> tuple[float, object]:

@@ -1,3 +1,15 @@
-"""compresslab: a hands-on workbook for neural-network compression."""
+"""compresslab: a hands-on workbook for neural-network compression.
 
-__version__ = "0.1.0"
+Layers, bottom to top (arrows point down only): `core` (data, models, training, metrics, results),
+`techniques` (one module per technique), `deploy` (runtimes), `views` (figures and widget panels),
+`running` (notebook runner, CLI), `exercises` (building and grading). See docs/architecture.md.
+"""
+
+from importlib.metadata import PackageNotFoundError, version
+
+try:
+    __version__ = version("compresslab")
+except PackageNotFoundError:  # running from a source tree that is not installed
+    __version__ = "0.0.0+unknown"
+
+__all__ = ["__version__"]

@@ -40,7 +40,7 @@ def baseline_cache(tmp_path_factory):
 
 def make_tiny_dataset(n_train: int = 256, n_test: int = 128, n_val: int = 64, seed: int = 0):
     """A learnable synthetic 10-class problem in the MNIST layout: class c lights up block c."""
-    from compresslab.data import Dataset, Split
+    from compresslab.core.data import Dataset, Split
 
     gen = torch.Generator().manual_seed(seed)
 
@@ -65,7 +65,7 @@ def tiny_data():
 def run_notebook(tmp_path_factory):
     """run_notebook(name, **params) executes a notebook with profile='quick' once per session and
     returns its RunResult (recorded metrics in .results); a failed run fails the test with the cell error."""
-    from compresslab import runner
+    from compresslab.running import runner
 
     done: dict = {}
 

@@ -12,8 +12,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from compresslab import (
-    checks,
+from compresslab.exercises import checks
+from compresslab.techniques import (
     deepcompression,
     distillation,
     lowrank,

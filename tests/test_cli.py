@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from compresslab import cli, runner
+from compresslab.running import cli, runner
 
 
 def test_parse_and_expand():

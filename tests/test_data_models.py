@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from compresslab import data, models
+from compresslab.core import data, models
 
 
 def test_unknown_dataset_lists_known():

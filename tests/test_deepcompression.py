@@ -10,11 +10,11 @@ import pytest
 import torch
 from torch import nn
 
-from compresslab import compressedfile as cf
-from compresslab import deepcompression as dc
-from compresslab import models
-from compresslab.sharing import ShareConfig, apply_sharing
-from compresslab.training import TrainConfig
+from compresslab.core import models
+from compresslab.core.training import TrainConfig
+from compresslab.techniques import compressedfile as cf
+from compresslab.techniques import deepcompression as dc
+from compresslab.techniques.sharing import ShareConfig, apply_sharing
 
 
 def test_relative_indices_hand_case_with_fillers():
@@ -240,7 +240,7 @@ def test_std_threshold_sparsity():
 
 
 def test_retrain_loss_distills_from_a_frozen_copy_of_the_dense_model():
-    from compresslab.distillation import kd_loss
+    from compresslab.techniques.distillation import kd_loss
 
     torch.manual_seed(0)
     dense = models.create("mlp", hidden=(16,))
@@ -280,8 +280,8 @@ def test_pipeline_on_tiny_data(tmp_path, tiny_data, distill_temperature):
 def test_views_for_the_notebook(shared_model):
     import matplotlib.pyplot as plt
 
-    from compresslab import plots
-    from compresslab.data import Dataset, Split
+    from compresslab import views
+    from compresslab.core.data import Dataset, Split
 
     content, records = dc.encode_model(shared_model, index_bits=5, bits=5)
     parts = dc.byte_parts(records, len(content))
@@ -293,16 +293,16 @@ def test_views_for_the_notebook(shared_model):
     gen = torch.Generator().manual_seed(0)
     split = Split(torch.randint(0, 256, (64, 28, 28), dtype=torch.uint8, generator=gen),
                   torch.randint(0, 10, (64,), generator=gen), 0.5, 0.3)
-    view = dc.sharing_view(shared_model, Dataset("toy", split, split, None, tuple("0123456789")),
+    view = views.sharing_view(shared_model, Dataset("toy", split, split, None, tuple("0123456789")),
                            conv_bits=8, fc_bits=3, init="density", layer="fc2")
     assert view.metrics["file bytes"] < len(content)  # 3 bits instead of 5
     assert view.metrics["compression x"] == pytest.approx(4 * sum(p.numel() for p in shared_model.parameters())
                                                          / view.metrics["file bytes"], abs=0.05)
-    for fig in (view.figure, plots.byte_breakdown(parts), plots.code_lengths(stats)):
+    for fig in (view.figure, views.byte_breakdown(parts), views.code_lengths(stats)):
         assert fig.axes
         plt.close(fig)
     with pytest.raises(ValueError, match="layer="):
-        dc.sharing_view(shared_model, Dataset("toy", split, split, None, tuple("0123456789")), 8, 3, "linear", "fc9")
+        views.sharing_view(shared_model, Dataset("toy", split, split, None, tuple("0123456789")), 8, 3, "linear", "fc9")
 
 
 def test_degenerate_layers_round_trip():

@@ -8,8 +8,8 @@ import torch
 from torch import nn
 
 from compresslab import deploy
-from compresslab import quantization as Q
-from compresslab.training import TrainConfig
+from compresslab.core.training import TrainConfig
+from compresslab.techniques import quantization as Q
 
 BATCH = 16
 
@@ -32,7 +32,7 @@ def data():
 @pytest.fixture(scope="module")
 def trained(data):
     model = _tiny_cnn()
-    from compresslab.training import train
+    from compresslab.core.training import train
 
     train(model, data, TrainConfig(epochs=3, lr=0.05, batch_size=32), progress=False, evaluate_test=False)
     return model.eval()

@@ -10,7 +10,9 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from compresslab import checks, cli, exercises, runner
+from compresslab import exercises
+from compresslab.exercises import checks
+from compresslab.running import cli, runner
 
 SOLUTIONS = exercises.solutions()
 STEMS = sorted(SOLUTIONS)

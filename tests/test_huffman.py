@@ -6,7 +6,7 @@ import itertools
 import numpy as np
 import pytest
 
-from compresslab import huffman as H
+from compresslab.techniques import huffman as H
 
 
 def brute_force_cost(counts):

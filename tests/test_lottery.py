@@ -11,10 +11,11 @@ import json
 import pytest
 import torch
 
-from compresslab import lottery, models, training
-from compresslab.data import Dataset, Split
-from compresslab.lottery import LotteryConfig
-from compresslab.pruning import current_masks, set_masks
+from compresslab.core import models, training
+from compresslab.core.data import Dataset, Split
+from compresslab.techniques import lottery
+from compresslab.techniques.lottery import LotteryConfig
+from compresslab.techniques.pruning import current_masks, set_masks
 
 
 def synthetic(n_train: int = 120, n_val: int = 40, n_test: int = 40, seed: int = 0) -> Dataset:
@@ -352,27 +353,27 @@ def test_pixel_density_is_the_mean_kept_per_input_pixel():
 def test_level_view_and_figures(run):
     import matplotlib.pyplot as plt
 
-    from compresslab import plots
+    from compresslab import views
 
     cfg, _, report, _, _ = run
     for branch in ALL:
-        view = lottery.level_view(report, cfg.levels, branch)
+        view = views.level_view(report, cfg.levels, branch)
         result = report.get(branch, cfg.levels)
         assert view.metrics["test accuracy %"] == round(100 * result.test_accuracy, 2)
         assert view.metrics["weights remaining %"] == round(100 * result.remaining, 2)
         assert view.metrics["early-stop step"] == result.early_stop_step
         assert len(view.figure.axes) == 4  # curve, densities, pixel map and its colour bar
         plt.close(view.figure)
-    assert lottery.level_view(report, 0, "ticket").metrics["branch"] == "dense"
+    assert views.level_view(report, 0, "ticket").metrics["branch"] == "dense"
     series = {b: report.series(b) for b in ALL}
     assert all(xs[0] == 100 and len(xs) == cfg.levels + 1 for xs, _ in series.values())
-    fig = plots.ticket_curves(series, "test accuracy", reference=report.dense.test_accuracy, band=0.003, percent_y=True)
+    fig = views.ticket_curves(series, "test accuracy", reference=report.dense.test_accuracy, band=0.003, percent_y=True)
     assert len(fig.axes[0].get_lines()) == len(ALL) + 1
     runs = {f"level {r.level}": r.history for r in report.curve("ticket")}
-    fig2 = plots.learning_curves(runs)
+    fig2 = views.learning_curves(runs)
     xs, _ = report.series("ticket")
     layers = {n: [100 * r.layer_density[n] for r in report.curve("ticket")] for n in report.dense.layer_density}
-    fig3 = plots.mask_density(xs, layers, lottery.pixel_density(report.masks["ticket"][cfg.levels]["fc1"]))
+    fig3 = views.mask_density(xs, layers, lottery.pixel_density(report.masks["ticket"][cfg.levels]["fc1"]))
     assert len(fig3.axes[0].get_lines()) == len(layers) + 1
     for f in (fig, fig2, fig3):
         plt.close(f)

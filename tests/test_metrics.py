@@ -9,7 +9,8 @@ import pytest
 import torch
 from torch import nn
 
-from compresslab import metrics, models, pruning
+from compresslab.core import metrics, models
+from compresslab.techniques import pruning
 
 
 def _tiny():

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from compresslab import lottery, models
+from compresslab.core import models
+from compresslab.techniques import lottery
 
 pytestmark = pytest.mark.notebook
 

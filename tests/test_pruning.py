@@ -8,9 +8,10 @@ import pytest
 import torch
 from torch.nn.utils import prune
 
-from compresslab import metrics, models, pruning
-from compresslab.pruning import PruneConfig
-from compresslab.training import TrainConfig, seed_everything
+from compresslab.core import metrics, models
+from compresslab.core.training import TrainConfig, seed_everything
+from compresslab.techniques import pruning
+from compresslab.techniques.pruning import PruneConfig
 
 
 def _model(name="lenet300", seed=0):
@@ -60,7 +61,7 @@ def test_layer_scope_gives_exact_per_layer_sparsity_and_masks_nest():
 
 
 def test_masks_survive_training_and_permanent_removes_them(tiny_data):
-    from compresslab.training import train
+    from compresslab.core.training import train
 
     model = pruning.prune_magnitude(_model(), 0.9, "global")
     train(model, tiny_data, TrainConfig(epochs=1, batch_size=32, lr=0.05), progress=False)

@@ -7,8 +7,8 @@ import pytest
 import torch
 from torch import nn
 
-from compresslab import quantization as Q
-from compresslab.training import TrainConfig
+from compresslab.core.training import TrainConfig
+from compresslab.techniques import quantization as Q
 
 
 def _gen(seed=0):
@@ -230,14 +230,14 @@ def test_bad_qat_config():
 # ----------------------------------------------------------------- model level
 
 def _mlp():
-    from compresslab.models import mlp
+    from compresslab.core.models import mlp
 
     torch.manual_seed(0)
     return mlp((32,))
 
 
 def _lenet():
-    from compresslab.models import create
+    from compresslab.core.models import create
 
     torch.manual_seed(0)
     return create("lenet5")
@@ -311,7 +311,7 @@ def test_qat_trains_through_fake_quant(tiny_data):
 
 
 def test_pruned_layer_must_be_permanent():
-    from compresslab import pruning
+    from compresslab.techniques import pruning
 
     model = pruning.prune_magnitude(_mlp(), 0.5)
     with pytest.raises(ValueError, match="make_permanent"):
@@ -333,25 +333,25 @@ def test_widget_render_and_plots(tiny_data):
     import matplotlib
 
     matplotlib.use("Agg")
-    from compresslab import plots, widgets
+    from compresslab import views
 
     model = _mlp()
     calib = tiny_data.train.tensors(64)[0]
-    view = widgets.render_quantization(model, tiny_data.test, calib, "fc1", 3, 4, "per_channel", "mse")
+    view = views.render_quantization(model, tiny_data.test, calib, "fc1", 3, 4, "per_channel", "mse")
     assert view.figure is not None
     _, report = Q.apply_ptq(model, Q.QuantConfig(weight_bits=3, act_bits=4, weight_observer="mse",
                                                   act_observer="mse", calibration_size=64), calib)
     assert view.metrics["fc1 weight SQNR dB"] == report.layers[0]["weight SQNR dB"]
     assert 0 <= view.metrics["test accuracy %"] <= 100
     with pytest.raises(ValueError, match="layer"):
-        widgets.render_quantization(model, tiny_data.test, calib, "conv9", 3, 4, "per_channel", "mse")
+        views.render_quantization(model, tiny_data.test, calib, "conv9", 3, 4, "per_channel", "mse")
     x = torch.tensor([-1.2, -0.3, 0.0, 0.45, 2.5])
     qt = Q.quantize_tensor(x, 3, "asymmetric")
-    figs = [plots.number_line(x.tolist(), qt.values.tolist(), qt.grid().tolist(), list(range(qt.qmin, qt.qmax + 1))),
-            plots.clipping_tradeoff([1, 2, 3], [0.1, 0.2, 0.3], [0.3, 0.1, 0.0], {"min-max": 3}),
-            plots.channel_ranges({"fc1": model.fc1.weight.abs().amax(1).tolist()}),
-            plots.activation_ranges({"fc1": calib}, {"fc1": {"minmax": 1.0}}),
-            plots.sqnr_vs_bits([{"layer": "fc1", "bits": b, "weight SQNR dB": 6.0 * b} for b in (2, 4, 8)])]
+    figs = [views.number_line(x.tolist(), qt.values.tolist(), qt.grid().tolist(), list(range(qt.qmin, qt.qmax + 1))),
+            views.clipping_tradeoff([1, 2, 3], [0.1, 0.2, 0.3], [0.3, 0.1, 0.0], {"min-max": 3}),
+            views.channel_ranges({"fc1": model.fc1.weight.abs().amax(1).tolist()}),
+            views.activation_ranges({"fc1": calib}, {"fc1": {"minmax": 1.0}}),
+            views.sqnr_vs_bits([{"layer": "fc1", "bits": b, "weight SQNR dB": 6.0 * b} for b in (2, 4, 8)])]
     assert all(f.axes for f in figs)
 
 

@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from compresslab import plots, results, widgets
+from compresslab import views
+from compresslab.core import results
 
 
 def test_record_round_trip_and_load_runs(tmp_path):
@@ -47,9 +48,9 @@ def test_headless_panel_renders_once_without_widgets(monkeypatch):
 
     def render(sparsity, scope):
         calls.append((sparsity, scope))
-        return widgets.View(figure=plots.layer_bars({"fc1": sparsity}, "kept"), metrics={"s": sparsity})
+        return views.View(figure=views.layer_bars({"fc1": sparsity}, "kept"), metrics={"s": sparsity})
 
-    box = widgets.panel(render, {"sparsity": widgets.slider(0, 0.99), "scope": widgets.choice(["layer", "global"])},
+    box = views.panel(render, {"sparsity": views.slider(0, 0.99), "scope": views.choice(["layer", "global"])},
                         {"sparsity": 0.5, "scope": "global"})
     assert box is None and calls == [(0.5, "global")]
 
@@ -60,9 +61,9 @@ def test_interactive_panel_builds_controls_and_rerenders(monkeypatch):
 
     def render(bits, per_channel):
         calls.append((bits, per_channel))
-        return widgets.View(metrics={"bits": bits})
+        return views.View(metrics={"bits": bits})
 
-    box = widgets.panel(render, {"bits": widgets.int_slider(2, 8), "per_channel": widgets.toggle()},
+    box = views.panel(render, {"bits": views.int_slider(2, 8), "per_channel": views.toggle()},
                         {"bits": 4, "per_channel": False}, title="demo")
     slider = box.children[1].children[0]
     slider.value = 6
@@ -73,25 +74,25 @@ def test_interactive_panel_builds_controls_and_rerenders(monkeypatch):
                                            ({}, "missing")])
 def test_panel_validates_values(values, match):
     with pytest.raises(ValueError, match=match):
-        widgets.panel(lambda **kw: widgets.View(), {"bits": widgets.int_slider(2, 8)}, values)
+        views.panel(lambda **kw: views.View(), {"bits": views.int_slider(2, 8)}, values)
 
 
 def test_controls_validate():
     with pytest.raises(ValueError, match="low < high"):
-        widgets.slider(1.0, 0.0)
+        views.slider(1.0, 0.0)
     with pytest.raises(ValueError, match="options"):
-        widgets.choice([])
+        views.choice([])
     with pytest.raises(ValueError, match="True or False"):
-        widgets.toggle().check("structured", "yes")
+        views.toggle().check("structured", "yes")
 
 
 def test_headless_detection(monkeypatch):
     monkeypatch.setenv("COMPRESSLAB_HEADLESS", "1")
-    assert widgets.headless()
+    assert views.headless()
     monkeypatch.setenv("COMPRESSLAB_HEADLESS", "0")
-    assert not widgets.headless()
+    assert not views.headless()
     monkeypatch.delenv("COMPRESSLAB_HEADLESS")
-    assert widgets.headless()  # no IPython kernel in a test process
+    assert views.headless()  # no IPython kernel in a test process
 
 
 def test_layer_table_report_mixin():

@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import nn
 
-from compresslab import sharing as S
+from compresslab.techniques import sharing as S
 
 
 def test_linear_and_density_init_hand_values():
@@ -123,7 +123,7 @@ def test_bad_arguments():
     with pytest.raises(ValueError, match="unknown layers"):
         S.apply_sharing(model, S.ShareConfig(layer_bits={"fc9": 2}))
     with pytest.raises(ValueError, match="data=None"):
-        from compresslab.training import TrainConfig
+        from compresslab.core.training import TrainConfig
 
         S.apply_sharing(model, S.ShareConfig(finetune=TrainConfig(epochs=1)))
 
@@ -141,8 +141,8 @@ def test_share_only_some_layers():
 
 
 def test_centroid_fine_tuning_uses_the_given_loss_fn(tiny_data):
-    from compresslab import models
-    from compresslab.training import TrainConfig
+    from compresslab.core import models
+    from compresslab.core.training import TrainConfig
 
     torch.manual_seed(0)
     model = models.create("lenet300")

@@ -8,8 +8,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from compresslab import models, training
-from compresslab.training import Callback, TrainConfig
+from compresslab.core import models, training
+from compresslab.core.training import Callback, TrainConfig
 
 FAST = TrainConfig(epochs=2, batch_size=32, lr=0.05, seed=1)
 

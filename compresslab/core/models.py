@@ -1,0 +1,101 @@
+"""The models of the workbook, each an `nn.Sequential` with named layers.
+
+A flat Sequential makes "the next layer" well defined, which structured pruning and low-rank
+factorization need, and gives readable layer names (fc1, conv2, ...) in every table.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Sequence
+
+from torch import nn
+
+__all__ = [
+    "mlp",
+    "lenet300",
+    "lenet5",
+    "small_cnn",
+    "MODELS",
+    "create",
+    "prunable_layers",
+    "is_convnet",
+]
+
+
+def mlp(hidden: Sequence[int], dropout: float = 0.0, in_features: int = 784, num_classes: int = 10) -> nn.Sequential:
+    """784 -> hidden[0] -> ... -> 10 with ReLU, optional dropout after each hidden layer."""
+    if not hidden or any(h < 1 for h in hidden):
+        raise ValueError(f"hidden={tuple(hidden)} must be a non-empty list of positive widths")
+    if not 0.0 <= dropout < 1.0:
+        raise ValueError(f"dropout={dropout} must be in [0, 1)")
+    layers: list[tuple[str, nn.Module]] = [("flatten", nn.Flatten())]
+    widths = [in_features, *hidden]
+    for i, (a, b) in enumerate(zip(widths[:-1], widths[1:]), start=1):
+        layers.append((f"fc{i}", nn.Linear(a, b)))
+        layers.append((f"relu{i}", nn.ReLU()))
+        if dropout > 0:
+            layers.append((f"drop{i}", nn.Dropout(dropout)))
+    layers.append((f"fc{len(hidden) + 1}", nn.Linear(widths[-1], num_classes)))
+    return nn.Sequential(OrderedDict(layers))
+
+
+def lenet300() -> nn.Sequential:
+    """LeNet-300-100: 784-300-100-10, 266,610 parameters."""
+    return mlp((300, 100))
+
+
+def lenet5() -> nn.Sequential:
+    """LeNet-5, Caffe variant: conv 20@5x5, pool, conv 50@5x5, pool, fc 500, fc 10 (431,080 params).
+
+    ReLU follows each conv (Caffe's example has none there; with them it trains faster).
+    """
+    return nn.Sequential(OrderedDict([
+        ("conv1", nn.Conv2d(1, 20, 5)), ("relu1", nn.ReLU()), ("pool1", nn.MaxPool2d(2)),
+        ("conv2", nn.Conv2d(20, 50, 5)), ("relu2", nn.ReLU()), ("pool2", nn.MaxPool2d(2)),
+        ("flatten", nn.Flatten()),
+        ("fc1", nn.Linear(50 * 4 * 4, 500)), ("relu3", nn.ReLU()),
+        ("fc2", nn.Linear(500, 10)),
+    ]))
+
+
+def small_cnn() -> nn.Sequential:
+    """A small VGG-style CNN: conv 32, conv 32, pool, conv 64, conv 64, pool, fc 256, fc 10."""
+    return nn.Sequential(OrderedDict([
+        ("conv1", nn.Conv2d(1, 32, 3, padding=1)), ("relu1", nn.ReLU()),
+        ("conv2", nn.Conv2d(32, 32, 3, padding=1)), ("relu2", nn.ReLU()), ("pool1", nn.MaxPool2d(2)),
+        ("conv3", nn.Conv2d(32, 64, 3, padding=1)), ("relu3", nn.ReLU()),
+        ("conv4", nn.Conv2d(64, 64, 3, padding=1)), ("relu4", nn.ReLU()), ("pool2", nn.MaxPool2d(2)),
+        ("flatten", nn.Flatten()),
+        ("fc1", nn.Linear(64 * 7 * 7, 256)), ("relu5", nn.ReLU()),
+        ("fc2", nn.Linear(256, 10)),
+    ]))
+
+
+MODELS = {
+    "lenet300": lambda: lenet300(),
+    "lenet5": lambda: lenet5(),
+    "small_cnn": lambda: small_cnn(),
+    "mlp1200": lambda dropout=0.0: mlp((1200, 1200), dropout=dropout),
+    "mlp800": lambda dropout=0.0: mlp((800, 800), dropout=dropout),
+    "mlp": lambda hidden=(100,), dropout=0.0: mlp(tuple(hidden), dropout=dropout),
+}
+
+
+def create(name: str, **kwargs) -> nn.Sequential:
+    """Build a fresh model by name (weights from the global torch RNG: seed first)."""
+    if name not in MODELS:
+        raise ValueError(f"model={name!r} is not known; choose one of {sorted(MODELS)}")
+    try:
+        return MODELS[name](**kwargs)
+    except TypeError as err:
+        raise ValueError(f"model={name!r} does not take arguments {sorted(kwargs)}: {err}") from None
+
+
+def prunable_layers(model: nn.Module) -> dict[str, nn.Module]:
+    """The Linear and Conv2d layers of `model` by qualified name, in forward order."""
+    return {n: m for n, m in model.named_modules() if isinstance(m, (nn.Linear, nn.Conv2d))}
+
+
+def is_convnet(model: nn.Module) -> bool:
+    return any(isinstance(m, nn.Conv2d) for m in model.modules())

@@ -1,0 +1,429 @@
+"""Seeding, device choice, THE training loop, evaluation, and the cache of trained baselines.
+
+Every technique trains through `train(model, data, config, loss_fn, callbacks)`: fine-tuning after
+pruning, QAT, distillation and lottery rounds change the loss or hook in callbacks, never the loop.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import random
+import time
+import warnings
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from compresslab.core import data as data_mod
+from compresslab.core import models
+from compresslab.core.data import Dataset, Split
+
+__all__ = [
+    "LossFn",
+    "CACHE_FORMAT",
+    "seed_everything",
+    "get_device",
+    "quiet_default",
+    "OPTIMIZERS",
+    "SCHEDULES",
+    "TrainConfig",
+    "EvalResult",
+    "TrainState",
+    "Callback",
+    "TrainHistory",
+    "evaluate",
+    "accuracy_fn",
+    "make_optimizer",
+    "train",
+    "cache_dir",
+    "Baseline",
+    "cache_key",
+    "pretrained",
+]
+
+LossFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
+CACHE_FORMAT = 1
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python, NumPy and torch RNGs so that the same seed gives the same numbers."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def get_device(choice: str = "auto") -> torch.device:
+    """'auto' -> cuda if available else cpu; 'cpu' / 'cuda' as asked (cuda must exist)."""
+    if choice == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if choice == "cpu":
+        return torch.device("cpu")
+    if choice == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError("device='cuda' was asked for but no CUDA device is available; use 'auto' or 'cpu'")
+        return torch.device("cuda")
+    raise ValueError(f"device={choice!r} must be one of 'auto', 'cpu', 'cuda'")
+
+
+def quiet_default() -> bool:
+    """Progress bars are off when $COMPRESSLAB_QUIET is set (tests, CI)."""
+    return os.environ.get("COMPRESSLAB_QUIET", "") not in ("", "0", "false")
+
+
+OPTIMIZERS = ("sgd", "adam")
+SCHEDULES = ("constant", "cosine", "step")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """How to train. lr_schedule: constant, cosine (to 0 over the run) or step (x0.1 at 50%, 75%)."""
+
+    epochs: float = 10
+    batch_size: int = 128
+    lr: float = 0.1
+    optimizer: str = "sgd"
+    momentum: float = 0.9
+    weight_decay: float = 0.0
+    lr_schedule: str = "constant"
+    seed: int = 0
+    eval_every: int = 0  # evaluate on val (and test) every n steps; 0 = once per epoch
+    input_jitter: int = 0  # random shift of up to n pixels (Hinton et al.'s jitter)
+
+    def __post_init__(self) -> None:
+        if not self.epochs > 0:
+            raise ValueError(f"epochs={self.epochs} must be > 0")
+        if self.batch_size < 1:
+            raise ValueError(f"batch_size={self.batch_size} must be >= 1")
+        if not self.lr > 0:
+            raise ValueError(f"lr={self.lr} must be > 0")
+        if self.optimizer not in OPTIMIZERS:
+            raise ValueError(f"optimizer={self.optimizer!r} must be one of {OPTIMIZERS}")
+        if not 0 <= self.momentum < 1:
+            raise ValueError(f"momentum={self.momentum} must be in [0, 1)")
+        if self.weight_decay < 0:
+            raise ValueError(f"weight_decay={self.weight_decay} must be >= 0")
+        if self.lr_schedule not in SCHEDULES:
+            raise ValueError(f"lr_schedule={self.lr_schedule!r} must be one of {SCHEDULES}")
+        if self.eval_every < 0:
+            raise ValueError(f"eval_every={self.eval_every} must be >= 0")
+        if not 0 <= self.input_jitter <= 4:
+            raise ValueError(f"input_jitter={self.input_jitter} must be in [0, 4] pixels")
+
+    def total_steps(self, n_train: int) -> int:
+        return max(1, math.ceil(self.epochs * math.ceil(n_train / self.batch_size)))
+
+
+@dataclass
+class EvalResult:
+    loss: float
+    accuracy: float
+    errors: int
+    n: int
+
+
+@dataclass
+class TrainState:
+    """What callbacks see (and may change: set `stop = True` to end training)."""
+
+    model: nn.Module
+    optimizer: torch.optim.Optimizer
+    config: TrainConfig
+    total_steps: int
+    step: int = 0
+    epoch: int = 0
+    loss: float = float("nan")
+    stop: bool = False
+
+
+class Callback:
+    """Hooks into `train`; override what you need. Called with the live TrainState."""
+
+    def on_train_start(self, state: TrainState) -> None: ...
+
+    def on_batch_end(self, state: TrainState) -> None: ...
+
+    def on_epoch_end(self, state: TrainState) -> None: ...
+
+
+@dataclass
+class TrainHistory:
+    """Per evaluation point: step, epoch, mean train loss since last point, val/test metrics."""
+
+    steps: list[int] = field(default_factory=list)
+    train_loss: list[float] = field(default_factory=list)
+    val_loss: list[float] = field(default_factory=list)
+    val_accuracy: list[float] = field(default_factory=list)
+    test_accuracy: list[float] = field(default_factory=list)
+    seconds: float = 0.0
+
+    def best_val_step(self) -> int:
+        """The step of minimum validation loss (the early-stopping iteration)."""
+        if not self.val_loss:
+            raise ValueError("no validation losses recorded: load the data with val_size > 0")
+        return self.steps[int(np.argmin(self.val_loss))]
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def _prepare_input(x: torch.Tensor, convnet: bool) -> torch.Tensor:
+    return x.contiguous(memory_format=torch.channels_last) if convnet else x
+
+
+def _jitter(x: torch.Tensor, pixels: int, gen: torch.Generator) -> torch.Tensor:
+    """Shift the whole batch by (dy, dx) in [-pixels, pixels], padding with the background value."""
+    dy, dx = (int(v) for v in torch.randint(-pixels, pixels + 1, (2,), generator=gen))
+    if dy == 0 and dx == 0:
+        return x
+    background = x.amin()
+    out = torch.roll(x, shifts=(dy, dx), dims=(2, 3))
+    if dy > 0:
+        out[:, :, :dy] = background
+    elif dy < 0:
+        out[:, :, dy:] = background
+    if dx > 0:
+        out[:, :, :, :dx] = background
+    elif dx < 0:
+        out[:, :, :, dx:] = background
+    return out
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, split: Split, batch_size: int = 1000, device: torch.device | str | None = None) -> EvalResult:
+    """Mean cross-entropy, accuracy and error count of `model` on `split`."""
+    device = device or next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    convnet = models.is_convnet(model)
+    total_loss, correct = 0.0, 0
+    for x, y in split.batches(batch_size, device=device):
+        logits = model(_prepare_input(x, convnet))
+        total_loss += F.cross_entropy(logits, y, reduction="sum").item()
+        correct += (logits.argmax(1) == y).sum().item()
+    model.train(was_training)
+    n = len(split)
+    return EvalResult(total_loss / n, correct / n, n - correct, n)
+
+
+
+def accuracy_fn(data: Dataset | None, finetune: TrainConfig | None = None) -> Callable[[nn.Module], float | None]:
+    """model -> its accuracy on data.test (None when data is None), for the model-level verbs.
+
+    Raises ValueError when `finetune` is set but there is no data to fine-tune on."""
+    if finetune is not None and data is None:
+        raise ValueError("config.finetune is set but data=None: pass the Dataset to fine-tune on")
+    if data is None:
+        return lambda model: None
+    return lambda model: evaluate(model, data.test).accuracy
+
+def _lr_at(config: TrainConfig, step: int, total: int) -> float:
+    if config.lr_schedule == "cosine":
+        return 0.5 * config.lr * (1 + math.cos(math.pi * step / total))
+    if config.lr_schedule == "step":
+        return config.lr * (0.1 ** (int(step >= 0.5 * total) + int(step >= 0.75 * total)))
+    return config.lr
+
+
+def make_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
+    params = [p for p in model.parameters() if p.requires_grad]
+    if config.optimizer == "adam":
+        return torch.optim.Adam(params, lr=config.lr, weight_decay=config.weight_decay)
+    return torch.optim.SGD(params, lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay)
+
+
+def train(
+    model: nn.Module,
+    data: Dataset,
+    config: TrainConfig,
+    loss_fn: LossFn | None = None,
+    callbacks: Sequence[Callback] = (),
+    progress: bool | None = None,
+    evaluate_test: bool = True,
+    start_step: int = 0,
+) -> TrainHistory:
+    """Train `model` in place for `config.epochs` (fractions allowed) with minibatch SGD/Adam.
+
+    loss = loss_fn(logits, targets, inputs), cross-entropy by default. The model's device is used.
+    Evaluates on data.val (if any) and data.test at each epoch end or every `eval_every` steps.
+    start_step > 0 resumes the run at that step (rewinding to step k): only steps start_step..total-1
+    are trained, with the learning rate and batch order the full run has there (a fresh optimizer
+    state); steps in the history and in callbacks count from the run's start.
+    """
+    from tqdm.auto import tqdm
+
+    progress = (not quiet_default()) if progress is None else progress
+    loss_fn = loss_fn or (lambda logits, y, x: F.cross_entropy(logits, y))
+    device = next(model.parameters()).device
+    convnet = models.is_convnet(model)
+    if convnet:
+        model.to(memory_format=torch.channels_last)
+    optimizer = make_optimizer(model, config)
+    total = config.total_steps(len(data.train))
+    if not 0 <= start_step < total:
+        raise ValueError(f"start_step={start_step} must be in [0, {total - 1}] (the run has {total} steps)")
+    per_epoch = data.train.num_batches(config.batch_size)
+    state = TrainState(model, optimizer, config, total, step=start_step, epoch=start_step // per_epoch)
+    skip = start_step % per_epoch  # batches of the current epoch already seen before start_step
+    history = TrainHistory()
+    jitter_gen = torch.Generator().manual_seed(config.seed + 12345)
+    torch.manual_seed(config.seed)  # dropout and other in-model randomness
+    for cb in callbacks:
+        cb.on_train_start(state)
+    start = time.perf_counter()
+    running, count = 0.0, 0
+
+    def record() -> None:
+        nonlocal running, count
+        history.steps.append(state.step)
+        history.train_loss.append(running / max(count, 1))
+        running, count = 0.0, 0
+        if data.val is not None:
+            ev = evaluate(model, data.val, device=device)
+            history.val_loss.append(ev.loss)
+            history.val_accuracy.append(ev.accuracy)
+        if evaluate_test:
+            history.test_accuracy.append(evaluate(model, data.test, device=device).accuracy)
+
+    bar = tqdm(total=total - start_step, desc="train", leave=False, disable=not progress)
+    model.train()
+    while state.step < total and not state.stop:
+        for x, y in data.train.batches(config.batch_size, shuffle=True, seed=config.seed * 1000 + state.epoch, device=device):
+            if skip:
+                skip -= 1
+                continue
+            for group in optimizer.param_groups:
+                group["lr"] = _lr_at(config, state.step, total)
+            if config.input_jitter:
+                x = _jitter(x, config.input_jitter, jitter_gen)
+            x = _prepare_input(x, convnet)
+            logits = model(x)
+            loss = loss_fn(logits, y, x)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            state.step += 1
+            state.loss = loss.item()
+            running, count = running + state.loss, count + 1
+            for cb in callbacks:
+                cb.on_batch_end(state)
+            bar.update(1)
+            if config.eval_every and state.step % config.eval_every == 0:
+                record()
+                model.train()
+            if state.step >= total or state.stop:
+                break
+        state.epoch += 1
+        if not config.eval_every:
+            record()
+            model.train()
+        for cb in callbacks:
+            cb.on_epoch_end(state)
+    bar.close()
+    if config.eval_every and (not history.steps or history.steps[-1] != state.step):
+        record()
+    model.eval()
+    history.seconds = time.perf_counter() - start
+    return history
+
+
+# ---------------------------------------------------------------- cached baselines
+
+def cache_dir() -> Path:
+    """$COMPRESSLAB_CACHE, else <repo>/.cache/compresslab."""
+    env = os.environ.get("COMPRESSLAB_CACHE")
+    return Path(env) if env else data_mod.REPO_ROOT / ".cache" / "compresslab"
+
+
+@dataclass
+class Baseline:
+    """A trained model and where it came from."""
+
+    model: nn.Module
+    accuracy: float
+    key: str
+    from_cache: bool
+    train_seconds: float
+    history: dict
+
+
+def cache_key(model_name: str, model_kwargs: dict, data: Dataset, config: TrainConfig) -> tuple[str, dict]:
+    spec = {
+        "format": CACHE_FORMAT,
+        "model": model_name,
+        "model_kwargs": model_kwargs,
+        "data": data.fingerprint,
+        "train": asdict(config),
+    }
+    text = json.dumps(spec, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:20], spec
+
+
+def _atomic_torch_save(obj: object, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        torch.save(obj, tmp)
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def _load_cached(path: Path, key: str, model: nn.Module) -> dict | None:
+    """The cache entry at `path` loaded into `model`, or None (with a warning) if unusable."""
+    if not path.exists():
+        return None
+    try:
+        entry = torch.load(path, map_location="cpu", weights_only=True)
+        if not isinstance(entry, dict) or entry.get("key") != key or entry.get("format") != CACHE_FORMAT:
+            raise ValueError("key or format does not match")
+        model.load_state_dict(entry["state_dict"], strict=True)
+        if not all(torch.isfinite(t).all() for t in entry["state_dict"].values()):
+            raise ValueError("non-finite weights")
+        return entry
+    except Exception as err:  # noqa: BLE001 - any unreadable entry is retrained
+        warnings.warn(f"cached baseline {path.name} is unusable ({err}); retraining", stacklevel=3)
+        return None
+
+
+def pretrained(
+    model_name: str,
+    data: Dataset,
+    config: TrainConfig,
+    model_kwargs: dict | None = None,
+    progress: bool | None = None,
+    device: str = "auto",
+) -> Baseline:
+    """Train `model_name` on `data` with `config`, or reuse the cached result of exactly that.
+
+    The cache key hashes model name and arguments, the data fingerprint, the training config
+    (its seed included). Writes are atomic; a corrupt or mismatched entry is retrained.
+    """
+    model_kwargs = dict(model_kwargs or {})
+    key, spec = cache_key(model_name, model_kwargs, data, config)
+    path = cache_dir() / f"{model_name}-{data.name}-{key}.pt"
+    seed_everything(config.seed)
+    model = models.create(model_name, **model_kwargs)
+    entry = _load_cached(path, key, model)
+    dev = get_device(device)
+    model.to(dev)
+    if entry is not None:
+        model.eval()
+        return Baseline(model, entry["accuracy"], key, True, entry["train_seconds"], entry["history"])
+    history = train(model, data, config, progress=progress)
+    accuracy = evaluate(model, data.test).accuracy
+    state_dict = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+    _atomic_torch_save(
+        {"format": CACHE_FORMAT, "key": key, "spec": json.dumps(spec, default=str), "state_dict": state_dict,
+         "accuracy": accuracy, "train_seconds": history.seconds, "history": history.to_dict()},
+        path,
+    )
+    return Baseline(model, accuracy, key, False, history.seconds, history.to_dict())

@@ -1,0 +1,124 @@
+"""The `compresslab` command: list notebooks and parameters, run notebooks and sweeps, report."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from compresslab.running import runner
+
+__all__ = [
+    "build_parser",
+    "main",
+]
+
+
+def _cmd_list(args: argparse.Namespace) -> int:
+    for stem, path in runner.notebooks().items():
+        print(stem)
+        for name, info in runner.parameters(path).items():
+            print(f"    {name} = {info['default']}" + (f"    # {info['help']}" if info["help"] else ""))
+    return 0
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    grid: dict[str, list[str]] = {}
+    for key, value in args.param or []:
+        if key == "profile":
+            raise ValueError("set the profile with --profile, not -p profile")
+        grid.setdefault(key, []).append(value)
+    runs, out_dir = runner.run_many(args.names, args.profile, grid, Path(args.out) if args.out else None,
+                                    args.cell_timeout)
+    failed = [r for r in runs if not r.ok]
+    print(f"{len(runs) - len(failed)} passed, {len(failed)} failed; summary: {out_dir / 'summary.md'}")
+    return 1 if failed else 0
+
+
+def _cmd_report(args: argparse.Namespace) -> int:
+    from compresslab.core.results import load_runs
+
+    table = load_runs(args.directory)
+    if table.empty:
+        print(f"no results files under {args.directory}")
+        return 1
+    print(table.to_string(index=False))
+    return 0
+
+
+def _cmd_exercises(args: argparse.Namespace) -> int:
+    from compresslab import exercises
+
+    changed = exercises.build(check=args.check)
+    if args.check:
+        for path in changed:
+            print(f"out of date: {path} (run `compresslab exercises build`)")
+        print("student notebooks are up to date" if not changed else f"{len(changed)} student notebook(s) out of date")
+        return 1 if changed else 0
+    for path in changed:
+        print(f"wrote {path}")
+    print(f"{len(changed)} student notebook(s) written, {len(exercises.solutions()) - len(changed)} unchanged")
+    return 0
+
+
+def _cmd_check(args: argparse.Namespace) -> int:
+    from compresslab import exercises
+
+    grades, out_dir = exercises.grade(args.notebooks, Path(args.out) if args.out else None, args.profile,
+                                      args.cell_timeout)
+    passed, total = sum(g.passed for g in grades), sum(g.total for g in grades)
+    if len(grades) > 1:
+        print("\nnotebook scores:")
+        for g in grades:
+            print(f"  {g.notebook}: {g.passed}/{g.total}")
+    print(f"score: {passed}/{total} checks passed ({100 * passed / max(total, 1):.0f}%); "
+          f"executed notebooks and grades.json in {out_dir}")
+    return 0 if grades and all(g.ok for g in grades) else 1
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="compresslab", description="Run and explore the compresslab notebooks.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    p_list = sub.add_parser("list", help="notebooks and their papermill parameters with defaults")
+    p_list.set_defaults(func=_cmd_list)
+    p_run = sub.add_parser("run", help="execute notebooks headless (papermill); sweeps with -p KEY V1,V2")
+    p_run.add_argument("names", nargs="+", help="notebook name(s), number(s), or 'all'")
+    p_run.add_argument("--profile", choices=runner.PROFILES, default="full",
+                       help="quick: small data and few epochs (minutes); full: the real experiment (default)")
+    p_run.add_argument("-p", "--param", nargs=2, action="append", metavar=("KEY", "VALUE"),
+                       help="set a parameter; 'V1,V2,V3' runs one execution per value (a grid for several keys)")
+    p_run.add_argument("--out", help="output folder (default runs/<timestamp>/)")
+    p_run.add_argument("--cell-timeout", type=int, default=None,
+                       help="seconds one cell may run before the run fails (default 600 quick, 3600 full)")
+    p_run.set_defaults(func=_cmd_run)
+    p_report = sub.add_parser("report", help="table of every recorded result below a folder")
+    p_report.add_argument("directory", nargs="?", default="runs")
+    p_report.set_defaults(func=_cmd_report)
+    p_ex = sub.add_parser("exercises", help="student exercise notebooks (generated from exercises/solutions/)")
+    ex_sub = p_ex.add_subparsers(dest="action", required=True)
+    p_build = ex_sub.add_parser("build", help="write exercises/NN_*.ipynb from the solution notebooks")
+    p_build.add_argument("--check", action="store_true",
+                         help="write nothing; exit 1 if a student notebook is out of date with its solution")
+    p_build.set_defaults(func=_cmd_exercises)
+    p_check = sub.add_parser("check", help="grade exercise notebooks: run each headless, table of checks and a score")
+    p_check.add_argument("notebooks", nargs="+", help="notebook file(s), or folder(s) of submissions")
+    p_check.add_argument("--profile", choices=runner.PROFILES, default="quick",
+                         help="the exercises' profile parameter (default quick)")
+    p_check.add_argument("--out", help="output folder (default runs/check-<timestamp>/)")
+    p_check.add_argument("--cell-timeout", type=int, default=300, help="seconds one cell may run (default 300)")
+    p_check.set_defaults(func=_cmd_check)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args)
+    except ValueError as err:
+        print(f"compresslab: error: {err}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

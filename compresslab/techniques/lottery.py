@@ -1,0 +1,507 @@
+"""Lottery tickets: iterative magnitude pruning (IMP) with rewinding, and its control branches.
+
+IMP (Frankle & Carbin 2019). Draw theta_0, train T steps. At level L, remove a fraction p of the
+weights that survived level L-1 in each layer, those of smallest |w| after training, giving a mask
+m_L (so layer l keeps about (1 - p_l)^L of its weights; a pruned weight never returns). Reset the
+survivors to theta_k, their values at step k of the dense run, and train the remaining T - k steps:
+f(x; m_L * theta_k). k = 0 is the original lottery ticket (reset to the initialisation), k > 0 is
+rewinding (Frankle et al. 2020). Frankle & Carbin prune 20% of each hidden layer and 10% of the
+output layer per level; scope='global' ranks the hidden layers' survivors together instead.
+
+Learning-rate rewinding (Renda et al. 2020) is its own IMP chain: prune the trained weights, keep
+their trained values, and retrain T - k steps replaying the learning-rate schedule from step k.
+
+Controls at the ticket's sparsity, each with an explicit seed:
+- random re-initialisation: the ticket's mask m_L on a fresh draw theta_0' ~ D (reinit_seed);
+- random mask: a uniformly random mask with the ticket's number of survivors in every layer,
+  on theta_k (random_mask_seed); nested across levels like the ticket's masks.
+
+Every run after the dense one trains the steps k..T-1 of the dense run's schedule
+(`train(..., start_step=k)`: the same learning rate and batch order as the dense run there).
+
+The early-stopping iteration of a run is the step of minimum validation loss (a split carved from
+the training set), counted from theta_0, so a rewound run starts counting at k.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+import torch
+from torch import nn
+
+from compresslab.core import metrics
+from compresslab.core.data import Dataset
+from compresslab.core.models import prunable_layers
+from compresslab.core.training import (
+    Callback,
+    TrainConfig,
+    TrainHistory,
+    TrainState,
+    quiet_default,
+    train,
+)
+from compresslab.techniques.pruning import SCOPES, global_magnitude_masks, magnitude_mask, set_masks
+
+__all__ = [
+    "BRANCHES",
+    "CONTROLS",
+    "Masks",
+    "State",
+    "DEFAULT_TRAIN",
+    "LotteryConfig",
+    "prune_survivors",
+    "prune_survivors_global",
+    "next_masks",
+    "layer_keep_counts",
+    "random_scores",
+    "random_masks_like",
+    "density",
+    "state_of",
+    "RewindPoint",
+    "rewind",
+    "reinitialize",
+    "DenseRun",
+    "train_dense",
+    "LevelResult",
+    "LotteryReport",
+    "apply_lottery",
+    "pixel_density",
+]
+
+BRANCHES = ("ticket", "random_reinit", "random_mask", "lr_rewind")
+CONTROLS = ("random_reinit", "random_mask")
+Masks = dict[str, torch.Tensor]
+State = dict[str, torch.Tensor]
+
+# Frankle & Carbin (2019) train LeNet-300-100 with Adam at a constant 1.2e-3 (batch 60, 50k steps);
+# 8 epochs of batch 128 keep a whole IMP experiment within a laptop CPU budget.
+DEFAULT_TRAIN = TrainConfig(epochs=8, batch_size=128, lr=1.2e-3, optimizer="adam", eval_every=100)
+
+
+@dataclass(frozen=True)
+class LotteryConfig:
+    """How to find tickets.
+
+    levels: pruning levels after the dense run (>= 1); fraction: share of a layer's surviving
+    weights removed per level, (0, 1); output_fraction: the rate for the output layer (None = same
+    as the others; with scope='global', None pools the output layer with the others);
+    rewind_step: k, the step of the dense run whose weights survivors are reset to (0 = theta_0),
+    must lie inside the run; train: the TrainConfig of the dense run (T steps; each level trains
+    steps k..T-1);
+    branches: which of BRANCHES to run ('random_reinit' and 'random_mask' need 'ticket');
+    control_levels: levels at which the controls run (None = all); reinit_seed, random_mask_seed:
+    seeds of the controls.
+    """
+
+    levels: int = 12
+    fraction: float = 0.2
+    output_fraction: float | None = 0.1
+    scope: str = "layer"
+    rewind_step: int = 0
+    train: TrainConfig = DEFAULT_TRAIN
+    branches: tuple[str, ...] = ("ticket", "random_reinit", "random_mask")
+    control_levels: tuple[int, ...] | None = None
+    reinit_seed: int = 1
+    random_mask_seed: int = 2
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.levels, int) or not 1 <= self.levels <= 60:
+            raise ValueError(f"levels={self.levels!r} must be an integer in [1, 60]")
+        for name in ("fraction", "output_fraction"):
+            value = getattr(self, name)
+            if name == "output_fraction" and value is None:
+                continue
+            if not isinstance(value, (int, float)) or not 0.0 < value < 1.0:
+                raise ValueError(f"{name}={value!r} must be in (0, 1)")
+        if self.scope not in SCOPES:
+            raise ValueError(f"scope={self.scope!r} must be one of {SCOPES}")
+        if not isinstance(self.rewind_step, int) or self.rewind_step < 0:
+            raise ValueError(f"rewind_step={self.rewind_step!r} must be an integer >= 0")
+        if not isinstance(self.train, TrainConfig):
+            raise ValueError(f"train={self.train!r} must be a TrainConfig")
+        branches = tuple(self.branches)
+        if not branches or len(set(branches)) != len(branches) or not set(branches) <= set(BRANCHES):
+            raise ValueError(f"branches={self.branches!r} must be distinct names from {BRANCHES}")
+        object.__setattr__(self, "branches", branches)
+        if set(branches) & set(CONTROLS) and "ticket" not in branches:
+            raise ValueError(f"branches={branches!r}: the controls {CONTROLS} use the ticket's masks; add 'ticket'")
+        if self.control_levels is not None:
+            levels = tuple(self.control_levels)
+            if any(not isinstance(v, int) or not 1 <= v <= self.levels for v in levels):
+                raise ValueError(f"control_levels={self.control_levels!r} must be levels in [1, {self.levels}]")
+            object.__setattr__(self, "control_levels", tuple(sorted(set(levels))))
+        for name in ("reinit_seed", "random_mask_seed"):
+            if not isinstance(getattr(self, name), int):
+                raise ValueError(f"{name}={getattr(self, name)!r} must be an integer")
+
+    def rates(self, layer_names: Sequence[str]) -> dict[str, float]:
+        """Per-level pruning rate p_l of each layer: `fraction`, `output_fraction` for the last one."""
+        names = list(layer_names)
+        out = {n: float(self.fraction) for n in names}
+        if self.output_fraction is not None and names:
+            out[names[-1]] = float(self.output_fraction)
+        return out
+
+    def runs_control(self, level: int) -> bool:
+        return self.control_levels is None or level in self.control_levels
+
+
+# ----------------------------------------------------------------- masks per level
+
+def prune_survivors(w: torch.Tensor, mask: torch.Tensor, rate: float) -> torch.Tensor:
+    """Next mask of one layer: of its n surviving weights (mask == 1), remove the round(rate * n) of
+    smallest |w| (at least one weight always survives). Zeros of `mask` stay zero."""
+    keep = mask.bool()
+    n = int(keep.sum())
+    k = min(int(round(rate * n)), max(n - 1, 0))
+    out = torch.zeros_like(mask, dtype=torch.float32)
+    if n:
+        out[keep] = magnitude_mask(w.detach()[keep].float(), k / n)
+    return out
+
+
+def prune_survivors_global(weights: dict[str, torch.Tensor], masks: Masks, rate: float) -> Masks:
+    """Next masks of several layers ranked together: remove round(rate * N) of their N survivors."""
+    keep = {n: masks[n].bool() for n in weights}
+    survivors = {n: weights[n].detach()[keep[n]].float() for n in weights}
+    total = sum(v.numel() for v in survivors.values())
+    k = min(int(round(rate * total)), max(total - 1, 0))
+    sub = global_magnitude_masks(survivors, k / total) if total else survivors
+    out = {}
+    for n in weights:
+        out[n] = torch.zeros_like(masks[n], dtype=torch.float32)
+        out[n][keep[n]] = sub[n]
+    return out
+
+
+def next_masks(weights: dict[str, torch.Tensor], masks: Masks, config: LotteryConfig) -> Masks:
+    """One IMP level: prune each layer's survivors at its rate (scope 'layer'), or rank the layers'
+    survivors together (scope 'global'; the output layer keeps its own rate if output_fraction is set)."""
+    names = list(weights)
+    rates = config.rates(names)
+    if config.scope == "layer":
+        return {n: prune_survivors(weights[n], masks[n], rates[n]) for n in names}
+    pooled = names if config.output_fraction is None else names[:-1]
+    out = prune_survivors_global({n: weights[n] for n in pooled}, masks, config.fraction) if pooled else {}
+    for n in names:
+        if n not in out:
+            out[n] = prune_survivors(weights[n], masks[n], rates[n])
+    return out
+
+
+def layer_keep_counts(sizes: dict[str, int], rates: dict[str, float], level: int) -> dict[str, int]:
+    """Survivors per layer after `level` layer-wise levels: n_L = n_{L-1} - round(p * n_{L-1})."""
+    counts = dict(sizes)
+    for _ in range(level):
+        counts = {n: c - min(int(round(rates[n] * c)), max(c - 1, 0)) for n, c in counts.items()}
+    return counts
+
+
+def random_scores(shapes: dict[str, torch.Size], seed: int) -> dict[str, torch.Tensor]:
+    """One uniform random score per weight, drawn layer by layer from a generator seeded by `seed`."""
+    gen = torch.Generator().manual_seed(seed)
+    return {n: torch.rand(tuple(s), generator=gen) for n, s in shapes.items()}
+
+
+def random_masks_like(masks: Masks, scores: dict[str, torch.Tensor]) -> Masks:
+    """Masks keeping, in each layer, as many weights as `masks` does: those of highest score.
+
+    With scores fixed across levels, the random masks nest as the ticket's do."""
+    out = {}
+    for n, m in masks.items():
+        count = int(m.sum())
+        mask = torch.zeros(m.numel())
+        if count:
+            mask[torch.topk(scores[n].reshape(-1), count).indices] = 1.0
+        out[n] = mask.reshape(m.shape)
+    return out
+
+
+def density(masks: Masks) -> tuple[float, dict[str, float]]:
+    """Fraction of weights kept, overall and per layer."""
+    per_layer = {n: float(m.sum()) / m.numel() for n, m in masks.items()}
+    total = sum(m.numel() for m in masks.values())
+    return float(sum(m.sum() for m in masks.values())) / total, per_layer
+
+
+# ----------------------------------------------------------------- states, rewinding, controls
+
+def state_of(model: nn.Module) -> State:
+    """A detached CPU copy of the model's state dict."""
+    return {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+
+
+class RewindPoint(Callback):
+    """Saves the model's state at the given steps (step 0 = before the first update)."""
+
+    def __init__(self, steps: Sequence[int]):
+        self.steps = set(int(s) for s in steps)
+        self.states: dict[int, State] = {}
+
+    def on_train_start(self, state: TrainState) -> None:
+        if 0 in self.steps:
+            self.states[0] = state_of(state.model)
+
+    def on_batch_end(self, state: TrainState) -> None:
+        if state.step in self.steps:
+            self.states[state.step] = state_of(state.model)
+
+
+def _check_unpruned(model: nn.Module) -> None:
+    if any(hasattr(layer, "weight_mask") for layer in prunable_layers(model).values()):
+        raise ValueError("model already carries pruning masks; pass the unpruned network (its weights are theta_0)")
+
+
+def rewind(template: nn.Module, state: State, masks: Masks) -> nn.Module:
+    """A copy of the unpruned `template` holding `state` (e.g. theta_k) with `masks` attached:
+    surviving weights take exactly their saved values, pruned weights are zero."""
+    _check_unpruned(template)
+    model = copy.deepcopy(template)
+    model.load_state_dict(state)
+    set_masks(model, masks)
+    return model
+
+
+def reinitialize(template: nn.Module, seed: int) -> nn.Module:
+    """A copy of the unpruned `template` with every layer re-drawn by its own `reset_parameters`
+    under torch seed `seed` (the same distribution as the original initialisation)."""
+    _check_unpruned(template)
+    model = copy.deepcopy(template)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        for module in model.modules():
+            if hasattr(module, "reset_parameters"):
+                module.reset_parameters()
+    return model
+
+
+def _weights(model: nn.Module) -> dict[str, torch.Tensor]:
+    return {n: metrics.effective_weight(m).cpu() for n, m in prunable_layers(model).items()}
+
+
+# ----------------------------------------------------------------- the dense run
+
+@dataclass
+class DenseRun:
+    """The dense network trained from theta_0, with its state saved at the rewind steps."""
+
+    config: TrainConfig
+    init: State
+    snapshots: dict[int, State]
+    model: nn.Module
+    history: TrainHistory
+
+
+def train_dense(
+    model: nn.Module, data: Dataset, config: TrainConfig, rewind_steps: Sequence[int] = (0,),
+    progress: bool | None = None,
+) -> DenseRun:
+    """Train a copy of the unpruned `model` (weights theta_0) with `config`; keep theta_k for each k."""
+    _check_unpruned(model)
+    total = config.total_steps(len(data.train))
+    for k in rewind_steps:
+        if not 0 <= k < total:
+            raise ValueError(f"rewind_step={k} must be in [0, {total - 1}] (the run has {total} steps)")
+    init = state_of(model)
+    net = copy.deepcopy(model)
+    saver = RewindPoint(rewind_steps)
+    history = train(net, data, config, callbacks=[saver], progress=progress)
+    return DenseRun(config, init, saver.states, net, history)
+
+
+# ----------------------------------------------------------------- the report
+
+@dataclass
+class LevelResult:
+    """One trained network: IMP level, branch, how much it keeps, how it trained."""
+
+    level: int
+    branch: str
+    remaining: float
+    layer_density: dict[str, float]
+    test_accuracy: float  # at the end of training
+    early_stop_step: int  # step of minimum validation loss, counted from theta_0
+    early_stop_accuracy: float  # test accuracy at that step
+    seconds: float
+    history: dict
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def _level_result(level: int, branch: str, masks: Masks, history: TrainHistory) -> LevelResult:
+    remaining, per_layer = density(masks)
+    best = int(np.argmin(history.val_loss))
+    return LevelResult(
+        level=level, branch=branch, remaining=remaining, layer_density=per_layer,
+        test_accuracy=history.test_accuracy[-1], early_stop_step=history.best_val_step(),
+        early_stop_accuracy=history.test_accuracy[best], seconds=history.seconds, history=history.to_dict(),
+    )
+
+
+@dataclass
+class LotteryReport:
+    """Per level and branch: remaining weights, test accuracy, early-stopping iteration, curves.
+
+    masks[branch][level] holds each branch's mask per level (the ticket's are also the random
+    re-initialisation's); init_state is theta_0, rewind_state theta_k."""
+
+    config: LotteryConfig
+    total_steps: int
+    results: list[LevelResult]
+    masks: dict[str, dict[int, Masks]]
+    init_state: State
+    rewind_state: State
+    seconds: float = 0.0
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def dense(self) -> LevelResult:
+        return self.get("dense", 0)
+
+    def get(self, branch: str, level: int) -> LevelResult:
+        for r in self.results:
+            if r.branch == branch and r.level == level:
+                return r
+        if level == 0 and branch in BRANCHES:
+            return self.get("dense", 0)
+        raise KeyError(f"no result for branch={branch!r} at level={level}")
+
+    def curve(self, branch: str) -> list[LevelResult]:
+        """The branch's results by level, starting from the dense network at level 0."""
+        return [self.dense] + sorted((r for r in self.results if r.branch == branch), key=lambda r: r.level)
+
+    def series(self, branch: str, value: str = "test_accuracy") -> tuple[list[float], list[float]]:
+        """(% of weights remaining, `value`) per level of `branch`, the dense network first."""
+        curve = self.curve(branch)
+        return [100 * r.remaining for r in curve], [getattr(r, value) for r in curve]
+
+    def to_dict(self) -> dict:
+        cfg = asdict(self.config)
+        return {"config": cfg, "total_steps": self.total_steps, "seconds": self.seconds,
+                "dense_accuracy": self.dense.test_accuracy, "results": [r.to_dict() for r in self.results]}
+
+    def table(self):
+        """One row per level: % of weights remaining, then per branch the final test accuracy (%)
+        and the early-stopping step (level 0 is the dense network in every branch)."""
+        import pandas as pd
+
+        branches = [b for b in BRANCHES if b in self.config.branches]
+        rows = []
+        for level in range(self.config.levels + 1):
+            found = {}
+            for b in branches:
+                try:
+                    found[b] = self.get(b, level)
+                except KeyError:
+                    continue
+            if not found:
+                continue
+            row = {"level": level, "remaining %": round(100 * next(iter(found.values())).remaining, 2)}
+            row.update({f"{b} acc %": round(100 * r.test_accuracy, 2) for b, r in found.items()})
+            row.update({f"{b} early stop": r.early_stop_step for b, r in found.items()})
+            rows.append(row)
+        return pd.DataFrame(rows)
+
+    def _repr_html_(self) -> str:
+        cfg = self.config
+        head = (f"<p>IMP, {cfg.levels} levels at {100 * cfg.fraction:g}% per level "
+                f"({cfg.scope}), rewind to step k={cfg.rewind_step} of {self.total_steps}; "
+                f"dense {100 * self.dense.test_accuracy:.2f}% &middot; {self.seconds:.0f} s</p>")
+        return head + self.table().to_html(index=False)
+
+
+# ----------------------------------------------------------------- the model-level verb
+
+def _control_seed(seed: int, level: int) -> int:
+    return seed * 10007 + level
+
+
+def apply_lottery(
+    model: nn.Module,
+    config: LotteryConfig,
+    data: Dataset,
+    dense: DenseRun | None = None,
+    callbacks: Sequence[Callback] = (),
+    progress: bool | None = None,
+) -> tuple[nn.Module, LotteryReport]:
+    """Run IMP on a copy of the unpruned `model`, whose weights are theta_0.
+
+    Level 0 trains the dense network for T steps (or reuses `dense`, trained from the same theta_0
+    with the same config and theta_k saved). Each level L >= 1 prunes, rewinds to theta_k and trains
+    T - k steps, once per branch. `callbacks` go to every training after the dense one.
+    Returns the last level's trained ticket (masks attached) and the report.
+    """
+    from tqdm.auto import tqdm
+
+    _check_unpruned(model)
+    if data.val is None or len(data.val) == 0:
+        raise ValueError("the early-stopping iteration needs a validation split: data.load(..., val_size=5000)")
+    start = time.perf_counter()
+    cfg, k = config, config.rewind_step
+    total = cfg.train.total_steps(len(data.train))
+    if k >= total:
+        raise ValueError(f"rewind_step={k} must be in [0, {total - 1}] (the run has {total} steps)")
+    if dense is None:
+        dense = train_dense(model, data, cfg.train, rewind_steps=(k,), progress=progress)
+    else:
+        if dense.config != cfg.train:
+            raise ValueError("dense was trained with another TrainConfig than config.train")
+        if k not in dense.snapshots:
+            raise ValueError(f"dense has no state at rewind_step={k}; saved steps: {sorted(dense.snapshots)}")
+        if any(not torch.equal(v, dense.init[n]) for n, v in state_of(model).items()):
+            raise ValueError("dense was trained from another initialisation than `model`")
+    theta_k = dense.snapshots[k]
+    template = copy.deepcopy(model).cpu()
+    template.load_state_dict(dense.init)
+    device = next(model.parameters()).device
+    ones = {n: torch.ones_like(w) for n, w in _weights(dense.model).items()}
+    results = [_level_result(0, "dense", ones, dense.history)]
+    masks: dict[str, dict[int, Masks]] = {b: {0: ones} for b in cfg.branches if b != "random_reinit"}
+    scores = random_scores({n: m.shape for n, m in ones.items()}, cfg.random_mask_seed)
+    prev = {"ticket": dense.model, "lr_rewind": dense.model}
+
+    def run(net: nn.Module, level: int, branch: str, mask: Masks) -> nn.Module:
+        net.to(device)
+        history = train(net, data, cfg.train, callbacks=callbacks, progress=False, start_step=k)
+        results.append(_level_result(level, branch, mask, history))
+        return net
+
+    show = (not quiet_default()) if progress is None else progress
+    for level in tqdm(range(1, cfg.levels + 1), desc="IMP levels", disable=not show):
+        if "ticket" in cfg.branches:
+            mask = next_masks(_weights(prev["ticket"]), masks["ticket"][level - 1], cfg)
+            masks["ticket"][level] = mask
+            prev["ticket"] = run(rewind(template, theta_k, mask), level, "ticket", mask)
+            if cfg.runs_control(level):
+                if "random_reinit" in cfg.branches:
+                    fresh = state_of(reinitialize(template, _control_seed(cfg.reinit_seed, level)))
+                    run(rewind(template, fresh, mask), level, "random_reinit", mask)
+                if "random_mask" in cfg.branches:
+                    rand = random_masks_like(mask, scores)
+                    masks["random_mask"][level] = rand
+                    run(rewind(template, theta_k, rand), level, "random_mask", rand)
+        if "lr_rewind" in cfg.branches:
+            mask = next_masks(_weights(prev["lr_rewind"]), masks["lr_rewind"][level - 1], cfg)
+            masks["lr_rewind"][level] = mask
+            trained = {n: v.cpu() for n, v in prev["lr_rewind"].state_dict().items()}
+            state = {n: trained.get(f"{n}_orig", trained.get(n)) for n in template.state_dict()}
+            prev["lr_rewind"] = run(rewind(template, state, mask), level, "lr_rewind", mask)
+    report = LotteryReport(cfg, total, results, masks, dense.init, theta_k, time.perf_counter() - start)
+    return (prev["ticket"] if "ticket" in cfg.branches else prev["lr_rewind"]), report
+
+
+# ----------------------------------------------------------------- views for the notebook
+
+def pixel_density(mask: torch.Tensor, image_shape: Sequence[int] = (28, 28)) -> np.ndarray | None:
+    """Share of a first Linear layer's weights kept per input pixel (mean of the mask over its rows),
+    as an image; None when the layer does not read the flattened image."""
+    if mask.dim() != 2 or mask.shape[1] != math.prod(image_shape):
+        return None
+    return mask.float().mean(dim=0).reshape(tuple(image_shape)).numpy()
