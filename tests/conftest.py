@@ -30,6 +30,14 @@ def pytest_configure(config: pytest.Config) -> None:
         os.environ["COMPRESSLAB_DATA"] = str(scratch)
 
 
+def pytest_terminal_summary(terminalreporter) -> None:
+    """Name the folders where the browser tests saved their screenshots."""
+    from jupyterlab_driver import SCREENSHOT_DIRS
+
+    for folder in SCREENSHOT_DIRS:
+        terminalreporter.write_line(f"browser test screenshots: {folder}")
+
+
 @pytest.fixture(scope="session", autouse=True)
 def baseline_cache(tmp_path_factory):
     """Baselines go to a session cache unless COMPRESSLAB_CACHE is set (then runs reuse it)."""

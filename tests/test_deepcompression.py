@@ -14,6 +14,7 @@ from compresslab.core import models
 from compresslab.core.training import TrainConfig
 from compresslab.techniques import compressedfile as cf
 from compresslab.techniques import deepcompression as dc
+from compresslab.techniques.pruning import PruneConfig
 from compresslab.techniques.sharing import ShareConfig, apply_sharing
 
 
@@ -213,21 +214,24 @@ def test_damage_behind_a_valid_checksum_is_still_caught(good_bytes):
 
 
 @pytest.mark.parametrize("kw, msg", [
-    ({"layer_sparsity": {"fc1": 0.9}, "threshold_std": 1.0}, "not both"),
+    ({"prune": PruneConfig(scope="layer", layer_sparsity={"fc1": 0.9}), "threshold_std": 1.0}, "not both"),
+    ({"prune": PruneConfig(scope="global"), "threshold_std": 1.0}, "scope"),
     ({"threshold_std": -1}, "threshold_std"),
-    ({"sparsity": 1.0}, "sparsity"),
-    ({"fc_index_bits": 0}, "fc_index_bits"),
-    ({"conv_index_bits": 20}, "conv_index_bits"),
-    ({"fc_bits": 0}, "fc_bits"),
-    ({"init": "kmeans++"}, "init"),
-    ({"prune_iterations": 0}, "iterations"),
+    ({"prune": ShareConfig()}, "prune"),
+    ({"encode": dc.EncodeConfig(fc_index_bits=5), "share": PruneConfig()}, "share"),
     ({"distill_temperature": 0.0}, "distill_temperature"),
     ({"distill_temperature": float("nan")}, "distill_temperature"),
     ({"distill_alpha": 1.5}, "distill_alpha"),
 ])
 def test_bad_configs(kw, msg):
-    with pytest.raises(ValueError, match=msg):
+    with pytest.raises((ValueError, TypeError), match=msg):
         dc.DeepCompressionConfig(**kw)
+
+
+@pytest.mark.parametrize("kw, msg", [({"fc_index_bits": 0}, "fc_index_bits"), ({"conv_index_bits": 20}, "conv_index_bits")])
+def test_bad_encode_configs(kw, msg):
+    with pytest.raises(ValueError, match=msg):
+        dc.EncodeConfig(**kw)
 
 
 def test_std_threshold_sparsity():
@@ -260,21 +264,42 @@ def test_pipeline_on_tiny_data(tmp_path, tiny_data, distill_temperature):
     torch.manual_seed(0)
     model = models.create("mlp", hidden=(64, 32))
     cfg = dc.DeepCompressionConfig(
-        layer_sparsity={"fc1": 0.95, "fc2": 0.9, "fc3": 0.7}, prune_iterations=2,
-        prune_finetune=TrainConfig(epochs=1, batch_size=64, lr=0.01),
-        share_finetune=TrainConfig(epochs=1, batch_size=64, lr=0.001), fc_bits=4,
+        prune=PruneConfig(scope="layer", layer_sparsity={"fc1": 0.95, "fc2": 0.9, "fc3": 0.7}, schedule="iterative",
+                          iterations=2, finetune=TrainConfig(epochs=1, batch_size=64, lr=0.01)),
+        share=ShareConfig(fc_bits=4, finetune=TrainConfig(epochs=1, batch_size=64, lr=0.001)),
         distill_temperature=distill_temperature)
     loaded, report = dc.apply_deep_compression(model, cfg, data, path=tmp_path / "toy.cldc")
     assert report.bit_exact
     assert report.file_bytes == (tmp_path / "toy.cldc").stat().st_size
     assert report.compression == pytest.approx(report.dense_bytes / report.file_bytes)
-    assert report.accuracy_loaded == report.accuracy_shared
+    assert report.accuracy_after == report.accuracy_shared
     assert [s["stage"] for s in report.stages] == ["dense", "pruned", "shared", "huffman (file)"]
     sizes = [s["bytes"] for s in report.stages]
     assert sizes[0] > sizes[1] > sizes[2]
     kept = {r["layer"]: r["weights kept %"] for r in report.layers}
     assert kept["fc1"] == pytest.approx(5.0, abs=0.01) and kept["fc3"] == pytest.approx(30.0, abs=0.01)
-    assert report.to_dict()["compression"] > 10
+    assert report.compression > 10 and report.size_after.stored_bytes == report.file_bytes
+    assert [s["accuracy"] for s in report.stages] == [report.accuracy_before, report.accuracy_pruned,
+                                                      report.accuracy_shared, report.accuracy_after]
+
+
+def test_staged_verbs_chain_to_the_same_file(tmp_path, tiny_data):
+    """The stages a notebook calls one by one give the file apply_deep_compression writes."""
+    torch.manual_seed(0)
+    model = models.create("mlp", hidden=(64, 32))
+    cfg = dc.DeepCompressionConfig(
+        prune=PruneConfig(scope="layer", layer_sparsity={"fc1": 0.9, "fc2": 0.8, "fc3": 0.5}, schedule="iterative",
+                          iterations=1),
+        share=ShareConfig(fc_bits=3), encode=dc.EncodeConfig(fc_index_bits=4))
+    pruned, prune_report = dc.prune_stage(model, cfg, tiny_data)
+    shared, share_report = dc.share_stage(pruned, cfg, tiny_data)
+    encoded = dc.encode_stage(shared, cfg, tmp_path / "staged.cldc")
+    loaded, bit_exact = dc.load_stage(encoded, shared)
+    assert bit_exact and encoded.file_bytes == (tmp_path / "staged.cldc").stat().st_size
+    assert all(r.index_bits == 4 and r.bits == 3 for r in encoded.records)
+    chained, report = dc.apply_deep_compression(model, cfg, tiny_data)
+    assert report.file_bytes == encoded.file_bytes and report.accuracy_pruned == prune_report.accuracy_after
+    assert all(torch.equal(v, loaded.state_dict()[k]) for k, v in chained.state_dict().items())
 
 
 def test_views_for_the_notebook(shared_model):

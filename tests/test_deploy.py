@@ -46,6 +46,15 @@ def built(trained, data):
         return deploy.apply_int8(trained, config, data)
 
 
+def test_int8_model_is_a_module_that_evaluate_runs(built, data):
+    from compresslab.core.training import evaluate
+
+    int8, report = built
+    assert isinstance(int8, torch.nn.Module) and int8.eval() is int8 and not int8.training
+    assert 100 * evaluate(int8, data.test).accuracy == pytest.approx(report.accuracy_after)
+    assert list(int8.children()) == [] and sum(p.numel() for p in int8.parameters()) == 0
+
+
 def test_int8_matches_reference_and_fake_quant(built, trained, data):
     int8, report = built
     x = data.test.tensors(BATCH)[0]
@@ -71,15 +80,16 @@ def test_report(built, trained):
     int8, report = built
     assert report.method == "ptq" and report.compiled and int8.compiled
     assert report.warning is None
-    assert report.agreement_reference > 0.95
-    assert abs(report.accuracy_int8 - report.accuracy_fp32) < 0.1
+    assert report.agreement_reference > 95
+    assert abs(report.accuracy_after - report.accuracy_before) < 10
     # sizes: one int8 byte per weight, float biases / scales / zero points on top
     n_weights = sum(m.weight.numel() for m in (trained.conv1, trained.fc1))
     assert report.int8_bytes["int8_bytes"] == n_weights
     assert report.fp32_bytes == 4 * sum(p.numel() for p in trained.parameters())
     assert report.fp32_bytes / report.int8_bytes["total_bytes"] > 2.5
-    assert report.latency == [] and report.speedups == {}  # benchmark=False
-    assert report.to_dict()["config"]["batch_sizes"] == (BATCH,)
+    assert report.timings == [] and report.latency is None and report.speedups == {}  # benchmark=False
+    assert report.to_dict()["config"]["batch_sizes"] == [BATCH]  # JSON has lists
+    assert type(report).from_dict(report.to_dict()).config == report.config  # and tuples come back
     assert "INT8" in report._repr_html_()
 
 
@@ -87,9 +97,12 @@ def test_timing_variants_uncompiled(trained, data):
     config = deploy.DeployConfig(batch_sizes=(1, BATCH), calibration_size=64, compile=False, rounds=2, repeats=3)
     _, report = deploy.apply_int8(trained, config, data)
     assert not report.compiled and "compile=False" in report.warning
-    assert {row["variant"] for row in report.latency} == {"fp32 eager", "fp32 channels_last", "int8"}
-    assert {row["batch"] for row in report.latency} == {1, BATCH}
-    assert all(row["median ms"] > 0 and row["threads"] >= 1 for row in report.latency)
+    assert {row["variant"] for row in report.timings} == {"fp32 eager", "fp32 channels_last", "int8"}
+    assert {row["batch"] for row in report.timings} == {1, BATCH}
+    assert all(row["median ms"] > 0 and row["threads"] >= 1 for row in report.timings)
+    int8_b1 = next(r for r in report.timings if r["variant"] == "int8" and r["batch"] == 1)
+    assert report.latency["batch_size"] == 1 and round(report.latency["median_ms"], 4) == int8_b1["median ms"]
+    assert report.point()["latency_ms"] == report.latency["median_ms"]
     assert report.extra["fair_baseline"] == "fp32 channels_last"
     assert set(report.speedups) == {f"int8 vs {v} @ batch {b}" for v in ("fp32 channels_last", "fp32 eager")
                                     for b in (1, BATCH)}
@@ -126,7 +139,7 @@ def test_fallback_without_compiler(trained, data, monkeypatch):
     assert not report.compiled and not int8.compiled and "no C++ compiler" in report.warning
     x = data.test.tensors(3)[0]
     assert torch.equal(int8(x), int8.reference(x))  # runs the converted graph as is
-    assert report.latency == [] and report.speedups == {}
+    assert report.timings == [] and report.latency is None and report.speedups == {}
 
 
 def test_qat_flow_trains_the_exported_graph(trained, data):
@@ -134,8 +147,8 @@ def test_qat_flow_trains_the_exported_graph(trained, data):
                                  qat=TrainConfig(epochs=1, lr=0.01, batch_size=32))
     int8, report = deploy.apply_int8(trained, config, data)
     assert report.method == "qat" and not report.compiled
-    assert report.accuracy_int8 == report.accuracy_reference
-    assert abs(report.accuracy_int8 - report.accuracy_fp32) < 0.15
+    assert report.accuracy_after == report.accuracy_reference
+    assert abs(report.accuracy_after - report.accuracy_before) < 15
     ops = {str(n.target) for n in int8.converted.graph.nodes if n.op == "call_function"}
     assert any("quantize_per_tensor" in op for op in ops)  # a real q/dq graph came out
 
@@ -159,5 +172,5 @@ def test_weight_bytes_counts_int8_constants():
     ({"qat": {"epochs": 1}}, "qat"), ({"threads": 0}, "threads"),
 ])
 def test_bad_deploy_config(kwargs, field):
-    with pytest.raises(ValueError, match=field):
+    with pytest.raises((ValueError, TypeError), match=field):
         deploy.DeployConfig(**kwargs)

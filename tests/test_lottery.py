@@ -124,7 +124,7 @@ def test_rewind_restores_saved_values_on_survivors_and_zero_elsewhere():
     gen = torch.Generator().manual_seed(4)
     masks = {n: (torch.rand(w.shape, generator=gen) > 0.5).float() for n, w in effective(model).items()}
     net = lottery.rewind(model, saved, masks)
-    for name, layer in lottery.prunable_layers(net).items():
+    for name, layer in models.prunable_layers(net).items():
         keep = masks[name].bool()
         assert torch.equal(layer.weight[keep], saved[f"{name}.weight"][keep])
         assert torch.all(layer.weight[~keep] == 0)
@@ -183,7 +183,7 @@ class StartWeights(training.Callback):
         self.starts = []
 
     def on_train_start(self, state):
-        biases = {n: m.bias.detach().clone() for n, m in lottery.prunable_layers(state.model).items()}
+        biases = {n: m.bias.detach().clone() for n, m in models.prunable_layers(state.model).items()}
         self.starts.append((state.step, effective(state.model), biases, state.model))
 
 
@@ -275,8 +275,8 @@ def test_report_records_levels_accuracy_and_early_stopping(run):
     table = report.table()
     assert list(table["level"]) == list(range(cfg.levels + 1))
     for r in report.results:
-        assert 0.0 <= r.test_accuracy <= 1.0
-        assert r.test_accuracy == r.history["test_accuracy"][-1]
+        assert 0.0 <= r.test_accuracy <= 100.0
+        assert r.test_accuracy == 100 * r.history["test_accuracy"][-1]
         steps = r.history["steps"]
         best = steps[min(range(len(steps)), key=lambda i: r.history["val_loss"][i])]
         assert r.early_stop_step == best
@@ -315,7 +315,7 @@ def test_same_seeds_same_numbers_other_seeds_other_controls(data):
     ({"levels": 3, "control_levels": (4,)}, "control_levels"), ({"reinit_seed": 1.5}, "reinit_seed"),
 ])
 def test_bad_configs_name_the_field(kwargs, field):
-    with pytest.raises(ValueError, match=field):
+    with pytest.raises((ValueError, TypeError), match=field):
         LotteryConfig(**kwargs)
 
 
@@ -359,7 +359,7 @@ def test_level_view_and_figures(run):
     for branch in ALL:
         view = views.level_view(report, cfg.levels, branch)
         result = report.get(branch, cfg.levels)
-        assert view.metrics["test accuracy %"] == round(100 * result.test_accuracy, 2)
+        assert view.metrics["test accuracy %"] == round(result.test_accuracy, 2)
         assert view.metrics["weights remaining %"] == round(100 * result.remaining, 2)
         assert view.metrics["early-stop step"] == result.early_stop_step
         assert len(view.figure.axes) == 4  # curve, densities, pixel map and its colour bar
@@ -367,7 +367,7 @@ def test_level_view_and_figures(run):
     assert views.level_view(report, 0, "ticket").metrics["branch"] == "dense"
     series = {b: report.series(b) for b in ALL}
     assert all(xs[0] == 100 and len(xs) == cfg.levels + 1 for xs, _ in series.values())
-    fig = views.ticket_curves(series, "test accuracy", reference=report.dense.test_accuracy, band=0.003, percent_y=True)
+    fig = views.ticket_curves(series, "test accuracy", reference=report.dense.test_accuracy, band=0.3)
     assert len(fig.axes[0].get_lines()) == len(ALL) + 1
     runs = {f"level {r.level}": r.history for r in report.curve("ticket")}
     fig2 = views.learning_curves(runs)

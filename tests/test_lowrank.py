@@ -10,6 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from compresslab.core import latency as latency_harness
 from compresslab.core import metrics, models
 from compresslab.core.training import TrainConfig
 from compresslab.techniques import lowrank
@@ -200,8 +201,8 @@ def test_apply_lowrank_report_and_copy():
     dense = sum(r["params_before"] for r in report.layers)
     assert report.factorized_params_before == dense
     assert report.reduction == pytest.approx(1 - report.factorized_params_after / dense)
-    assert set(report.to_dict()) >= {"params_before", "params_after", "reduction", "layers"}
-    assert "fine-tuned" in report._repr_html_()
+    assert set(report.to_dict()) >= {"size_before", "size_after", "factorized_params_after", "layers"}
+    assert "truncation" in report._repr_html_()
 
 
 def test_skip_unprofitable_keeps_layer_dense():
@@ -283,7 +284,7 @@ def test_finetune_trains_factors_through_the_loop(tiny_data):
     truncated, _ = apply_lowrank(model, LowRankConfig(rank=4, layers=("fc1", "fc2")))
     assert not torch.equal(new.fc1.reduce.weight, truncated.fc1.reduce.weight)
     assert report.accuracy_before is not None and report.accuracy_truncated is not None
-    assert report.accuracy_after is not None and report.accuracy_after > 0.5
+    assert report.accuracy_after is not None and report.accuracy_after > 50
 
 
 # ----------------------------------------------------------------- validation
@@ -300,11 +301,11 @@ def test_finetune_trains_factors_through_the_loop(tiny_data):
     ({"energy": 0.9, "scope": "net"}, "scope='net' must be one of"),
     ({"rank": 3, "scope": "model"}, "use scope='layer'"),
     ({"energy": 0.9, "conv_mode": "depthwise"}, "conv_mode='depthwise' must be one of"),
-    ({"energy": 0.9, "layers": "fc1"}, "layers='fc1' must be a non-empty tuple"),
+    ({"energy": 0.9, "layers": "fc1"}, "layers='fc1' must be a tuple of layer names"),
     ({"energy": 0.9, "finetune": {"epochs": 1}}, "finetune=.* must be a TrainConfig"),
 ])
 def test_bad_configs_raise(kwargs, match):
-    with pytest.raises(ValueError, match=match):
+    with pytest.raises((ValueError, TypeError), match=match):
         LowRankConfig(**kwargs)
 
 
@@ -367,7 +368,7 @@ def test_latency_rounds_interleaves_and_takes_median_of_rounds(monkeypatch):
         value = fake[label][sum(1 for c in calls if c == label) - 1]
         return [metrics.Latency(label, b, value, value - 0.5, value + 0.5, 7, 1) for b in batch_sizes]
 
-    monkeypatch.setattr(metrics, "latency", fake_latency)
+    monkeypatch.setattr(latency_harness, "latency", fake_latency)
     rows = metrics.latency_rounds({"a": None, "b": None}, rounds=3, batch_sizes=(1, 256))
     assert calls == ["a", "b", "b", "a", "a", "b"]  # the order rotates every round
     got = {(r.label, r.batch_size): r for r in rows}

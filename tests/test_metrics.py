@@ -22,7 +22,7 @@ def test_ledger_arithmetic_by_hand():
     model = _tiny()
     with torch.no_grad():
         model[1].weight[0].zero_()  # 4 of 12 weights zero
-    report = metrics.size_report(model, bits_per_weight=5)
+    report = metrics.size_report(model, bits_per_weight=5, serialized=True)
     assert [layer.params for layer in report.layers] == [15, 8]
     assert [layer.nonzeros for layer in report.layers] == [11, 8]
     assert report.params == 23 and report.dense_bytes == 92
@@ -48,6 +48,22 @@ def test_ledger_counts_pruned_models_once_and_uses_file_bytes():
     assert report.nonzeros == weights - round(0.9 * weights) + 410
     assert report.compression() == pytest.approx(4 * 266_610 / 1000)
     assert report.to_dict()["file_bytes"] == 1000
+    assert report.torch_save_bytes is None and report.gzip_bytes is None  # only measured when asked
+
+
+def test_parameter_count_and_model_size_agree_with_the_ledger():
+    model = models.create("lenet300")
+    pruning.prune_magnitude(model, 0.9, "global")  # adds weight_orig parameters and weight_mask buffers
+    ledger = metrics.size_report(model, bits_per_weight=64)
+    size = metrics.model_size(model, bits_per_weight=64)
+    assert metrics.parameter_count(model) == size.params == ledger.params == 266_610
+    assert size.nonzeros == ledger.nonzeros and size.fp32_bytes == 4 * 266_610
+    assert size.stored_bytes == ledger.encoded_bytes  # 64 bits per non-zero weight + 32 per bias
+    assert metrics.model_size(model).stored_bytes == size.fp32_bytes  # no encoding: stored as FP32
+    assert metrics.model_size(model, stored_bytes=1000).compression == pytest.approx(4 * 266_610 / 1000)
+    shared = nn.Linear(3, 3)
+    tied = nn.Sequential(shared, nn.ReLU(), shared)  # one tensor used twice counts once
+    assert metrics.parameter_count(tied) == 12 == metrics.model_size(tied).params
 
 
 def test_macs_by_hand():

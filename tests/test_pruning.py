@@ -116,7 +116,7 @@ def test_apply_pruning_reaches_target_and_fine_tunes(tiny_data, schedule, iterat
     assert not hasattr(pruned.fc1, "weight_mask")  # permanent by default
     assert report.params_before == 266_610 and report.params_after < 0.3 * 266_610
     assert report.accuracy_after is not None and len(report.rounds) == (iterations if schedule != "gradual" else 1)
-    assert "sparsity" in report.to_dict()
+    assert "sparsity" in report.to_dict() and 0 <= report.accuracy_after <= 100
 
 
 def test_apply_structured_pruning_shrinks(tiny_data):
@@ -126,8 +126,15 @@ def test_apply_structured_pruning_shrinks(tiny_data):
 
 
 def test_sensitivity_scan_rows(tiny_data):
-    rows = pruning.sensitivity_scan(_model(), tiny_data, [0.0, 0.9], limit=64)
+    from compresslab.core.data import Split
+    from compresslab.core.training import evaluate
+
+    model = _model()
+    rows = pruning.sensitivity_scan(model, tiny_data, [0.0, 0.9], limit=64)
     assert len(rows) == 6 and {r["layer"] for r in rows} == {"fc1", "fc2", "fc3"}
+    test = tiny_data.test
+    dense = 100 * evaluate(model, Split(test.images[:64], test.labels[:64], test.mean, test.std)).accuracy
+    assert all(r["accuracy"] == dense for r in rows if r["sparsity"] == 0.0)  # percent, like every report
 
 
 @pytest.mark.parametrize("kwargs, field", [
@@ -137,7 +144,7 @@ def test_sensitivity_scan_rows(tiny_data):
     ({"scope": "layer", "layer_sparsity": {"fc1": 1.5}}, "fc1"),
 ])
 def test_bad_prune_configs(kwargs, field):
-    with pytest.raises(ValueError, match=field):
+    with pytest.raises((ValueError, TypeError), match=field):
         PruneConfig(**kwargs)
 
 

@@ -63,8 +63,9 @@ def test_interactive_panel_builds_controls_and_rerenders(monkeypatch):
         calls.append((bits, per_channel))
         return views.View(metrics={"bits": bits})
 
-    box = views.panel(render, {"bits": views.int_slider(2, 8), "per_channel": views.toggle()},
-                        {"bits": 4, "per_channel": False}, title="demo")
+    box = views.build_panel(render, {"bits": views.int_slider(2, 8), "per_channel": views.toggle()},
+                            {"bits": 4, "per_channel": False}, title="demo")
+    assert "compresslab-panel" in box._dom_classes
     slider = box.children[1].children[0]
     slider.value = 6
     assert calls == [(4, False), (6, False)]
@@ -95,19 +96,23 @@ def test_headless_detection(monkeypatch):
     assert views.headless()  # no IPython kernel in a test process
 
 
-def test_layer_table_report_mixin():
-    from dataclasses import dataclass, field
+def test_report_base_table_headline_and_percent():
+    from dataclasses import dataclass
 
-    @dataclass
-    class Demo(results.LayerTableReport):
-        accuracy: float
-        layers: list = field(default_factory=list)
+    from compresslab.core.metrics import Size
+    from compresslab.core.report import Report, fmt_percent
 
-        def headline(self) -> str:
-            return f"accuracy {results.pct(self.accuracy)}"
+    @dataclass(kw_only=True, repr=False)
+    class Demo(Report):
+        rank: int = 0
 
-    report = Demo(0.98421, [{"layer": "fc1", "rank": 3}])
+        def headline_extra(self) -> list[str]:
+            return [f"rank {self.rank}"]
+
+    report = Demo(accuracy_before=98.5, accuracy_after=98.42134, rank=3, layers=[{"layer": "fc1", "rank": 3}],
+                  size_before=Size(100, 100, 400, 400), size_after=Size(40, 40, 160, 160))
     assert list(report.table()["rank"]) == [3]
     html = report._repr_html_()
-    assert html.startswith("<p>accuracy 98.42%</p>") and "fc1" in html
-    assert results.pct(None) == "n/a"
+    assert html.startswith("<p>technique: accuracy 98.50% &rarr; 98.42%") and "rank 3" in html and "fc1" in html
+    assert report.compression == 2.5 and report.accuracy_change == pytest.approx(-0.07866)
+    assert fmt_percent(None) == "n/a"

@@ -1,2 +1,4 @@
-"""The bottom layer: data, models, the one training loop and the baseline cache, the size ledger and
-latency harness, the report base and result recording. Nothing here imports a technique."""
+"""The bottom layer: data, models, the one training loop and the baseline cache, the size ledger
+(`metrics`) and the latency harness (`latency`), the report base and result recording, the
+notebooks' run profiles (`profiles`), atomic writes (`io`) and config validation (`validate`).
+Nothing here imports a technique."""

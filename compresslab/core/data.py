@@ -6,6 +6,7 @@ x = (u / 255 - mean) / std, so the training loop never touches PIL or per-sample
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -17,8 +18,8 @@ import torch
 __all__ = [
     "REPO_ROOT",
     "DATASETS",
-    "RAW_FILES",
     "check_dataset_name",
+    "read_idx",
     "resolve_root",
     "Split",
     "Dataset",
@@ -130,23 +131,82 @@ class Dataset:
         return (1, *self.train.images.shape[1:])
 
 
+IDX_MAGIC = {"images": 0x00000803, "labels": 0x00000801}  # unsigned bytes, 3 or 1 dimensions
+IMAGE_SIZE = (28, 28)
+PIXEL_TOLERANCE = (0.05, 0.1)  # |mean - expected| and |std - expected| allowed, pixels in [0, 1]
+
+
+def read_idx(path: Path, kind: str, num_classes: int = 10) -> torch.Tensor:
+    """One unpacked IDX file: uint8 images (N, 28, 28) or int64 labels (N,), validated.
+
+    Checks the magic number, the declared dimensions against the file's length (no truncation,
+    no trailing bytes), the image size and the label range; ValueError naming the file otherwise."""
+    data = path.read_bytes()
+    ndim = 3 if kind == "images" else 1
+    header = 4 + 4 * ndim
+    if len(data) < header:
+        raise ValueError(f"{path}: {len(data)} bytes is shorter than an IDX {kind} header ({header} bytes)")
+    magic = int.from_bytes(data[:4], "big")
+    if magic != IDX_MAGIC[kind]:
+        raise ValueError(f"{path}: magic number {magic:#010x}, expected {IDX_MAGIC[kind]:#010x} for IDX {kind}")
+    dims = [int.from_bytes(data[4 + 4 * i:8 + 4 * i], "big") for i in range(ndim)]
+    expected = header + math.prod(dims)
+    if len(data) != expected:
+        what = "truncated" if len(data) < expected else "followed by extra bytes"
+        raise ValueError(f"{path}: {what}: its header declares {dims} ({expected} bytes), the file has {len(data)}")
+    if kind == "images" and tuple(dims[1:]) != IMAGE_SIZE:
+        raise ValueError(f"{path}: images of {dims[1]}x{dims[2]} pixels, expected {IMAGE_SIZE[0]}x{IMAGE_SIZE[1]}")
+    values = torch.frombuffer(bytearray(data), dtype=torch.uint8, offset=header).reshape(dims)
+    if kind == "labels":
+        if len(values) and int(values.max()) >= num_classes:
+            raise ValueError(f"{path}: label {int(values.max())} outside the {num_classes} classes [0, {num_classes - 1}]")
+        return values.long()
+    return values
+
+
+def _check_pair(name: str, images: torch.Tensor, labels: torch.Tensor, image_file: Path, label_file: Path) -> None:
+    """Same count of images and labels, pixel statistics like the dataset's (not garbage)."""
+    if len(images) != len(labels):
+        raise ValueError(f"{image_file} holds {len(images)} images but {label_file} holds {len(labels)} labels")
+    if not len(images):
+        raise ValueError(f"{image_file}: no images")
+    _, _, mean, std, _ = DATASETS[name]
+    pixels = images.float() / 255.0
+    got_mean, got_std = float(pixels.mean()), float(pixels.std())
+    if abs(got_mean - mean) > PIXEL_TOLERANCE[0] or abs(got_std - std) > PIXEL_TOLERANCE[1]:
+        raise ValueError(f"{image_file}: pixel mean {got_mean:.3f} / std {got_std:.3f} are not {name}'s "
+                         f"({mean:.3f} / {std:.3f}): the file does not hold {name} images")
+
+
+def _unpacked(raw: Path) -> list[Path]:
+    return [raw / f.removesuffix(".gz") for f in RAW_FILES]
+
+
 @lru_cache(maxsize=4)
 def _read_raw(name: str, root: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    import torchvision
+    """(train images, train labels, test images, test labels), validated, from <root>/<folder>/raw/.
 
+    The unpacked IDX files are read directly; when they are missing, torchvision downloads (if online)
+    and unpacks the archives first."""
     cls_name, folder, *_ = DATASETS[name]
-    cls = getattr(torchvision.datasets, cls_name)
-    try:
-        train = cls(root, train=True, download=True)
-        test = cls(root, train=False, download=True)
-    except (RuntimeError, OSError) as err:  # URLError is an OSError
-        raw = Path(root) / folder / "raw"
-        raise FileNotFoundError(
-            f"{name}: could not find or download the dataset ({err}).\n"
-            f"Put these four files into {raw}/ (or set COMPRESSLAB_DATA to a folder that has "
-            f"{folder}/raw/ with them): {', '.join(RAW_FILES)}"
-        ) from None
-    return train.data, train.targets, test.data, test.targets
+    raw = Path(root) / folder / "raw"
+    files = _unpacked(raw)
+    if not all(f.is_file() for f in files):
+        import torchvision
+
+        try:
+            getattr(torchvision.datasets, cls_name)(root, train=True, download=True)
+        except Exception as err:  # noqa: BLE001 - a failed download or a damaged archive
+            if not all(f.is_file() for f in files):
+                raise FileNotFoundError(
+                    f"{name}: could not find or download the dataset ({err}).\n"
+                    f"Put these four files into {raw}/ (or set COMPRESSLAB_DATA to a folder that has "
+                    f"{folder}/raw/ with them): {', '.join(RAW_FILES)}"
+                ) from None
+    x_train, y_train, x_test, y_test = (read_idx(f, "images" if "images" in f.name else "labels") for f in files)
+    _check_pair(name, x_train, y_train, files[0], files[1])
+    _check_pair(name, x_test, y_test, files[2], files[3])
+    return x_train, y_train, x_test, y_test
 
 
 def load(

@@ -1,4 +1,4 @@
-"""The one size ledger, sparsity tables, MAC counts and latency timing.
+"""The one size ledger, sparsity tables and MAC counts (latency timing: `core.latency`, re-exported).
 
 Sizes: dense FP32 bytes = 4 * params. Every notebook reports compression against the dense FP32
 bytes of the same architecture, so ratios from different techniques are comparable.
@@ -8,20 +8,22 @@ from __future__ import annotations
 
 import gzip
 import io
-import statistics
-import time
-from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
 
 import torch
 from torch import nn
 
-from compresslab.core.models import is_convnet, prunable_layers
+from compresslab.core.latency import Latency, SpeedTable, latency, latency_rounds, time_ratio
+from compresslab.core.models import prunable_layers
 
 __all__ = [
     "effective_weight",
     "LayerSize",
     "SizeReport",
+    "Size",
+    "parameter_count",
+    "model_size",
     "serialized_bytes",
     "size_report",
     "sparsity_table",
@@ -30,6 +32,7 @@ __all__ = [
     "Latency",
     "latency",
     "SpeedTable",
+    "time_ratio",
     "latency_rounds",
 ]
 
@@ -65,14 +68,15 @@ class SizeReport:
     """Per-layer and total sizes of one model.
 
     dense_bytes = 4 * params (FP32); encoded_bits: the analytic size under some encoding (if any);
-    torch_save_bytes / gzip_bytes: a real serialisation of the state dict and its gzip;
+    torch_save_bytes / gzip_bytes: a real serialisation of the state dict and its gzip (None unless
+    `size_report(..., serialized=True)` asked for them: serialising costs far more than counting);
     file_bytes: the size of a technique's own file (Deep Compression), when there is one.
     """
 
     layers: list[LayerSize]
     other_params: int
-    torch_save_bytes: int
-    gzip_bytes: int
+    torch_save_bytes: int | None
+    gzip_bytes: int | None
     file_bytes: int | None = None
     reference_bytes: int | None = None  # dense FP32 bytes of the uncompressed architecture
 
@@ -129,6 +133,52 @@ class SizeReport:
         return self.table().to_string(index=False)
 
 
+def parameter_count(model: nn.Module) -> int:
+    """Number of parameters the model computes with: each pruned weight counts once (weight_orig,
+    not its mask), a tied or shared tensor once (model.parameters() skips repeats)."""
+    return sum(p.numel() for p in model.parameters())
+
+
+@dataclass(frozen=True)
+class Size:
+    """One model's place in the ledger: params, non-zeros, dense FP32 bytes = 4 * params, and
+    stored bytes, the bytes of the form a technique keeps it in (FP32 when it has no other)."""
+
+    params: int
+    nonzeros: int
+    fp32_bytes: int
+    stored_bytes: float
+
+    @property
+    def compression(self) -> float:
+        """fp32_bytes / stored_bytes of this model (ratios across models use the reference's bytes)."""
+        return self.fp32_bytes / self.stored_bytes if self.stored_bytes else float("inf")
+
+
+def model_size(model: nn.Module, stored_bytes: float | None = None,
+               bits_per_weight: dict[str, float] | float | None = None) -> Size:
+    """The ledger's Size of `model` without serialising it: params and non-zeros of its
+    Linear/Conv weights (+ all other parameters), fp32_bytes = 4 params; stored_bytes as given, else
+    the analytic bytes under `bits_per_weight` (see size_report), else fp32_bytes."""
+    layers = prunable_layers(model)
+    counted: set[int] = set()
+    params = nonzeros = encoded_bits = 0
+    for name, layer in layers.items():
+        w = effective_weight(layer)
+        bias = layer.bias.numel() if layer.bias is not None else 0
+        nz = int((w != 0).sum())
+        params += w.numel() + bias
+        nonzeros += nz + bias
+        bits = bits_per_weight.get(name, 32) if isinstance(bits_per_weight, dict) else bits_per_weight
+        encoded_bits += (32 if bits is None else bits) * nz + 32 * bias
+        counted.update(id(p) for p in layer.parameters(recurse=False))
+    other = sum(p.numel() for p in model.parameters() if id(p) not in counted and not _is_prune_orig(model, p))
+    params, nonzeros = params + other, nonzeros + other
+    if stored_bytes is None:
+        stored_bytes = (encoded_bits + 32 * other) / 8 if bits_per_weight is not None else 4 * params
+    return Size(params, nonzeros, 4 * params, stored_bytes)
+
+
 def serialized_bytes(model: nn.Module) -> tuple[int, int]:
     """(bytes of torch.save(state_dict), bytes of its gzip at level 9)."""
     buffer = io.BytesIO()
@@ -143,11 +193,24 @@ def size_report(
     bits_per_weight: dict[str, float] | float | None = None,
     file_bytes: int | None = None,
     reference_bytes: int | None = None,
+    serialized: bool = False,
 ) -> SizeReport:
     """The size ledger of `model`.
 
     bits_per_weight: an analytic encoding, per layer name or one number for all weight tensors;
     encoded bits of a layer = bits * nonzeros + 32 * bias (pass None to leave it out).
+    serialized: also measure torch.save bytes and their gzip (else those two fields are None).
+
+    >>> model = nn.Sequential(nn.Linear(4, 3), nn.ReLU(), nn.Linear(3, 2))
+    >>> with torch.no_grad():
+    ...     _ = model[0].weight[0].zero_()  # 4 of the 18 weights
+    >>> r = size_report(model, bits_per_weight=8)
+    >>> r.params, r.nonzeros, r.dense_bytes  # 4*3 + 3 + 3*2 + 2 parameters, 4 bytes each in FP32
+    (23, 19, 92)
+    >>> r.encoded_bytes  # (8 bits * 14 non-zero weights + 32 bits * 5 biases) / 8
+    34.0
+    >>> r.torch_save_bytes is None, size_report(model, serialized=True).torch_save_bytes > 0
+    (True, True)
     """
     layers = []
     counted = set()
@@ -161,7 +224,7 @@ def size_report(
         layers.append(LayerSize(name, params, nonzeros, 4 * params, encoded))
         counted.update(id(p) for p in layer.parameters(recurse=False))
     other = sum(p.numel() for p in model.parameters() if id(p) not in counted and not _is_prune_orig(model, p))
-    save_bytes, gz_bytes = serialized_bytes(model)
+    save_bytes, gz_bytes = serialized_bytes(model) if serialized else (None, None)
     return SizeReport(layers, other, save_bytes, gz_bytes, file_bytes, reference_bytes)
 
 
@@ -190,7 +253,14 @@ def sparsity_table(model: nn.Module):
 
 
 def weight_sparsity(model: nn.Module) -> float:
-    """Fraction of zero entries over all Linear/Conv weights."""
+    """Fraction of zero entries over all Linear/Conv weights.
+
+    >>> model = nn.Sequential(nn.Linear(4, 3), nn.ReLU(), nn.Linear(3, 2))
+    >>> with torch.no_grad():
+    ...     _ = model[0].weight[0].zero_()
+    >>> round(weight_sparsity(model), 4)  # 4 zeros / 18 weights (biases are not weights)
+    0.2222
+    """
     total = nz = 0
     for layer in prunable_layers(model).values():
         w = effective_weight(layer)
@@ -200,7 +270,12 @@ def weight_sparsity(model: nn.Module) -> float:
 
 
 def macs(model: nn.Module, input_shape: Sequence[int] = (1, 28, 28)) -> dict[str, int]:
-    """Multiply-accumulates per layer for one example: Linear in*out, Conv out_elems*in/groups*k*k."""
+    """Multiply-accumulates per layer for one example: Linear in*out, Conv out_elems*in/groups*k*k.
+
+    >>> from compresslab.core.models import lenet300
+    >>> macs(lenet300())  # Linear: in * out per example
+    {'fc1': 235200, 'fc2': 30000, 'fc3': 1000, 'total': 266200}
+    """
     counts: dict[str, int] = {}
     hooks = []
     for name, layer in prunable_layers(model).items():
@@ -222,135 +297,3 @@ def macs(model: nn.Module, input_shape: Sequence[int] = (1, 28, 28)) -> dict[str
         model.train(was_training)
     counts["total"] = sum(counts.values())
     return counts
-
-
-@dataclass
-class Latency:
-    """Median (and spread) of wall-clock time per call, in milliseconds."""
-
-    label: str
-    batch_size: int
-    median_ms: float
-    p10_ms: float
-    p90_ms: float
-    repeats: int
-    threads: int
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-
-def latency(
-    fn: Callable[[torch.Tensor], object] | nn.Module,
-    batch_sizes: Sequence[int] = (1, 256),
-    input_shape: Sequence[int] = (1, 28, 28),
-    repeats: int = 50,
-    warmup: int = 5,
-    label: str = "",
-    threads: int | None = None,
-    channels_last: bool | None = None,
-    min_seconds: float = 0.0,
-) -> list[Latency]:
-    """Time `fn(x)` for x of shape (batch, *input_shape): warm-up, then `repeats` calls; median.
-
-    Runs under torch.inference_mode with `threads` intra-op threads (default: current setting).
-    Keeps repeating until `min_seconds` have passed, so tiny kernels get enough samples.
-    """
-    if repeats < 1 or warmup < 0:
-        raise ValueError(f"repeats={repeats} must be >= 1 and warmup={warmup} >= 0")
-    old_threads = torch.get_num_threads()
-    if threads is not None:
-        torch.set_num_threads(threads)
-    if isinstance(fn, nn.Module):
-        fn.eval()
-        if channels_last is None:
-            channels_last = is_convnet(fn)
-    results = []
-    try:
-        with torch.inference_mode():
-            for batch in batch_sizes:
-                x = torch.randn(batch, *input_shape, generator=torch.Generator().manual_seed(0))
-                if channels_last and x.dim() == 4:
-                    x = x.contiguous(memory_format=torch.channels_last)
-                for _ in range(warmup):
-                    fn(x)
-                times = []
-                begin = time.perf_counter()
-                while len(times) < repeats or time.perf_counter() - begin < min_seconds:
-                    t0 = time.perf_counter()
-                    fn(x)
-                    times.append(time.perf_counter() - t0)
-                times_ms = sorted(1000 * t for t in times)
-                q = statistics.quantiles(times_ms, n=10) if len(times_ms) > 1 else [times_ms[0]] * 9
-                results.append(Latency(label, batch, statistics.median(times_ms), q[0], q[-1],
-                                       len(times_ms), torch.get_num_threads()))
-    finally:
-        torch.set_num_threads(old_threads)
-    return results
-
-
-@dataclass
-class SpeedTable:
-    """Latencies of several variants, side by side, with ratios to a baseline label."""
-
-    rows: list[Latency] = field(default_factory=list)
-    baseline: str = ""
-
-    def add(self, rows: list[Latency]) -> None:
-        self.rows.extend(rows)
-
-    def speedup(self, label: str, batch_size: int) -> float:
-        """baseline median / `label` median at `batch_size` (> 1 means faster than baseline)."""
-        base = self._get(self.baseline or self.rows[0].label, batch_size)
-        return base.median_ms / self._get(label, batch_size).median_ms
-
-    def _get(self, label: str, batch_size: int) -> Latency:
-        for row in self.rows:
-            if row.label == label and row.batch_size == batch_size:
-                return row
-        raise KeyError(f"no timing for label={label!r} at batch_size={batch_size}")
-
-    def table(self):
-        base = self.baseline or (self.rows[0].label if self.rows else "")
-        out = []
-        for r in self.rows:
-            out.append({"variant": r.label, "batch": r.batch_size, "median ms": round(r.median_ms, 4),
-                        "p10 ms": round(r.p10_ms, 4), "p90 ms": round(r.p90_ms, 4),
-                        f"speed-up vs {base}": round(self.speedup(r.label, r.batch_size), 2),
-                        "threads": r.threads})
-        return _table(out)
-
-    def _repr_html_(self) -> str:
-        return self.table().to_html(index=False)
-
-
-def latency_rounds(
-    variants: dict[str, Callable[[torch.Tensor], object] | nn.Module],
-    rounds: int = 5,
-    **kwargs,
-) -> list[Latency]:
-    """Time several variants in interleaved rounds: each round runs `latency(...)` once per variant
-    (in a rotated order), so a slow spell of a shared or throttled CPU hits every variant alike.
-
-    Per (label, batch): median_ms / p10_ms / p90_ms are the medians over rounds of each round's
-    median / p10 / p90; repeats counts all timed calls. `kwargs` go to `latency` (not `label`).
-    """
-    if rounds < 1:
-        raise ValueError(f"rounds={rounds} must be >= 1")
-    if not variants:
-        raise ValueError("variants is empty: give {label: model or function}")
-    labels = list(variants)
-    per: dict[tuple[str, int], list[Latency]] = {}
-    for r in range(rounds):
-        for label in labels[r % len(labels):] + labels[:r % len(labels)]:
-            for row in latency(variants[label], label=label, **kwargs):
-                per.setdefault((label, row.batch_size), []).append(row)
-    out = []
-    for label in labels:
-        for (lab, batch), rows in per.items():
-            if lab == label:
-                out.append(Latency(label, batch, statistics.median(x.median_ms for x in rows),
-                                   statistics.median(x.p10_ms for x in rows),
-                                   statistics.median(x.p90_ms for x in rows),
-                                   sum(x.repeats for x in rows), rows[-1].threads))
-    return out

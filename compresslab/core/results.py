@@ -13,16 +13,17 @@ import os
 from collections.abc import Mapping
 from pathlib import Path
 
+from compresslab.core.io import write_json_atomic
+
 __all__ = [
     "SCHEMA",
     "SUFFIX",
     "results_dir",
-    "write_json_atomic",
     "record",
     "read",
-    "pct",
-    "LayerTableReport",
+    "fraction",
     "summary_table",
+    "RESERVED_COLUMNS",
     "load_runs",
 ]
 
@@ -54,17 +55,6 @@ def _plain(value: object, path: str) -> object:
     raise ValueError(f"metrics{path} has type {type(value).__name__}, which cannot be recorded as JSON")
 
 
-def write_json_atomic(path: Path, payload: object) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        tmp.write_text(json.dumps(payload, indent=2, sort_keys=False))
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-
-
 def record(name: str, metrics: Mapping, parameters: Mapping | None = None, directory: str | os.PathLike | None = None):
     """Write the run's metrics (and the parameters it ran with) and return them as a one-column table."""
     if not name or not isinstance(name, str) or "/" in name:
@@ -85,39 +75,31 @@ def record(name: str, metrics: Mapping, parameters: Mapping | None = None, direc
 
 
 def read(path: str | os.PathLike) -> dict:
-    """Load one results file, checking its schema."""
+    """Load one results file, checking its schema and the types of its fields.
+
+    Raises ValueError naming the file for anything unreadable: not UTF-8, not JSON, another
+    schema, no notebook name, parameters or metrics that are not objects (null parameters read as {})."""
     path = Path(path)
     try:
-        payload = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as err:
-        raise ValueError(f"{path}: not a readable results file ({err})") from None
+        payload = json.loads(path.read_bytes().decode("utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as err:
+        raise ValueError(f"{path}: not a readable results file ({type(err).__name__}: {str(err)[:200]})") from None
     if not isinstance(payload, dict) or payload.get("schema") != SCHEMA or not isinstance(payload.get("metrics"), dict):
         raise ValueError(f"{path}: not a compresslab results file (schema {SCHEMA!r} expected)")
+    if not isinstance(payload.get("notebook"), str) or not payload["notebook"]:
+        raise ValueError(f"{path}: the results file names no notebook")
+    if payload.get("parameters") is None:
+        payload["parameters"] = {}
+    if not isinstance(payload["parameters"], dict):
+        raise ValueError(f"{path}: 'parameters' is a {type(payload['parameters']).__name__}, not an object")
     return payload
 
 
-def pct(x: float | None) -> str:
-    """0.9842 -> '98.42%' (None -> 'n/a'), for report headlines."""
-    return "n/a" if x is None else f"{100 * x:.2f}%"
-
-
-class LayerTableReport:
-    """Mixin for report dataclasses: per-layer rows in `self.layers`, a one-line HTML `headline()`.
-
-    Gives `table()` (a DataFrame of the rows) and the notebook display (headline, then the table)."""
-
-    layers: list[dict]
-
-    def headline(self) -> str:
-        raise NotImplementedError
-
-    def table(self):
-        import pandas as pd
-
-        return pd.DataFrame(self.layers)
-
-    def _repr_html_(self) -> str:
-        return f"<p>{self.headline()}</p>" + self.table().to_html(index=False)
+def fraction(value: float | None) -> float | None:
+    """A report's percent as the fraction the records keep (None stays None), rounded to 10
+    decimals: an accuracy k / n with n a divisor of 10^10 (1000, 2000, 10000 test images) comes
+    back exactly as k / n."""
+    return None if value is None else round(value / 100.0, 10)
 
 
 def summary_table(metrics: Mapping):
@@ -128,16 +110,29 @@ def summary_table(metrics: Mapping):
     return pd.DataFrame(rows)
 
 
+RESERVED_COLUMNS = ("notebook", "run")
+
+
 def load_runs(directory: str | os.PathLike):
-    """Every results file below `directory` as one DataFrame: a row per run, scalar metrics as columns."""
+    """Every results file below `directory` as one DataFrame: a row per run, scalar metrics as columns.
+
+    A file that cannot be read is skipped with one warning naming it; a metric whose name would
+    overwrite a column of its own (notebook, run, param.*) is shown as metric.<name>."""
+    import warnings
+
     import pandas as pd
 
     rows = []
     for path in sorted(Path(directory).rglob(f"*{SUFFIX}")):
-        payload = read(path)
+        try:
+            payload = read(path)
+        except ValueError as err:
+            warnings.warn(f"skipping {err}", stacklevel=2)
+            continue
         row = {"notebook": payload["notebook"], "run": str(path.parent.relative_to(directory)) or "."}
-        row.update({f"param.{k}": v for k, v in payload.get("parameters", {}).items()
-                    if not isinstance(v, (dict, list))})
-        row.update({k: v for k, v in payload["metrics"].items() if not isinstance(v, (dict, list))})
+        row.update({f"param.{k}": v for k, v in payload["parameters"].items() if not isinstance(v, (dict, list))})
+        for k, v in payload["metrics"].items():
+            if not isinstance(v, (dict, list)):
+                row[f"metric.{k}" if k in row or k in RESERVED_COLUMNS else k] = v
         rows.append(row)
     return pd.DataFrame(rows)

@@ -1,4 +1,4 @@
-"""Seeding, device choice, THE training loop, evaluation, and the cache of trained baselines.
+"""Seeding, device choice, THE training loop and evaluation (the baseline cache: core/cache.py).
 
 Every technique trains through `train(model, data, config, loss_fn, callbacks)`: fine-tuning after
 pruning, QAT, distillation and lottery rounds change the loss or hook in callbacks, never the loop.
@@ -6,29 +6,24 @@ pruning, QAT, distillation and lottery rounds change the loss or hook in callbac
 
 from __future__ import annotations
 
-import hashlib
-import json
 import math
 import os
 import random
 import time
-import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from compresslab.core import data as data_mod
 from compresslab.core import models
 from compresslab.core.data import Dataset, Split
+from compresslab.core.validate import check_choice, check_float, check_int, check_seed
 
 __all__ = [
     "LossFn",
-    "CACHE_FORMAT",
     "seed_everything",
     "get_device",
     "quiet_default",
@@ -43,14 +38,9 @@ __all__ = [
     "accuracy_fn",
     "make_optimizer",
     "train",
-    "cache_dir",
-    "Baseline",
-    "cache_key",
-    "pretrained",
 ]
 
 LossFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
-CACHE_FORMAT = 1
 
 
 def seed_everything(seed: int) -> None:
@@ -70,7 +60,8 @@ def get_device(choice: str = "auto") -> torch.device:
         if not torch.cuda.is_available():
             raise ValueError("device='cuda' was asked for but no CUDA device is available; use 'auto' or 'cpu'")
         return torch.device("cuda")
-    raise ValueError(f"device={choice!r} must be one of 'auto', 'cpu', 'cuda'")
+    check_choice("", "device", choice, ("auto", "cpu", "cuda"))
+    raise AssertionError("unreachable")
 
 
 def quiet_default() -> bool:
@@ -80,6 +71,9 @@ def quiet_default() -> bool:
 
 OPTIMIZERS = ("sgd", "adam")
 SCHEDULES = ("constant", "cosine", "step")
+MAX_EPOCHS = 10_000
+MAX_BATCH = 2**24
+MAX_LR = 1e6  # finite and bounded: lr=inf would only train to NaN
 
 
 @dataclass(frozen=True)
@@ -98,24 +92,17 @@ class TrainConfig:
     input_jitter: int = 0  # random shift of up to n pixels (Hinton et al.'s jitter)
 
     def __post_init__(self) -> None:
-        if not self.epochs > 0:
-            raise ValueError(f"epochs={self.epochs} must be > 0")
-        if self.batch_size < 1:
-            raise ValueError(f"batch_size={self.batch_size} must be >= 1")
-        if not self.lr > 0:
-            raise ValueError(f"lr={self.lr} must be > 0")
-        if self.optimizer not in OPTIMIZERS:
-            raise ValueError(f"optimizer={self.optimizer!r} must be one of {OPTIMIZERS}")
-        if not 0 <= self.momentum < 1:
-            raise ValueError(f"momentum={self.momentum} must be in [0, 1)")
-        if self.weight_decay < 0:
-            raise ValueError(f"weight_decay={self.weight_decay} must be >= 0")
-        if self.lr_schedule not in SCHEDULES:
-            raise ValueError(f"lr_schedule={self.lr_schedule!r} must be one of {SCHEDULES}")
-        if self.eval_every < 0:
-            raise ValueError(f"eval_every={self.eval_every} must be >= 0")
-        if not 0 <= self.input_jitter <= 4:
-            raise ValueError(f"input_jitter={self.input_jitter} must be in [0, 4] pixels")
+        owner = "TrainConfig"
+        check_float(owner, "epochs", self.epochs, 0, MAX_EPOCHS, lo_open=True)
+        check_int(owner, "batch_size", self.batch_size, 1, MAX_BATCH)
+        check_float(owner, "lr", self.lr, 0, MAX_LR, lo_open=True)
+        check_choice(owner, "optimizer", self.optimizer, OPTIMIZERS)
+        check_float(owner, "momentum", self.momentum, 0, 1, hi_open=True)
+        check_float(owner, "weight_decay", self.weight_decay, 0, MAX_LR)
+        check_choice(owner, "lr_schedule", self.lr_schedule, SCHEDULES)
+        check_seed(owner, "seed", self.seed)
+        check_int(owner, "eval_every", self.eval_every, 0, None)
+        check_int(owner, "input_jitter", self.input_jitter, 0, 4)
 
     def total_steps(self, n_train: int) -> int:
         return max(1, math.ceil(self.epochs * math.ceil(n_train / self.batch_size)))
@@ -174,10 +161,6 @@ class TrainHistory:
         return asdict(self)
 
 
-def _prepare_input(x: torch.Tensor, convnet: bool) -> torch.Tensor:
-    return x.contiguous(memory_format=torch.channels_last) if convnet else x
-
-
 def _jitter(x: torch.Tensor, pixels: int, gen: torch.Generator) -> torch.Tensor:
     """Shift the whole batch by (dy, dx) in [-pixels, pixels], padding with the background value."""
     dy, dx = (int(v) for v in torch.randint(-pixels, pixels + 1, (2,), generator=gen))
@@ -198,14 +181,16 @@ def _jitter(x: torch.Tensor, pixels: int, gen: torch.Generator) -> torch.Tensor:
 
 @torch.no_grad()
 def evaluate(model: nn.Module, split: Split, batch_size: int = 1000, device: torch.device | str | None = None) -> EvalResult:
-    """Mean cross-entropy, accuracy and error count of `model` on `split`."""
+    """Mean cross-entropy, accuracy and error count of `model` on `split` (ValueError if it is empty)."""
+    if len(split) == 0:
+        raise ValueError("cannot evaluate on an empty split (0 examples)")
     device = device or next(model.parameters()).device
     was_training = model.training
     model.eval()
     convnet = models.is_convnet(model)
     total_loss, correct = 0.0, 0
     for x, y in split.batches(batch_size, device=device):
-        logits = model(_prepare_input(x, convnet))
+        logits = model(models.to_model_layout(x, convnet))
         total_loss += F.cross_entropy(logits, y, reduction="sum").item()
         correct += (logits.argmax(1) == y).sum().item()
     model.train(was_training)
@@ -259,12 +244,13 @@ def train(
     """
     from tqdm.auto import tqdm
 
+    if len(data.train) == 0:
+        raise ValueError("data.train is empty (0 examples): nothing to train on")
     progress = (not quiet_default()) if progress is None else progress
     loss_fn = loss_fn or (lambda logits, y, x: F.cross_entropy(logits, y))
     device = next(model.parameters()).device
     convnet = models.is_convnet(model)
-    if convnet:
-        model.to(memory_format=torch.channels_last)
+    models.prepare_model(model)
     optimizer = make_optimizer(model, config)
     total = config.total_steps(len(data.train))
     if not 0 <= start_step < total:
@@ -273,7 +259,7 @@ def train(
     state = TrainState(model, optimizer, config, total, step=start_step, epoch=start_step // per_epoch)
     skip = start_step % per_epoch  # batches of the current epoch already seen before start_step
     history = TrainHistory()
-    jitter_gen = torch.Generator().manual_seed(config.seed + 12345)
+    jitter_gen = torch.Generator().manual_seed((config.seed + 12345) % 2**64)
     torch.manual_seed(config.seed)  # dropout and other in-model randomness
     for cb in callbacks:
         cb.on_train_start(state)
@@ -295,7 +281,8 @@ def train(
     bar = tqdm(total=total - start_step, desc="train", leave=False, disable=not progress)
     model.train()
     while state.step < total and not state.stop:
-        for x, y in data.train.batches(config.batch_size, shuffle=True, seed=config.seed * 1000 + state.epoch, device=device):
+        for x, y in data.train.batches(config.batch_size, shuffle=True, seed=(config.seed * 1000 + state.epoch) % 2**64,
+                                          device=device):
             if skip:
                 skip -= 1
                 continue
@@ -303,7 +290,7 @@ def train(
                 group["lr"] = _lr_at(config, state.step, total)
             if config.input_jitter:
                 x = _jitter(x, config.input_jitter, jitter_gen)
-            x = _prepare_input(x, convnet)
+            x = models.to_model_layout(x, convnet)
             logits = model(x)
             loss = loss_fn(logits, y, x)
             optimizer.zero_grad(set_to_none=True)
@@ -336,94 +323,13 @@ def train(
 
 # ---------------------------------------------------------------- cached baselines
 
-def cache_dir() -> Path:
-    """$COMPRESSLAB_CACHE, else <repo>/.cache/compresslab."""
-    env = os.environ.get("COMPRESSLAB_CACHE")
-    return Path(env) if env else data_mod.REPO_ROOT / ".cache" / "compresslab"
+_CACHE_NAMES = ("CACHE_FORMAT", "cache_dir", "Baseline", "cache_key", "pretrained")
 
 
-@dataclass
-class Baseline:
-    """A trained model and where it came from."""
+def __getattr__(name: str) -> object:
+    """The baseline cache lives in core/cache.py; `training.pretrained(...)` keeps working."""
+    if name in _CACHE_NAMES:
+        from compresslab.core import cache
 
-    model: nn.Module
-    accuracy: float
-    key: str
-    from_cache: bool
-    train_seconds: float
-    history: dict
-
-
-def cache_key(model_name: str, model_kwargs: dict, data: Dataset, config: TrainConfig) -> tuple[str, dict]:
-    spec = {
-        "format": CACHE_FORMAT,
-        "model": model_name,
-        "model_kwargs": model_kwargs,
-        "data": data.fingerprint,
-        "train": asdict(config),
-    }
-    text = json.dumps(spec, sort_keys=True, default=str)
-    return hashlib.sha256(text.encode()).hexdigest()[:20], spec
-
-
-def _atomic_torch_save(obj: object, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        torch.save(obj, tmp)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-
-
-def _load_cached(path: Path, key: str, model: nn.Module) -> dict | None:
-    """The cache entry at `path` loaded into `model`, or None (with a warning) if unusable."""
-    if not path.exists():
-        return None
-    try:
-        entry = torch.load(path, map_location="cpu", weights_only=True)
-        if not isinstance(entry, dict) or entry.get("key") != key or entry.get("format") != CACHE_FORMAT:
-            raise ValueError("key or format does not match")
-        model.load_state_dict(entry["state_dict"], strict=True)
-        if not all(torch.isfinite(t).all() for t in entry["state_dict"].values()):
-            raise ValueError("non-finite weights")
-        return entry
-    except Exception as err:  # noqa: BLE001 - any unreadable entry is retrained
-        warnings.warn(f"cached baseline {path.name} is unusable ({err}); retraining", stacklevel=3)
-        return None
-
-
-def pretrained(
-    model_name: str,
-    data: Dataset,
-    config: TrainConfig,
-    model_kwargs: dict | None = None,
-    progress: bool | None = None,
-    device: str = "auto",
-) -> Baseline:
-    """Train `model_name` on `data` with `config`, or reuse the cached result of exactly that.
-
-    The cache key hashes model name and arguments, the data fingerprint, the training config
-    (its seed included). Writes are atomic; a corrupt or mismatched entry is retrained.
-    """
-    model_kwargs = dict(model_kwargs or {})
-    key, spec = cache_key(model_name, model_kwargs, data, config)
-    path = cache_dir() / f"{model_name}-{data.name}-{key}.pt"
-    seed_everything(config.seed)
-    model = models.create(model_name, **model_kwargs)
-    entry = _load_cached(path, key, model)
-    dev = get_device(device)
-    model.to(dev)
-    if entry is not None:
-        model.eval()
-        return Baseline(model, entry["accuracy"], key, True, entry["train_seconds"], entry["history"])
-    history = train(model, data, config, progress=progress)
-    accuracy = evaluate(model, data.test).accuracy
-    state_dict = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
-    _atomic_torch_save(
-        {"format": CACHE_FORMAT, "key": key, "spec": json.dumps(spec, default=str), "state_dict": state_dict,
-         "accuracy": accuracy, "train_seconds": history.seconds, "history": history.to_dict()},
-        path,
-    )
-    return Baseline(model, accuracy, key, False, history.seconds, history.to_dict())
+        return getattr(cache, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -14,19 +14,27 @@ from __future__ import annotations
 import contextlib
 import copy
 import logging
-import statistics
 import time
 import warnings
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 
 import torch
 from torch import nn
 
-from compresslab.core import metrics
+from compresslab.core import metrics, models
 from compresslab.core.data import Dataset, Split
-from compresslab.core.models import is_convnet
-from compresslab.core.training import TrainConfig, train
+from compresslab.core.models import is_convnet, to_model_layout
+from compresslab.core.report import percent
+from compresslab.core.training import LossFn, TrainConfig, train
+from compresslab.core.validate import (
+    check_bool,
+    check_config,
+    check_instance,
+    check_int,
+    check_seed,
+)
+from compresslab.deploy.report import DeployReport
 from compresslab.techniques.quantization import calibration_inputs
 
 __all__ = [
@@ -40,7 +48,6 @@ __all__ = [
     "Int8Model",
     "weight_bytes",
     "benchmark",
-    "DeployReport",
     "predictions",
     "agreement",
     "apply_int8",
@@ -107,16 +114,22 @@ class DeployConfig:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        if not self.batch_sizes or any(isinstance(b, bool) or not isinstance(b, int) or b < 1 for b in self.batch_sizes):
-            raise ValueError(f"batch_sizes={self.batch_sizes!r} must be a non-empty tuple of integers >= 1")
-        for name in ("calibration_size", "calibration_batch", "rounds", "repeats"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name}={value!r} must be an integer >= 1")
-        if self.qat is not None and not isinstance(self.qat, TrainConfig):
-            raise ValueError(f"qat={self.qat!r} must be a TrainConfig or None")
-        if self.threads is not None and (not isinstance(self.threads, int) or self.threads < 1):
-            raise ValueError(f"threads={self.threads!r} must be an integer >= 1 or None")
+        owner = "DeployConfig"
+        check_instance(owner, "batch_sizes", self.batch_sizes, (tuple, list))
+        if not self.batch_sizes:
+            raise ValueError(f"{owner}.batch_sizes=() must hold at least one batch size")
+        for i, b in enumerate(self.batch_sizes):
+            check_int(owner, f"batch_sizes[{i}]", b, 1, 2**16)
+        check_int(owner, "calibration_size", self.calibration_size, 1, 10**7)
+        check_int(owner, "calibration_batch", self.calibration_batch, 1, 10**6)
+        check_int(owner, "rounds", self.rounds, 1, 10**4)
+        check_int(owner, "repeats", self.repeats, 1, 10**6)
+        check_config(owner, "qat", self.qat, TrainConfig, optional=True)
+        check_bool(owner, "compile", self.compile)
+        check_bool(owner, "benchmark", self.benchmark)
+        if self.threads is not None:
+            check_int(owner, "threads", self.threads, 1, 4096)
+        check_seed(owner, "seed", self.seed)
 
 
 # ----------------------------------------------------------------- building
@@ -187,22 +200,29 @@ def compile_static(fn: nn.Module, batch_sizes: Sequence[int], example_shape: Seq
 
 
 def _example(batch: int, shape: Sequence[int], channels_last: bool) -> torch.Tensor:
-    x = torch.randn(batch, *shape, generator=torch.Generator().manual_seed(0))
-    return x.contiguous(memory_format=torch.channels_last) if channels_last and x.dim() == 4 else x
+    return to_model_layout(torch.randn(batch, *shape, generator=torch.Generator().manual_seed(0)), channels_last)
 
 
-class Int8Model:
-    """A converted PT2E graph and its compiled form; called on any batch, which it pads to the
-    largest compiled batch size (new shapes would mean new compilations)."""
+class Int8Model(nn.Module):
+    """A converted PT2E graph and its compiled form, as a module: called on any batch, which it pads
+    to the largest compiled batch size (new shapes would mean new compilations). Inference only:
+    train(mode) just sets the flag (an exported graph cannot switch modes); the graph is kept out of
+    the module tree, and an empty parameter marks the device (CPU) for training.evaluate."""
 
     def __init__(self, converted: torch.fx.GraphModule, runner: Callable, batch_sizes: Sequence[int],
                  compiled: bool, channels_last: bool):
-        self.converted, self.runner, self.batch_sizes = converted, runner, tuple(batch_sizes)
-        self.compiled, self.channels_last = compiled, channels_last
+        super().__init__()
+        self.__dict__.update(converted=converted, runner=runner)  # not submodules: no train()/eval() on them
+        self.batch_sizes, self.compiled, self.channels_last = tuple(batch_sizes), compiled, channels_last
+        self.device_anchor = nn.Parameter(torch.empty(0), requires_grad=False)
+        self.training = False
 
-    def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        if self.channels_last and x.dim() == 4:
-            x = x.contiguous(memory_format=torch.channels_last)
+    def train(self, mode: bool = True) -> Int8Model:
+        self.training = mode
+        return self
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = to_model_layout(x, self.channels_last)
         with torch.inference_mode():
             if not self.compiled or x.shape[0] in self.batch_sizes:
                 return self.runner(x)
@@ -212,9 +232,8 @@ class Int8Model:
                 chunk = x[start:start + size]
                 n = chunk.shape[0]
                 if n < size:
-                    chunk = torch.cat([chunk, chunk.new_zeros(size - n, *chunk.shape[1:])])
-                    if self.channels_last and chunk.dim() == 4:
-                        chunk = chunk.contiguous(memory_format=torch.channels_last)
+                    chunk = to_model_layout(torch.cat([chunk, chunk.new_zeros(size - n, *chunk.shape[1:])]),
+                                            self.channels_last)
                 outs.append(self.runner(chunk)[:n].clone())
             return torch.cat(outs)
 
@@ -250,72 +269,18 @@ def weight_bytes(converted: torch.fx.GraphModule) -> dict[str, int]:
 
 def benchmark(variants: dict[str, tuple[Callable, bool]], batch_sizes: Sequence[int], input_shape: Sequence[int],
               rounds: int = 5, repeats: int = 20, threads: int | None = None, baseline: str = "") -> metrics.SpeedTable:
-    """Median latency per (variant, batch): `rounds` interleaved passes of `repeats` timed calls each
-    (metrics.latency), then the median of the per-round medians. variants: label -> (fn, channels_last)."""
-    per: dict[tuple[str, int], list[metrics.Latency]] = {}
-    for _ in range(rounds):
-        for label, (fn, channels_last) in variants.items():
-            for b in batch_sizes:
-                row = metrics.latency(fn, batch_sizes=(b,), input_shape=input_shape, repeats=repeats, warmup=2,
-                                      label=label, threads=threads, channels_last=channels_last)[0]
-                per.setdefault((label, b), []).append(row)
+    """`metrics.latency_rounds` over variants label -> (fn, channels_last), each fed batches in its
+    own layout (a compiled graph is fixed to one), as a SpeedTable against `baseline`."""
+    rows = metrics.latency_rounds({label: fn for label, (fn, _) in variants.items()}, rounds=rounds,
+                                  channels_last={label: cl for label, (_, cl) in variants.items()},
+                                  batch_sizes=tuple(batch_sizes), input_shape=tuple(input_shape),
+                                  repeats=repeats, warmup=2, threads=threads)
     table = metrics.SpeedTable(baseline=baseline)
-    for (label, b), rows in per.items():
-        table.add([metrics.Latency(label, b, statistics.median(r.median_ms for r in rows),
-                                   min(r.p10_ms for r in rows), max(r.p90_ms for r in rows),
-                                   sum(r.repeats for r in rows), rows[0].threads)])
+    table.add(rows)
     return table
 
 
 # ----------------------------------------------------------------- the model-level verb
-
-@dataclass
-class DeployReport:
-    """Accuracy, size and latency of the real INT8 model against FP32."""
-
-    method: str
-    compiled: bool
-    threads: int
-    accuracy_fp32: float
-    accuracy_int8: float
-    accuracy_reference: float  # the converted graph uncompiled (float q/dq simulation)
-    agreement_reference: float  # share of test predictions where INT8 == reference
-    fp32_bytes: int
-    int8_bytes: dict
-    latency: list[dict]
-    speedups: dict
-    compile_seconds: float
-    seconds: float
-    config: DeployConfig
-    warning: str | None = None
-    extra: dict = field(default_factory=dict)
-
-    def to_dict(self) -> dict:
-        out = asdict(self)
-        out["config"] = {k: (asdict(v) if isinstance(v, TrainConfig) else v) for k, v in asdict(self.config).items()}
-        return out
-
-    def table(self):
-        import pandas as pd
-
-        return pd.DataFrame(self.latency)
-
-    def _repr_html_(self) -> str:
-        ratio = self.fp32_bytes / self.int8_bytes["total_bytes"]
-        head = (f"<p>INT8 ({self.method.upper()}, {'compiled' if self.compiled else 'NOT compiled'}, "
-                f"{self.threads} threads): accuracy FP32 {100 * self.accuracy_fp32:.2f}% &rarr; INT8 "
-                f"{100 * self.accuracy_int8:.2f}% (torchao reference {100 * self.accuracy_reference:.2f}%) "
-                f"&middot; weights {self.fp32_bytes:,} &rarr; {self.int8_bytes['total_bytes']:,} bytes "
-                f"({ratio:.2f}x)</p>")
-        if self.warning:
-            head += f"<p><b>Warning:</b> {self.warning}</p>"
-        return head + self.table().to_html(index=False)
-
-    def __repr__(self) -> str:
-        return (f"DeployReport({self.method}, compiled={self.compiled}, threads={self.threads}, accuracy FP32 "
-                f"{100 * self.accuracy_fp32:.2f}% -> INT8 {100 * self.accuracy_int8:.2f}%, speed-ups "
-                f"{ {k: round(v, 2) for k, v in self.speedups.items()} })")
-
 
 def predictions(fn: Callable[[torch.Tensor], torch.Tensor], split: Split, batch_size: int = 256,
                 channels_last: bool = False) -> torch.Tensor:
@@ -323,9 +288,7 @@ def predictions(fn: Callable[[torch.Tensor], torch.Tensor], split: Split, batch_
     preds = []
     with torch.inference_mode():
         for x, _ in split.batches(batch_size):
-            if channels_last:
-                x = x.contiguous(memory_format=torch.channels_last)
-            preds.append(fn(x).argmax(1))
+            preds.append(fn(to_model_layout(x, channels_last)).argmax(1))
     return torch.cat(preds)
 
 
@@ -334,15 +297,21 @@ def agreement(preds_a: torch.Tensor, preds_b: torch.Tensor) -> float:
     return float((preds_a == preds_b).float().mean())
 
 
-def apply_int8(model: nn.Module, config: DeployConfig, data: Dataset,
-               progress: bool | None = None) -> tuple[Int8Model, DeployReport]:
+def apply_int8(model: nn.Module, config: DeployConfig, data: Dataset, *, inplace: bool = False,
+               progress: bool | None = None, loss_fn: LossFn | None = None) -> tuple[Int8Model, DeployReport]:
     """Build a real INT8 model of `model` (PTQ, or QAT if config.qat), check its accuracy, time it.
+    The float model is exported from a copy (from `model` itself, moved to CPU, when inplace);
+    loss_fn must be None (the QAT fine-tuning uses cross-entropy).
 
     Latency variants: FP32 eager (NCHW), FP32 channels_last, FP32 compiled (channels_last, Inductor
     freezing) and INT8 compiled; speed-ups are FP32 / INT8 median latency at each batch size.
     """
+    if loss_fn is not None:
+        raise ValueError("loss_fn must be None: apply_int8's QAT fine-tunes with cross-entropy")
+    if not isinstance(data, Dataset):
+        raise ValueError(f"apply_int8 needs a Dataset to calibrate and evaluate on, got {type(data).__name__}")
     start = time.perf_counter()
-    model = copy.deepcopy(model).cpu().eval()
+    model = (model if inplace else copy.deepcopy(model)).cpu().eval()
     shape = tuple(data.input_shape)
     calib = calibration_inputs(data, config.calibration_size, config.seed)
     if config.qat is None:
@@ -358,26 +327,31 @@ def apply_int8(model: nn.Module, config: DeployConfig, data: Dataset,
         runner, warning = converted, "compile=False: the INT8 model runs uncompiled (float q/dq ops)"
     int8 = Int8Model(converted, runner, config.batch_sizes, warning is None, channels_last=conv)
 
-    latency, speedups, fair = [], {}, None
+    timings, speedups, fair = [], {}, None
     if config.benchmark:
         table, fair, seconds = _time_variants(model, int8, config, shape)
         compile_seconds += seconds
-        latency = table.table().to_dict("records")
+        timings = table.table().to_dict("records")
         for b in config.batch_sizes:
-            speedups[f"int8 vs {fair} @ batch {b}"] = table.speedup("int8", b) / table.speedup(fair, b)
+            speedups[f"int8 vs {fair} @ batch {b}"] = metrics.time_ratio(table.speedup("int8", b), table.speedup(fair, b))
             speedups[f"int8 vs fp32 eager @ batch {b}"] = table.speedup("int8", b)
 
     ref_preds = predictions(int8.reference, data.test)
     int8_preds = predictions(int8, data.test, batch_size=max(config.batch_sizes))
     fp32_preds = predictions(model, data.test, channels_last=False)
     labels = data.test.labels
+    smallest = min((r for r in table.rows if r.label == "int8"), key=lambda r: r.batch_size) if timings else None
     report = DeployReport(
         method=method, compiled=warning is None, threads=config.threads or torch.get_num_threads(),
-        accuracy_fp32=agreement(fp32_preds, labels), accuracy_int8=agreement(int8_preds, labels),
-        accuracy_reference=agreement(ref_preds, labels), agreement_reference=agreement(int8_preds, ref_preds),
-        fp32_bytes=metrics.size_report(model).dense_bytes, int8_bytes=weight_bytes(converted),
-        latency=latency, speedups=speedups, compile_seconds=compile_seconds,
-        seconds=time.perf_counter() - start, config=config, warning=warning,
+        accuracy_before=percent(agreement(fp32_preds, labels)), accuracy_after=percent(agreement(int8_preds, labels)),
+        accuracy_reference=percent(agreement(ref_preds, labels)),
+        agreement_reference=percent(agreement(int8_preds, ref_preds)),
+        size_before=metrics.model_size(model),
+        size_after=metrics.model_size(model, stored_bytes=weight_bytes(converted)["total_bytes"]),
+        int8_bytes=weight_bytes(converted), timings=timings, speedups=speedups,
+        latency=None if smallest is None else {"batch_size": smallest.batch_size, "median_ms": smallest.median_ms,
+                                               "p10_ms": smallest.p10_ms, "p90_ms": smallest.p90_ms},
+        compile_seconds=compile_seconds, seconds=time.perf_counter() - start, config=config, warning=warning,
         extra={"fair_baseline": fair, "input_shape": list(shape)},
     )
     return int8, report
@@ -388,7 +362,7 @@ def _time_variants(model: nn.Module, int8: Int8Model, config: DeployConfig,
     """Time FP32 eager, FP32 channels_last, FP32 compiled and INT8; return the table, the fair FP32
     label (the fastest kind of FP32 we built: compiled if it compiled) and the FP32 compile seconds."""
     conv = is_convnet(model)
-    fp32_cl = copy.deepcopy(model).to(memory_format=torch.channels_last) if conv else model
+    fp32_cl = models.prepare_model(copy.deepcopy(model)) if conv else model
     variants: dict[str, tuple[Callable, bool]] = {"fp32 eager": (_no_module(model), False)}
     if conv:
         variants["fp32 channels_last"] = (_no_module(fp32_cl), True)

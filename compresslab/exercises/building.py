@@ -24,20 +24,18 @@ from __future__ import annotations
 import copy
 import datetime as _dt
 import json
-import os
 import re
 import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from compresslab.core.data import REPO_ROOT
+from compresslab.core.io import write_json_atomic, write_text_atomic
 
 __all__ = [
     "EXERCISE_DIR",
     "SOLUTION_DIR",
     "ANSWER_STUB",
-    "CHECK_CALL",
-    "DEF_LINE",
     "solutions",
     "strip_solutions",
     "checks_in",
@@ -128,17 +126,6 @@ def strip_solutions(source: str, cell_type: str = "code", where: str = "cell") -
     return "\n".join(out)
 
 
-def _write_text_atomic(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        tmp.write_text(text, encoding="utf-8")
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-
-
 def _wrap(text: str, width: int) -> list[str]:
     import textwrap
 
@@ -212,7 +199,7 @@ def build(check: bool = False, solution_dir: Path = SOLUTION_DIR, out_dir: Path 
             continue
         changed.append(target)
         if not check:
-            _write_text_atomic(target, text)
+            write_text_atomic(target, text)
     return changed
 
 
@@ -374,7 +361,6 @@ def notebook_paths(paths: list[str | Path]) -> list[Path]:
 def grade(paths: list[str | Path], out_dir: Path | None = None, profile: str = "quick",
           cell_timeout: int | None = 300, log=print) -> tuple[list[Grade], Path]:
     """Grade each notebook into its own folder under `out_dir`; write grades.json and grades.md there."""
-    from compresslab.core.results import write_json_atomic
 
     files = notebook_paths(paths)
     out_dir = Path(out_dir) if out_dir else Path.cwd() / "runs" / f"check-{_dt.datetime.now():%Y%m%d-%H%M%S}"
@@ -392,7 +378,7 @@ def grade(paths: list[str | Path], out_dir: Path | None = None, profile: str = "
     passed, total = sum(g.passed for g in grades), sum(g.total for g in grades)
     write_json_atomic(out_dir / "grades.json", {"passed": passed, "total": total,
                                                 "notebooks": [g.to_dict() for g in grades]})
-    _write_text_atomic(out_dir / "grades.md", "\n\n".join(g.table() for g in grades)
+    write_text_atomic(out_dir / "grades.md", "\n\n".join(g.table() for g in grades)
                       + f"\n\nscore: {passed}/{total}\n")
     return grades, out_dir
 

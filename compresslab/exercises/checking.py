@@ -82,7 +82,7 @@ def record(name: str, status: str, message: str) -> None:
     path = ledger_path()
     if path is None:
         return
-    from compresslab.core.results import write_json_atomic
+    from compresslab.core.io import write_json_atomic
 
     try:
         checks = read_ledger(path)

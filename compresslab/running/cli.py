@@ -9,17 +9,33 @@ from pathlib import Path
 from compresslab.running import runner
 
 __all__ = [
+    "positive_seconds",
     "build_parser",
     "main",
 ]
 
 
 def _cmd_list(args: argparse.Namespace) -> int:
+    from compresslab.running.params import spec_for
+
     for stem, path in runner.notebooks().items():
         print(stem)
+        spec = spec_for(stem)
         for name, info in runner.parameters(path).items():
-            print(f"    {name} = {info['default']}" + (f"    # {info['help']}" if info["help"] else ""))
+            allowed = f"    [{spec[name].describe()}]" if name in spec else ""
+            print(f"    {name} = {info['default']}{allowed}" + (f"    # {info['help']}" if info["help"] else ""))
     return 0
+
+
+def positive_seconds(text: str) -> int:
+    """argparse type of --cell-timeout: a whole number of seconds >= 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number of seconds") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} must be a positive number of seconds (>= 1)")
+    return value
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
@@ -36,9 +52,15 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
 
 def _cmd_report(args: argparse.Namespace) -> int:
+    import warnings
+
     from compresslab.core.results import load_runs
 
-    table = load_runs(args.directory)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        table = load_runs(args.directory)
+    for w in caught:  # one line per skipped file
+        print(f"compresslab: warning: {w.message}", file=sys.stderr)
     if table.empty:
         print(f"no results files under {args.directory}")
         return 1
@@ -88,7 +110,7 @@ def build_parser() -> argparse.ArgumentParser:
     p_run.add_argument("-p", "--param", nargs=2, action="append", metavar=("KEY", "VALUE"),
                        help="set a parameter; 'V1,V2,V3' runs one execution per value (a grid for several keys)")
     p_run.add_argument("--out", help="output folder (default runs/<timestamp>/)")
-    p_run.add_argument("--cell-timeout", type=int, default=None,
+    p_run.add_argument("--cell-timeout", type=positive_seconds, default=None,
                        help="seconds one cell may run before the run fails (default 600 quick, 3600 full)")
     p_run.set_defaults(func=_cmd_run)
     p_report = sub.add_parser("report", help="table of every recorded result below a folder")
@@ -105,7 +127,7 @@ def build_parser() -> argparse.ArgumentParser:
     p_check.add_argument("--profile", choices=runner.PROFILES, default="quick",
                          help="the exercises' profile parameter (default quick)")
     p_check.add_argument("--out", help="output folder (default runs/check-<timestamp>/)")
-    p_check.add_argument("--cell-timeout", type=int, default=300, help="seconds one cell may run (default 300)")
+    p_check.add_argument("--cell-timeout", type=positive_seconds, default=300, help="seconds one cell may run (default 300)")
     p_check.set_defaults(func=_cmd_check)
     return parser
 

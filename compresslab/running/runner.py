@@ -18,6 +18,8 @@ from pathlib import Path
 
 from compresslab.core.data import REPO_ROOT
 from compresslab.core.results import SUFFIX, load_runs, read
+from compresslab.core.validate import check_choice, check_int
+from compresslab.running.params import check_values
 
 __all__ = [
     "NOTEBOOK_DIR",
@@ -26,6 +28,9 @@ __all__ = [
     "notebooks",
     "resolve",
     "parameters",
+    "check_parameters",
+    "check_cell_timeout",
+    "defaults",
     "parse_value",
     "expand_grid",
     "split_values",
@@ -34,7 +39,6 @@ __all__ = [
     "export_html",
     "default_out_dir",
     "run_many",
-    "HEADLINE_LIMIT",
     "write_summary",
 ]
 
@@ -67,6 +71,34 @@ def parameters(path: Path) -> dict[str, dict]:
     params = papermill.inspect_notebook(str(path))
     return {k: {"default": v["default"], "type": v.get("inferred_type_name", "None"), "help": v.get("help", "")}
             for k, v in params.items()}
+
+
+def check_parameters(path: Path, values: Mapping[str, object], known: Mapping[str, dict] | None = None) -> None:
+    """ValueError before anything runs: an unknown name, or a value of the wrong type or outside
+    what its declaration (running/params.py) allows, named with the allowed values.
+
+    `known`: the notebook's `parameters(path)`, if already read."""
+    known = parameters(path) if known is None else known
+    unknown = sorted(set(values) - set(known))
+    if unknown:
+        raise ValueError(f"{path.stem}: unknown parameter(s) {unknown}; valid: {sorted(known)}")
+    try:
+        check_values(path.stem, values)
+    except TypeError as err:  # a wrong type is a bad value on the command line
+        raise ValueError(str(err)) from None
+
+
+def check_cell_timeout(seconds: object) -> int:
+    """A cell timeout: a positive whole number of seconds (ValueError otherwise)."""
+    try:
+        return check_int("", "cell_timeout", seconds, 1, None)
+    except TypeError as err:
+        raise ValueError(str(err)) from None
+
+
+def defaults(path: Path) -> dict[str, object]:
+    """The values of a notebook's parameters cell (literals), by name."""
+    return {name: ast.literal_eval(info["default"]) for name, info in parameters(path).items()}
 
 
 def parse_value(text: str) -> object:
@@ -141,13 +173,11 @@ def execute(
     import papermill
     from papermill.exceptions import PapermillExecutionError
 
-    if profile not in PROFILES:
-        raise ValueError(f"profile={profile!r} must be one of {PROFILES}")
+    check_choice("", "profile", profile, PROFILES)
+    if cell_timeout is not None:
+        check_cell_timeout(cell_timeout)
     params = {"profile": profile, **dict(values or {})}
-    known = parameters(path)
-    unknown = sorted(set(params) - set(known))
-    if unknown:
-        raise ValueError(f"{path.stem}: unknown parameter(s) {unknown}; valid: {sorted(known)}")
+    check_parameters(path, params)
     out_dir.mkdir(parents=True, exist_ok=True)
     output = out_dir / path.name
     results_path = out_dir / f"{path.stem}{SUFFIX}"
@@ -208,11 +238,13 @@ def run_many(
     """Run notebooks x parameter grid; write summary.md / summary.html; return the results and out dir."""
     paths = list(notebooks().values()) if list(names) == ["all"] else [resolve(n) for n in names]
     combos = expand_grid(grid)
-    for path in paths:  # validate every name before spending minutes on the first run
-        valid = parameters(path)
-        unknown = sorted(set(grid) - set(valid))
-        if unknown:
-            raise ValueError(f"{path.stem}: unknown parameter(s) {unknown}; valid: {sorted(valid)}")
+    check_choice("", "profile", profile, PROFILES)
+    if cell_timeout is not None:
+        check_cell_timeout(cell_timeout)
+    for path in paths:  # validate every name and value before spending minutes on the first run
+        known = parameters(path)
+        for combo in combos:
+            check_parameters(path, {"profile": profile, **combo}, known)
     out_dir = out_dir or default_out_dir()
     runs: list[RunResult] = []
     total = len(paths) * len(combos)

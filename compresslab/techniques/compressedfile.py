@@ -15,8 +15,14 @@ File layout (little-endian):
   magic (8 bytes) | version u16 | reserved u16 | meta length u32 | file length u64
   | meta (UTF-8 JSON, zlib-compressed since version 2: architecture; per layer the META_FIELDS values)
   | per-layer records (codebook, code lengths, cluster-index stream, gap stream, bias) | other tensors | CRC-32 of everything before it (u32)
-`load` checks magic, version, length and checksum, decodes every layer and builds the model only
-when all of it decoded: a damaged file raises ValueError and never yields a half-loaded model.
+`load` reads the 24-byte header first and refuses anything that is not a regular file, then checks
+magic, version, length and checksum, validates every declared size against the file and against
+the limits below before allocating anything, decodes every layer, checks the SHA-256 of the decoded
+tensors recorded at save time, and builds the model only when all of it decoded: a damaged file
+raises ValueError and never yields a half-loaded model.
+
+The CRC-32 and the SHA-256 detect accidental damage (a flipped bit, a truncated copy); they do not
+protect against tampering: anyone can write a file with valid checksums. Load files you trust.
 """
 
 from __future__ import annotations
@@ -24,18 +30,33 @@ from __future__ import annotations
 import copy
 import json
 import os
+import stat
 import struct
 import zlib
-from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import torch
 from torch import nn
 
 from compresslab.core import metrics, models
+from compresslab.core.cache import weights_digest
+from compresslab.core.io import write_bytes_atomic
 from compresslab.core.models import prunable_layers
-from compresslab.techniques.huffman import HuffmanCode, symbol_counts
+from compresslab.core.validate import check_tensor
+from compresslab.techniques.filelayers import (  # noqa: F401  (re-exported: compressedfile.encode_layer, ...)
+    META_FIELDS,
+    LayerRecord,
+    _check_index_bits,
+    _pack_lengths,
+    _table_bytes,
+    _table_size,
+    _unpack_lengths,
+    decode_layer,
+    encode_layer,
+    relative_decode,
+    relative_encode,
+)
+from compresslab.techniques.huffman import HuffmanCode
 
 __all__ = [
     "MAGIC",
@@ -50,6 +71,7 @@ __all__ = [
     "infer_architecture",
     "encode_model",
     "decode_bytes",
+    "read_file",
     "save",
     "load",
 ]
@@ -59,159 +81,12 @@ VERSION = 2  # version 1 stored the metadata as plain JSON; both are read
 READABLE_VERSIONS = (1, 2)
 _HEAD = struct.Struct("<8sHHIQ")
 _CRC = struct.Struct("<I")
-
-
-# ----------------------------------------------------------------- relative indices
-
-def _check_index_bits(bits: int, name: str = "index_bits") -> None:
-    if not isinstance(bits, int) or isinstance(bits, bool) or not 1 <= bits <= 16:
-        raise ValueError(f"{name}={bits!r} must be an integer in [1, 16]")
-
-
-def relative_encode(positions, index_bits: int) -> np.ndarray:
-    """Gap symbols for strictly increasing flat `positions` (first gap counted from -1).
-
-    A gap g <= M = 2^r - 1 is stored as g; a larger one as q = (g - 1) // M filler zeros
-    (each skips M positions) followed by g - q M, which lies in [1, M]."""
-    _check_index_bits(index_bits)
-    pos = np.asarray(positions, dtype=np.int64)
-    if pos.size == 0:
-        return np.zeros(0, dtype=np.int64)
-    gaps = np.diff(pos, prepend=-1)
-    if gaps.min() < 1:
-        raise ValueError("positions must be non-negative and strictly increasing")
-    m = (1 << index_bits) - 1
-    fillers = (gaps - 1) // m
-    out = np.zeros(int(fillers.sum()) + len(gaps), dtype=np.int64)
-    out[np.cumsum(fillers + 1) - 1] = gaps - fillers * m
-    return out
-
-
-def relative_decode(symbols, index_bits: int) -> np.ndarray:
-    """Inverse of `relative_encode`: the flat positions of the non-zeros."""
-    _check_index_bits(index_bits)
-    s = np.asarray(symbols, dtype=np.int64)
-    m = (1 << index_bits) - 1
-    if s.size and (s.min() < 0 or s.max() > m):
-        raise ValueError(f"gap symbols must be in [0, {m}] for index_bits={index_bits}")
-    if s.size and s[-1] == 0:
-        raise ValueError("gap stream ends with a filler: corrupt relative indices")
-    advance = np.where(s == 0, m, s)
-    return (np.cumsum(advance) - 1)[s != 0]
-
-
-# ----------------------------------------------------------------- one layer
-
-@dataclass
-class LayerRecord:
-    """One encoded layer: what the file holds for it."""
-
-    name: str
-    kind: str  # "linear" or "conv"
-    shape: tuple[int, ...]
-    bits: int
-    index_bits: int
-    codebook: np.ndarray  # float32 [k]
-    weight_code: HuffmanCode
-    index_code: HuffmanCode
-    weight_stream: bytes
-    index_stream: bytes
-    nnz: int
-    n_gaps: int
-    bias: np.ndarray | None
-
-    @property
-    def numel(self) -> int:
-        return int(np.prod(self.shape))
-
-    def meta(self) -> list:
-        """This layer's entry in the file's metadata: the values of META_FIELDS, in order."""
-        w_tab, i_tab = _table_size(self.weight_code.lengths), _table_size(self.index_code.lengths)
-        return [self.name, self.kind, list(self.shape), self.bits, self.index_bits, len(self.codebook), self.nnz,
-                self.n_gaps, self.weight_code.single, self.index_code.single, len(self.weight_stream),
-                len(self.index_stream), 0 if self.bias is None else int(self.bias.size), w_tab, i_tab]
-
-    def body(self) -> bytes:
-        parts = [self.codebook.astype("<f4").tobytes(), _pack_lengths(self.weight_code.lengths),
-                 _pack_lengths(self.index_code.lengths), self.weight_stream, self.index_stream]
-        if self.bias is not None:
-            parts.append(self.bias.astype("<f4").tobytes())
-        return b"".join(parts)
-
-
-# the order of a layer's values in the metadata (fixed by the file version)
-META_FIELDS = ("name", "kind", "shape", "bits", "index_bits", "k", "nnz", "n_gaps", "w_single", "i_single",
-               "w_bytes", "i_bytes", "bias", "w_table", "i_table")
-
-
-def _table_size(lengths: np.ndarray) -> int:
-    """Code lengths stored: up to the last used symbol (the rest are 0), negative = 4-bit packed."""
-    used = np.flatnonzero(lengths)
-    n = int(used[-1]) + 1 if len(used) else 0
-    return -n if n and lengths.max() <= 15 else n
-
-
-def _pack_lengths(lengths: np.ndarray) -> bytes:
-    """Code lengths up to the last used symbol: two per byte when all are <= 15, else one per byte."""
-    size = _table_size(lengths)
-    if size >= 0:
-        return lengths[:size].astype(np.uint8).tobytes()
-    n = -size
-    padded = np.zeros(n + n % 2, np.uint8)
-    padded[:n] = lengths[:n]
-    return (padded[0::2] << 4 | padded[1::2]).astype(np.uint8).tobytes()
-
-
-def _table_bytes(size: int) -> int:
-    return (-size + 1) // 2 if size < 0 else size
-
-
-def _unpack_lengths(raw: bytes, size: int, alphabet: int) -> np.ndarray:
-    n = abs(size)
-    if n > alphabet:
-        raise ValueError(f"corrupt file: code table of {n} entries for an alphabet of {alphabet}")
-    b = np.frombuffer(raw, np.uint8)
-    values = np.stack([b >> 4, b & 15], axis=1).reshape(-1)[:n] if size < 0 else b
-    lengths = np.zeros(alphabet, np.uint8)
-    lengths[:n] = values
-    return lengths
-
-
-def encode_layer(name: str, weight: torch.Tensor, bias: torch.Tensor | None, bits: int, index_bits: int) -> LayerRecord:
-    """Codebook + Huffman-coded indices + Huffman-coded relative positions of one weight tensor.
-
-    The weight must already be shared: at most 2^bits distinct non-zero values."""
-    _check_index_bits(index_bits)
-    w = weight.detach().cpu().float().reshape(-1).numpy()
-    positions = np.flatnonzero(w)
-    codebook, idx = np.unique(w[positions], return_inverse=True)
-    if len(codebook) > 2 ** bits:
-        raise ValueError(f"layer {name!r} has {len(codebook)} distinct non-zero values, more than 2^{bits}: "
-                         "share its weights first (sharing.apply_sharing)")
-    gaps = relative_encode(positions, index_bits)
-    weight_code = HuffmanCode.from_counts(symbol_counts(idx, len(codebook)))
-    index_code = HuffmanCode.from_counts(symbol_counts(gaps, 1 << index_bits))
-    kind = "conv" if weight.dim() == 4 else "linear"
-    return LayerRecord(name, kind, tuple(weight.shape), bits, index_bits, codebook.astype(np.float32),
-                       weight_code, index_code, weight_code.encode(idx), index_code.encode(gaps),
-                       len(positions), len(gaps),
-                       None if bias is None else bias.detach().cpu().float().numpy().reshape(-1).copy())
-
-
-def decode_layer(record: LayerRecord) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """(weight, bias) tensors of a record, exactly the values that were encoded."""
-    gaps = record.index_code.decode(record.index_stream, record.n_gaps)
-    positions = relative_decode(gaps, record.index_bits)
-    if len(positions) != record.nnz or (len(positions) and positions[-1] >= record.numel):
-        raise ValueError(f"layer {record.name!r}: relative indices give {len(positions)} positions "
-                         f"(last {positions[-1] if len(positions) else None}), expected {record.nnz} below {record.numel}")
-    idx = record.weight_code.decode(record.weight_stream, record.nnz)
-    if idx.size and idx.max() >= len(record.codebook):
-        raise ValueError(f"layer {record.name!r}: cluster index {idx.max()} outside a codebook of {len(record.codebook)}")
-    w = np.zeros(record.numel, dtype=np.float32)
-    w[positions] = record.codebook[idx]
-    bias = None if record.bias is None else torch.from_numpy(record.bias.astype(np.float32).copy())
-    return torch.from_numpy(w).reshape(record.shape), bias
+# limits checked before anything is allocated (far above what any model of the workbook needs)
+MAX_FILE_BYTES = 1 << 30
+MAX_META_BYTES = 1 << 24  # decompressed metadata
+MAX_ELEMENTS = 1 << 27  # elements of all tensors together (512 MiB of float32)
+MAX_LAYERS = 4096
+OTHER_DTYPES = ("float32", "float64", "float16", "bfloat16", "int64", "int32", "int16", "int8", "uint8", "bool")
 
 
 # ----------------------------------------------------------------- the file
@@ -243,10 +118,21 @@ def encode_model(model: nn.Module, index_bits: dict[str, int] | int = 5, bits: d
     others = {k: v.detach().cpu() for k, v in state.items() if k not in covered}
     if any(k.endswith(("_orig", "_mask")) for k in others):
         raise ValueError("model still has pruning masks attached: call pruning.make_permanent first")
+    for k, v in others.items():
+        check_tensor(k, v, allow_empty=True)
+        if str(v.dtype).replace("torch.", "") not in OTHER_DTYPES:
+            raise ValueError(f"{k} has dtype {v.dtype}; the file stores {OTHER_DTYPES}")
     arch = architecture if architecture is not None else infer_architecture(model)
     other_meta = [{"key": k, "dtype": str(v.dtype).replace("torch.", ""), "shape": list(v.shape)} for k, v in others.items()]
+    decoded = {}
+    for r in records:
+        weight, bias = decode_layer(r)
+        decoded[f"{r.name}.weight"] = weight
+        if bias is not None:
+            decoded[f"{r.name}.bias"] = bias
+    digest = weights_digest({**decoded, **others})
     meta = zlib.compress(json.dumps({"architecture": arch, "layers": [r.meta() for r in records],
-                                     "others": other_meta}, separators=(",", ":")).encode(), 9)
+                                     "others": other_meta, "sha256": digest}, separators=(",", ":")).encode(), 9)
     body = b"".join(r.body() for r in records) + b"".join(v.contiguous().numpy().tobytes() for v in others.values())
     total = _HEAD.size + len(meta) + len(body) + _CRC.size
     content = _HEAD.pack(MAGIC, VERSION, 0, len(meta), total) + meta + body
@@ -259,27 +145,127 @@ def _take(buf: memoryview, offset: int, n: int, what: str) -> tuple[bytes, int]:
     return bytes(buf[offset:offset + n]), offset + n
 
 
-def decode_bytes(content: bytes) -> tuple[dict, dict[str, torch.Tensor], list[LayerRecord]]:
-    """Validate and decode file `content`: (meta, state_dict, records). Raises ValueError on damage."""
-    if len(content) < _HEAD.size + _CRC.size:
-        raise ValueError(f"not a Deep Compression file: {len(content)} bytes is shorter than the header")
-    magic, version, _, meta_len, total = _HEAD.unpack_from(content)
+def _check_header(head: bytes, size: int) -> tuple[int, int]:
+    """(version, metadata length) from the first 24 bytes of a file of `size` bytes; ValueError if bad."""
+    if size < _HEAD.size + _CRC.size or len(head) < _HEAD.size:
+        raise ValueError(f"not a Deep Compression file: {size} bytes is shorter than the header")
+    magic, version, _, meta_len, total = _HEAD.unpack_from(head)
     if magic != MAGIC:
         raise ValueError(f"not a Deep Compression file: magic {magic!r}, expected {MAGIC!r}")
     if version not in READABLE_VERSIONS:
         raise ValueError(f"unsupported file version {version}; this reader reads versions {READABLE_VERSIONS}")
-    if total != len(content):
-        raise ValueError(f"file is truncated or padded: header says {total} bytes, found {len(content)}")
+    if total != size:
+        raise ValueError(f"file is truncated or padded: header says {total} bytes, found {size}")
+    if size > MAX_FILE_BYTES:
+        raise ValueError(f"file of {size} bytes is larger than the limit of {MAX_FILE_BYTES}")
+    if meta_len > size - _HEAD.size - _CRC.size:
+        raise ValueError(f"corrupt file: metadata of {meta_len} bytes in a file of {size}")
+    return version, meta_len
+
+
+def _int(m: dict, key: str, lo: int, hi: int) -> int:
+    value = m[key]
+    if isinstance(value, bool) or not isinstance(value, int) or not lo <= value <= hi:
+        raise ValueError(f"corrupt file: layer {str(m.get('name'))[:40]!r} field {key}={str(value)[:40]} "
+                         f"is not an integer in [{lo}, {hi}]")
+    return value
+
+
+def _shape(value: object, what: str, dims: tuple[int, ...]) -> tuple[int, ...]:
+    if not isinstance(value, list) or len(value) not in dims or \
+            not all(isinstance(d, int) and not isinstance(d, bool) and 0 <= d <= MAX_ELEMENTS for d in value):
+        raise ValueError(f"corrupt file: shape of {what} is {str(value)[:60]}, not {dims} sizes in [0, {MAX_ELEMENTS}]")
+    return tuple(value)
+
+
+def _parse_meta(raw: bytes, version: int) -> dict:
+    """The metadata dict, structure checked; the layer entries as dicts of META_FIELDS."""
+    if version >= 2:
+        inflater = zlib.decompressobj()
+        raw = inflater.decompress(raw, MAX_META_BYTES)
+        if inflater.unconsumed_tail or not inflater.eof:
+            raise ValueError(f"corrupt file: metadata is not complete zlib data of at most {MAX_META_BYTES} bytes")
+    try:
+        meta = json.loads(raw.decode())
+    except RecursionError:
+        raise ValueError("corrupt file: metadata nested too deeply") from None
+    if not isinstance(meta, dict) or not isinstance(meta.get("layers"), list) or not isinstance(meta.get("others"), list):
+        raise ValueError("corrupt file: metadata lacks its layers and others lists")
+    if len(meta["layers"]) + len(meta["others"]) > MAX_LAYERS:
+        raise ValueError(f"corrupt file: more than {MAX_LAYERS} tensors")
+    arch = meta.get("architecture")
+    if arch is not None and not (isinstance(arch, dict) and isinstance(arch.get("name"), str)
+                                 and isinstance(arch.get("kwargs", {}), dict)):
+        raise ValueError(f"corrupt file: architecture {str(arch)[:60]} is not {{'name': str, 'kwargs': dict}}")
+    if "sha256" in meta and not isinstance(meta["sha256"], str):
+        raise ValueError("corrupt file: the recorded SHA-256 is not a string")
+    layers, elements, names = [], 0, set()
+    for values in meta["layers"]:
+        if not isinstance(values, list) or len(values) != len(META_FIELDS):
+            raise ValueError(f"corrupt file: a layer entry is not a list of {len(META_FIELDS)} values")
+        m = dict(zip(META_FIELDS, values))
+        if not isinstance(m["name"], str) or m["name"] in names or m["kind"] not in ("linear", "conv"):
+            raise ValueError(f"corrupt file: layer name {str(m['name'])[:40]!r} or kind {str(m['kind'])[:20]!r} is bad")
+        names.add(m["name"])
+        shape = _shape(m["shape"], f"layer {m['name']!r}", (4,) if m["kind"] == "conv" else (2,))
+        numel = int(np.prod(shape, dtype=object))
+        elements += numel + (m["bias"] if isinstance(m["bias"], int) else 0)
+        if elements > MAX_ELEMENTS:
+            raise ValueError(f"corrupt file: more than {MAX_ELEMENTS} weights in all")
+        bits, ib = _int(m, "bits", 1, 16), _int(m, "index_bits", 1, 16)
+        k, nnz = _int(m, "k", 0, 1 << bits), _int(m, "nnz", 0, numel)
+        # every gap symbol but the fillers marks a non-zero; a filler skips 2^r - 1 positions
+        _int(m, "n_gaps", nnz, nnz + numel // ((1 << ib) - 1) + 1)
+        for key in ("w_bytes", "i_bytes"):
+            _int(m, key, 0, MAX_FILE_BYTES)
+        _int(m, "bias", 0, MAX_ELEMENTS)
+        _int(m, "w_table", -k, k)
+        _int(m, "i_table", -(1 << ib), 1 << ib)
+        for key, alphabet in (("w_single", k), ("i_single", 1 << ib)):
+            if m[key] is not None:
+                _int(m, key, 0, max(alphabet - 1, 0))
+        m["shape"] = shape
+        layers.append(m)
+    for o in meta["others"]:
+        if not isinstance(o, dict) or not isinstance(o.get("key"), str) or o.get("dtype") not in OTHER_DTYPES \
+                or o["key"] in names:
+            raise ValueError(f"corrupt file: bad entry for another tensor ({str(o)[:60]})")
+        names.add(o["key"])
+        o["shape"] = list(_shape(o.get("shape"), o["key"], tuple(range(9))))
+        elements += int(np.prod(o["shape"], dtype=object))
+        if elements > MAX_ELEMENTS:
+            raise ValueError(f"corrupt file: more than {MAX_ELEMENTS} values in all")
+    meta["layers"] = layers
+    return meta
+
+
+def _check_stream(code: HuffmanCode, stream: bytes, n: int, what: str) -> None:
+    """Each symbol of a (non-degenerate) code takes at least one bit: n symbols need n / 8 bytes."""
+    if n and code.single is None and n > 8 * len(stream):
+        raise ValueError(f"corrupt file: {n} {what} cannot fit in {len(stream)} bytes")
+
+
+def _finite(array: np.ndarray, what: str) -> np.ndarray:
+    if not np.isfinite(array).all():
+        raise ValueError(f"corrupt file: {what} holds NaN or inf")
+    return array
+
+
+def decode_bytes(content: bytes) -> tuple[dict, dict[str, torch.Tensor], list[LayerRecord]]:
+    """Validate and decode file `content`: (meta, state_dict, records). Raises ValueError on damage.
+
+    Every declared count and size is checked against the bytes present and the module's limits
+    before anything of that size is allocated."""
+    version, meta_len = _check_header(bytes(content[:_HEAD.size]), len(content))
     (crc,) = _CRC.unpack_from(content, len(content) - _CRC.size)
     if zlib.crc32(content[:-_CRC.size]) != crc:
         raise ValueError("checksum mismatch: the file is corrupted")
     buf = memoryview(content)[:-_CRC.size]
     try:
         raw_meta, off = _take(buf, _HEAD.size, meta_len, "metadata")
-        meta = json.loads((zlib.decompress(raw_meta) if version >= 2 else raw_meta).decode())
+        meta = _parse_meta(raw_meta, version)
         records, state = [], {}
-        for values in meta["layers"]:
-            m = dict(zip(META_FIELDS, values, strict=True))
+        for m in meta["layers"]:
             k = m["k"]
             codebook, off = _take(buf, off, 4 * k, "codebook")
             w_len, off = _take(buf, off, _table_bytes(m["w_table"]), "weight code")
@@ -289,12 +275,14 @@ def decode_bytes(content: bytes) -> tuple[dict, dict[str, torch.Tensor], list[La
             bias = None
             if m["bias"]:
                 raw_bias, off = _take(buf, off, 4 * m["bias"], "bias")
-                bias = np.frombuffer(raw_bias, "<f4").astype(np.float32)
-            rec = LayerRecord(m["name"], m["kind"], tuple(m["shape"]), m["bits"], m["index_bits"],
-                              np.frombuffer(codebook, "<f4").astype(np.float32),
+                bias = _finite(np.frombuffer(raw_bias, "<f4").astype(np.float32), f"the bias of {m['name']!r}")
+            rec = LayerRecord(m["name"], m["kind"], m["shape"], m["bits"], m["index_bits"],
+                              _finite(np.frombuffer(codebook, "<f4").astype(np.float32), f"the codebook of {m['name']!r}"),
                               HuffmanCode(_unpack_lengths(w_len, m["w_table"], k), m["w_single"]),
                               HuffmanCode(_unpack_lengths(i_len, m["i_table"], 1 << m["index_bits"]), m["i_single"]),
                               w_stream, i_stream, m["nnz"], m["n_gaps"], bias)
+            _check_stream(rec.index_code, i_stream, rec.n_gaps, f"position gaps of layer {rec.name!r}")
+            _check_stream(rec.weight_code, w_stream, rec.nnz, f"cluster indices of layer {rec.name!r}")
             weight, b = decode_layer(rec)
             state[f"{rec.name}.weight"] = weight
             if b is not None:
@@ -304,49 +292,81 @@ def decode_bytes(content: bytes) -> tuple[dict, dict[str, torch.Tensor], list[La
             dtype = getattr(torch, o["dtype"])
             n = int(np.prod(o["shape"])) * torch.empty((), dtype=dtype).element_size()
             raw, off = _take(buf, off, n, o["key"])
-            state[o["key"]] = torch.frombuffer(bytearray(raw), dtype=dtype).reshape(o["shape"]).clone()
+            tensor = torch.frombuffer(bytearray(raw), dtype=dtype).reshape(o["shape"]).clone() if n else \
+                torch.zeros(o["shape"], dtype=dtype)
+            if tensor.is_floating_point() and not torch.isfinite(tensor).all():
+                raise ValueError(f"corrupt file: {o['key']} holds NaN or inf")
+            state[o["key"]] = tensor
         if off != len(buf):
             raise ValueError(f"{len(buf) - off} unexpected bytes after the last record")
     except (KeyError, TypeError, IndexError, OverflowError, json.JSONDecodeError, UnicodeDecodeError,
             AttributeError, zlib.error) as err:
-        raise ValueError(f"corrupt file: bad metadata ({err!r})") from None
+        raise ValueError(f"corrupt file: bad metadata ({str(err)[:200]!r})") from None
+    if "sha256" in meta and weights_digest(state) != meta["sha256"]:
+        raise ValueError("the decoded tensors do not match the SHA-256 recorded when the file was saved")
     return meta, state, records
+
+
+def read_file(path: str | os.PathLike) -> bytes:
+    """The bytes of the compressed file at `path`: a regular file (a FIFO or device is refused
+    without blocking), whose 24-byte header is checked before the rest is read."""
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+    except OSError as err:
+        raise ValueError(f"{path}: cannot open ({err.strerror})") from None
+    info = os.fstat(fd)
+    if not stat.S_ISREG(info.st_mode):
+        os.close(fd)
+        raise ValueError(f"{path}: not a regular file")
+    with os.fdopen(fd, "rb") as f:
+        head = f.read(_HEAD.size)
+        _check_header(head, info.st_size)
+        content = head + f.read(info.st_size - _HEAD.size + 1)
+    if len(content) != info.st_size:
+        raise ValueError(f"{path}: the file changed while it was read")
+    return content
 
 
 def save(model: nn.Module, path: str | os.PathLike, index_bits: dict[str, int] | int = 5,
          bits: dict[str, int] | int = 8, architecture: dict | None = None) -> int:
-    """Write the compressed file atomically (tmp + os.replace); returns its size in bytes."""
+    """Write the compressed file atomically (`core.io.write_bytes_atomic`); returns its size in bytes."""
     content, _ = encode_model(model, index_bits, bits, architecture)
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        tmp.write_bytes(content)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-    return len(content)
+    return write_bytes_atomic(path, content)
 
 
 def load(path: str | os.PathLike, model: nn.Module | None = None) -> nn.Module:
     """The model stored at `path` (a copy of `model` as the template, else its recorded
     architecture), in eval mode. Everything is validated before the model is built."""
-    meta, state, _ = decode_bytes(Path(path).read_bytes())
+    meta, state, _ = decode_bytes(read_file(path))
+    found = {k: tuple(v.shape) for k, v in state.items()}
     if model is not None:
         target = copy.deepcopy(model)
     elif meta.get("architecture"):
-        arch = meta["architecture"]
-        target = models.create(arch["name"], **arch.get("kwargs", {}))
+        target = _build_architecture(meta["architecture"], found)
     else:
         raise ValueError("the file records no known architecture: pass model= as the template")
     expected = {k: tuple(v.shape) for k, v in target.state_dict().items()}
-    found = {k: tuple(v.shape) for k, v in state.items()}
     if expected != found:
         raise ValueError(f"file does not match the architecture: expected {expected}, found {found}")
     device = next(target.parameters()).device
     target.load_state_dict({k: v.to(device) for k, v in state.items()}, strict=True)
     return target.eval()
+
+
+def _build_architecture(arch: dict, found: dict[str, tuple[int, ...]]) -> nn.Module:
+    """The recorded architecture, first built without memory (meta device) and compared with the
+    shapes in the file, so that arguments such as hidden=[10**12] never allocate anything."""
+    name, kwargs = arch["name"], arch.get("kwargs", {})
+    try:
+        with torch.device("meta"):
+            skeleton = models.create(name, **kwargs)
+    except Exception as err:  # noqa: BLE001 - any failure to build it means the record is bad
+        raise ValueError(f"the file's architecture {name!r} {str(kwargs)[:80]} cannot be built: {str(err)[:200]}") from None
+    expected = {k: tuple(v.shape) for k, v in skeleton.state_dict().items()}
+    if expected != found:
+        raise ValueError(f"file does not match its recorded architecture {name!r}: expected {expected}, found {found}")
+    with torch.random.fork_rng():
+        return models.create(name, **kwargs)
 
 
 def _from_state(template: nn.Module, state: dict[str, torch.Tensor]) -> nn.Module:

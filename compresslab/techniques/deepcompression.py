@@ -11,7 +11,7 @@ from __future__ import annotations
 import copy
 import os
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -21,7 +21,13 @@ from torch import nn
 from compresslab.core import metrics
 from compresslab.core.data import Dataset
 from compresslab.core.models import prunable_layers
-from compresslab.core.training import LossFn, TrainConfig, evaluate
+from compresslab.core.report import Report, percent
+from compresslab.core.training import LossFn, evaluate
+from compresslab.core.validate import (
+    check_bits,
+    check_config,
+    check_float,
+)
 from compresslab.techniques.compressedfile import (  # noqa: F401  (re-exported: the notebook and exercises use dc.save, dc.load, ...)
     MAGIC,
     META_FIELDS,
@@ -42,20 +48,24 @@ from compresslab.techniques.compressedfile import (  # noqa: F401  (re-exported:
     save,
 )
 from compresslab.techniques.distillation import (
-    _check_alpha,
-    _check_temperature,
     distillation_loss_fn,
 )
 from compresslab.techniques.huffman import symbol_counts
-from compresslab.techniques.pruning import PruneConfig, apply_pruning
-from compresslab.techniques.sharing import ShareConfig, apply_sharing
+from compresslab.techniques.pruning import PruneConfig, PruningReport, apply_pruning
+from compresslab.techniques.sharing import ShareConfig, SharingReport, apply_sharing
 
 __all__ = [
+    "EncodeConfig",
     "DeepCompressionConfig",
     "std_threshold_sparsity",
     "layer_table",
     "DeepCompressionReport",
     "stage_sizes",
+    "prune_stage",
+    "share_stage",
+    "Encoded",
+    "encode_stage",
+    "load_stage",
     "apply_deep_compression",
     "byte_parts",
     "stream_statistics",
@@ -64,69 +74,75 @@ __all__ = [
 # ----------------------------------------------------------------- the pipeline
 
 @dataclass(frozen=True)
-class DeepCompressionConfig:
-    """Prune -> share -> Huffman-code.
+class EncodeConfig:
+    """How the file stores positions: bits of a relative index (gap) in conv / fc layers (paper: 8 / 5)."""
 
-    Pruning (iterative, layer by layer, through pruning.apply_pruning): per-layer rates
-    `layer_sparsity`, else Han et al.'s threshold |w| < threshold_std * std(w) per layer, else
-    one `sparsity` for every layer; `prune_iterations` rounds of prune + `prune_finetune`.
-    Sharing: conv_bits / fc_bits cluster-index bits (paper: 8 / 5), `init`, centroid fine-tuning
-    with `share_finetune`. Storage: relative indices in conv_index_bits / fc_index_bits (8 / 5).
-    Retraining loss: cross-entropy with the labels when `distill_temperature` is None; else the
-    dense model teaches its pruned copy (distillation.kd_loss at T = distill_temperature, weight
-    `distill_alpha` on the soft term) in both the pruning and the centroid fine-tuning.
-    """
-
-    sparsity: float = 0.9
-    layer_sparsity: dict | None = None
-    threshold_std: float | dict | None = None
-    prune_iterations: int = 3
-    prune_finetune: TrainConfig | None = None
-    conv_bits: int = 8
-    fc_bits: int = 5
-    layer_bits: dict | None = None
-    init: str = "linear"
-    kmeans_iters: int = 30
-    share_finetune: TrainConfig | None = None
     conv_index_bits: int = 8
     fc_index_bits: int = 5
-    distill_temperature: float | None = None
-    distill_alpha: float = 0.9
-    seed: int = 0
 
     def __post_init__(self) -> None:
-        if self.distill_temperature is not None:
-            _check_temperature(self.distill_temperature, "distill_temperature")
-        _check_alpha(self.distill_alpha, "distill_alpha")
-        if self.layer_sparsity is not None and self.threshold_std is not None:
-            raise ValueError("give layer_sparsity or threshold_std, not both")
-        if self.threshold_std is not None:
-            values = self.threshold_std.values() if isinstance(self.threshold_std, dict) else [self.threshold_std]
-            for q in values:
-                if not (isinstance(q, (int, float)) and 0 <= q <= 10):
-                    raise ValueError(f"threshold_std={q!r} must be in [0, 10] standard deviations")
-        _check_index_bits(self.conv_index_bits, "conv_index_bits")
-        _check_index_bits(self.fc_index_bits, "fc_index_bits")
-        # the pruning and sharing configs validate the rest
-        self.prune_config({})
-        self.share_config()
-
-    def prune_config(self, layer_sparsity: dict | None) -> PruneConfig:
-        return PruneConfig(sparsity=self.sparsity, scope="layer", layer_sparsity=layer_sparsity or self.layer_sparsity,
-                           schedule="iterative", iterations=self.prune_iterations, finetune=self.prune_finetune)
-
-    def share_config(self) -> ShareConfig:
-        return ShareConfig(conv_bits=self.conv_bits, fc_bits=self.fc_bits, layer_bits=self.layer_bits,
-                           init=self.init, iters=self.kmeans_iters, seed=self.seed, finetune=self.share_finetune)
+        owner = "EncodeConfig"
+        check_bits(owner, "conv_index_bits", self.conv_index_bits, 1, 16)
+        check_bits(owner, "fc_index_bits", self.fc_index_bits, 1, 16)
 
     def index_bits_for(self, layer: nn.Module) -> int:
         return self.conv_index_bits if isinstance(layer, nn.Conv2d) else self.fc_index_bits
+
+
+def _default_prune() -> PruneConfig:
+    return PruneConfig(sparsity=0.9, scope="layer", schedule="iterative", iterations=3)
+
+
+@dataclass(frozen=True)
+class DeepCompressionConfig:
+    """Prune -> share -> Huffman-code, one config per stage.
+
+    prune: the PruneConfig of pruning.apply_pruning (Han et al.: layer scope, iterative, per-layer
+    rates in layer_sparsity). threshold_std: Han et al.'s rule instead of fixed rates, prune
+    |w| < threshold_std * std(w) per layer (needs prune.scope='layer' and no layer_sparsity).
+    share: the ShareConfig of sharing.apply_sharing (cluster-index bits 8 / 5, centroid fine-tuning).
+    encode: relative-index bits of the file. Retraining loss: cross-entropy with the labels when
+    `distill_temperature` is None; else the dense model teaches its pruned copy
+    (distillation.kd_loss at T = distill_temperature, weight `distill_alpha` on the soft term) in
+    both the pruning and the centroid fine-tuning.
+    """
+
+    prune: PruneConfig = field(default_factory=_default_prune)
+    share: ShareConfig = field(default_factory=ShareConfig)
+    encode: EncodeConfig = field(default_factory=EncodeConfig)
+    threshold_std: float | dict | None = None
+    distill_temperature: float | None = None
+    distill_alpha: float = 0.9
+
+    def __post_init__(self) -> None:
+        owner = "DeepCompressionConfig"
+        check_config(owner, "prune", self.prune, PruneConfig)
+        check_config(owner, "share", self.share, ShareConfig)
+        check_config(owner, "encode", self.encode, EncodeConfig)
+        if self.distill_temperature is not None:
+            check_float(owner, "distill_temperature", self.distill_temperature, 0, None, lo_open=True)
+        check_float(owner, "distill_alpha", self.distill_alpha, 0, 1)
+        if self.threshold_std is not None:
+            if self.prune.layer_sparsity is not None:
+                raise ValueError(f"{owner}: give prune.layer_sparsity or threshold_std, not both")
+            if self.prune.scope != "layer":
+                raise ValueError(f"{owner}.threshold_std sets per-layer rates: prune.scope={self.prune.scope!r} "
+                                 f"must be 'layer'")
+            values = self.threshold_std.items() if isinstance(self.threshold_std, dict) else [(None, self.threshold_std)]
+            for name, q in values:
+                check_float(owner, "threshold_std" if name is None else f"threshold_std[{name!r}]", q, 0, 10)
 
     def retrain_loss(self, dense: nn.Module) -> LossFn | None:
         """The loss_fn for retraining: None (labels only), or distillation from a frozen copy of `dense`."""
         if self.distill_temperature is None:
             return None
         return distillation_loss_fn(copy.deepcopy(dense), self.distill_temperature, self.distill_alpha)
+
+    def layer_bits(self, model: nn.Module) -> tuple[dict[str, int], dict[str, int]]:
+        """(relative-index bits, cluster-index bits) of every Linear/Conv2d layer of `model`."""
+        layers = prunable_layers(model)
+        return ({n: self.encode.index_bits_for(m) for n, m in layers.items()},
+                {n: self.share.bits_for(n, m) for n, m in layers.items()})
 
 
 def std_threshold_sparsity(model: nn.Module, threshold_std: float | dict) -> dict[str, float]:
@@ -167,50 +183,34 @@ def layer_table(records: list[LayerRecord], file_bytes: int, dense_bytes: int) -
     return rows
 
 
-@dataclass
-class DeepCompressionReport:
-    config: DeepCompressionConfig
-    stages: list[dict]  # one row per stage: accuracy, sizes
-    layers: list[dict]  # the Table 2/3 rows
-    file_bytes: int
-    dense_bytes: int
-    accuracy_dense: float | None
-    accuracy_pruned: float | None
-    accuracy_shared: float | None
-    accuracy_loaded: float | None
-    bit_exact: bool
-    seconds: float
-    pruning: dict = field(default_factory=dict)
-    sharing: dict = field(default_factory=dict)
+@dataclass(kw_only=True, repr=False)
+class DeepCompressionReport(Report):
+    """Report of apply_deep_compression. Accuracies in percent: before = dense, after = the model
+    loaded back from the file; accuracy_pruned / accuracy_shared after those stages. stages: the
+    size ledger per stage; layers: Han et al.'s Table 2/3 rows. Stored bytes: the file's bytes."""
 
-    @property
-    def compression(self) -> float:
-        """Dense FP32 bytes / bytes of the file on disk."""
-        return self.dense_bytes / self.file_bytes
+    stages: list[dict] = field(default_factory=list)
+    file_bytes: int = 0
+    dense_bytes: int = 0
+    accuracy_pruned: float | None = None
+    accuracy_shared: float | None = None
+    bit_exact: bool = False
+    pruning: PruningReport | None = None
+    sharing: SharingReport | None = None
 
-    def to_dict(self) -> dict:
-        return {"stages": self.stages, "layers": self.layers, "file_bytes": self.file_bytes,
-                "dense_bytes": self.dense_bytes, "compression": self.compression,
-                "accuracy_dense": self.accuracy_dense, "accuracy_pruned": self.accuracy_pruned,
-                "accuracy_shared": self.accuracy_shared, "accuracy_loaded": self.accuracy_loaded,
-                "bit_exact": self.bit_exact, "seconds": self.seconds, "pruning": self.pruning,
-                "sharing": self.sharing}
+    technique = "deep compression"
 
-    def table(self):
-        import pandas as pd
-
-        return pd.DataFrame(self.layers)
+    def headline_extra(self) -> list[str]:
+        return [f"file {self.file_bytes:,} bytes vs dense FP32 {self.dense_bytes:,} bytes",
+                f"loaded back bit-exact: {self.bit_exact}"]
 
     def stage_table(self):
         import pandas as pd
 
         return pd.DataFrame(self.stages)
 
-    def _repr_html_(self) -> str:
-        head = (f"<p>file {self.file_bytes:,} bytes vs dense FP32 {self.dense_bytes:,} bytes: "
-                f"<b>{self.compression:.1f}x</b> &middot; loaded back bit-exact: {self.bit_exact} "
-                f"&middot; {self.seconds:.1f} s</p>")
-        return head + self.stage_table().to_html(index=False) + self.table().to_html(index=False)
+    def extra_tables(self) -> list:
+        return [self.stage_table()]
 
 
 def stage_sizes(dense: nn.Module, pruned: nn.Module, shared: nn.Module, config: DeepCompressionConfig,
@@ -219,13 +219,12 @@ def stage_sizes(dense: nn.Module, pruned: nn.Module, shared: nn.Module, config: 
 
     pruned: 32-bit values + relative indices; shared: b-bit cluster indices + relative indices
     (fixed width); Huffman: the file's bytes. gzip: torch.save of each model, gzipped."""
+    idx_bits, share_bits = config.layer_bits(dense)
     layers = prunable_layers(dense)
-    idx_bits = {n: config.index_bits_for(m) for n, m in layers.items()}
-    share_bits = {n: config.share_config().bits_for(n, m) for n, m in layers.items()}
     rows, ref = [], None
     for stage, model, bits in (("dense", dense, None), ("pruned", pruned, {n: 32 + idx_bits[n] for n in layers}),
                                ("shared", shared, {n: share_bits[n] + idx_bits[n] for n in layers})):
-        rep = metrics.size_report(model, bits_per_weight=bits, reference_bytes=ref)
+        rep = metrics.size_report(model, bits_per_weight=bits, reference_bytes=ref, serialized=True)
         ref = ref or rep.dense_bytes
         size = rep.encoded_bytes if bits is not None else rep.dense_bytes
         rows.append({"stage": stage, "nonzeros": rep.nonzeros, "bytes": size, "compression x": ref / size,
@@ -235,47 +234,88 @@ def stage_sizes(dense: nn.Module, pruned: nn.Module, shared: nn.Module, config: 
     return rows
 
 
-def apply_deep_compression(
-    model: nn.Module, config: DeepCompressionConfig, data: Dataset, path: str | os.PathLike | None = None,
-    progress: bool | None = None,
-) -> tuple[nn.Module, DeepCompressionReport]:
-    """Prune (with retraining), share weights (with centroid fine-tuning), write the file (to
-    `path`, or only in memory) and load it back. Returns the loaded model and the report."""
-    start = time.perf_counter()
-    dense = copy.deepcopy(model)
+# ----------------------------------------------------------------- the stages, then the chain
 
-    def acc(m: nn.Module) -> float:
-        return evaluate(m, data.test).accuracy
+def prune_stage(dense: nn.Module, config: DeepCompressionConfig, data: Dataset, *, progress: bool | None = None,
+                loss_fn: LossFn | None = None) -> tuple[nn.Module, PruningReport]:
+    """Stage 1: prune a copy of `dense` with config.prune (rates from threshold_std if set) and retrain."""
+    prune = config.prune
+    if config.threshold_std is not None:
+        prune = replace(prune, layer_sparsity=std_threshold_sparsity(dense, config.threshold_std))
+    return apply_pruning(dense, prune, data, progress=progress, loss_fn=loss_fn)
 
-    layer_sparsity = std_threshold_sparsity(dense, config.threshold_std) if config.threshold_std is not None else None
-    loss_fn = config.retrain_loss(dense)
-    pruned, prune_report = apply_pruning(dense, config.prune_config(layer_sparsity), data, progress=progress,
-                                         loss_fn=loss_fn)
-    shared, share_report = apply_sharing(pruned, config.share_config(), data, progress=progress, loss_fn=loss_fn)
-    layers = prunable_layers(shared)
-    index_bits = {n: config.index_bits_for(m) for n, m in layers.items()}
-    bits = {n: config.share_config().bits_for(n, m) for n, m in layers.items()}
+
+def share_stage(pruned: nn.Module, config: DeepCompressionConfig, data: Dataset, *, progress: bool | None = None,
+                loss_fn: LossFn | None = None) -> tuple[nn.Module, SharingReport]:
+    """Stage 2: k-means-share a copy of `pruned` with config.share and fine-tune the centroids."""
+    return apply_sharing(pruned, config.share, data, progress=progress, loss_fn=loss_fn)
+
+
+@dataclass
+class Encoded:
+    """Stage 3's output: the file's bytes (written to `path` when given) and what it decodes to."""
+
+    content: bytes
+    path: Path | None
+    records: list[LayerRecord]
+    state: dict
+    meta: dict
+
+    @property
+    def file_bytes(self) -> int:
+        return len(self.content)
+
+
+def encode_stage(shared: nn.Module, config: DeepCompressionConfig, path: str | os.PathLike | None = None) -> Encoded:
+    """Stage 3: Huffman-code `shared` into the file format (saved to `path`, or kept in memory)."""
+    index_bits, bits = config.layer_bits(shared)
     if path is not None:
-        file_bytes = save(shared, path, index_bits, bits)
+        save(shared, path, index_bits, bits)
         content = Path(path).read_bytes()
     else:
         content, _ = encode_model(shared, index_bits, bits)
-        file_bytes = len(content)
-    _, state, records = decode_bytes(content)
-    loaded = load(path, model=shared) if path is not None else _from_state(shared, state)
-    bit_exact = all(torch.equal(state[k].cpu(), v.detach().cpu()) for k, v in shared.state_dict().items())
-    stages = stage_sizes(dense, pruned, shared, config, file_bytes)
+    meta, state, records = decode_bytes(content)
+    return Encoded(content, None if path is None else Path(path), records, state, meta)
+
+
+def load_stage(encoded: Encoded, shared: nn.Module) -> tuple[nn.Module, bool]:
+    """Stage 4: load the model back from the file (from memory when it was not saved); True when
+    every tensor of `shared` comes back bit-exact."""
+    loaded = load(encoded.path, model=shared) if encoded.path is not None else _from_state(shared, encoded.state)
+    bit_exact = all(torch.equal(encoded.state[k].cpu(), v.detach().cpu()) for k, v in shared.state_dict().items())
+    return loaded, bit_exact
+
+
+def apply_deep_compression(
+    model: nn.Module, config: DeepCompressionConfig, data: Dataset, *, inplace: bool = False,
+    progress: bool | None = None, loss_fn: LossFn | None = None, path: str | os.PathLike | None = None,
+) -> tuple[nn.Module, DeepCompressionReport]:
+    """prune_stage, share_stage, encode_stage (to `path`, or only in memory), load_stage. Returns the
+    loaded model and the report. loss_fn: the retraining loss of both stages (default:
+    config.retrain_loss(model)). inplace: the dense `model` itself is pruned (not a copy)."""
+    if not isinstance(data, Dataset):
+        raise ValueError(f"apply_deep_compression needs a Dataset to retrain on, got {type(data).__name__}")
+    start = time.perf_counter()
+    dense = copy.deepcopy(model)
+    if loss_fn is None:
+        loss_fn = config.retrain_loss(dense)
+    pruned, prune_report = prune_stage(model if inplace else dense, config, data, progress=progress, loss_fn=loss_fn)
+    shared, share_report = share_stage(pruned, config, data, progress=progress, loss_fn=loss_fn)
+    encoded = encode_stage(shared, config, path)
+    loaded, bit_exact = load_stage(encoded, shared)
+    stages = stage_sizes(dense, pruned, shared, config, encoded.file_bytes)
+    accuracies = (prune_report.accuracy_before, prune_report.accuracy_after, share_report.accuracy_after,
+                  percent(evaluate(loaded, data.test).accuracy))
+    for row, acc in zip(stages, accuracies, strict=True):
+        row["accuracy"] = acc
     dense_bytes = stages[0]["bytes"]
     report = DeepCompressionReport(
-        config=config, stages=stages,
-        layers=layer_table(records, file_bytes, dense_bytes), file_bytes=file_bytes, dense_bytes=dense_bytes,
-        accuracy_dense=prune_report.accuracy_before, accuracy_pruned=prune_report.accuracy_after,
-        accuracy_shared=share_report.accuracy_after, accuracy_loaded=acc(loaded), bit_exact=bit_exact,
-        seconds=time.perf_counter() - start, pruning=prune_report.to_dict(), sharing=share_report.to_dict(),
+        config=config, stages=stages, layers=layer_table(encoded.records, encoded.file_bytes, dense_bytes),
+        file_bytes=encoded.file_bytes, dense_bytes=dense_bytes, accuracy_before=accuracies[0],
+        accuracy_pruned=accuracies[1], accuracy_shared=accuracies[2], accuracy_after=accuracies[3],
+        size_before=metrics.model_size(dense), size_after=metrics.model_size(loaded, stored_bytes=encoded.file_bytes),
+        bit_exact=bit_exact, seconds=time.perf_counter() - start, pruning=prune_report, sharing=share_report,
     )
-    for row, name in zip(report.stages, ("accuracy_dense", "accuracy_pruned", "accuracy_shared", "accuracy_loaded"),
-                         strict=True):
-        row["accuracy"] = getattr(report, name)
     return loaded, report
 
 

@@ -23,9 +23,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from compresslab.core import models
+from compresslab.core import metrics, models
 from compresslab.core.data import Dataset, Split
+from compresslab.core.report import Report
 from compresslab.core.training import LossFn, TrainConfig, evaluate, train
+from compresslab.core.validate import check_bool, check_config, check_float
 
 __all__ = [
     "soft_targets",
@@ -44,26 +46,38 @@ __all__ = [
 ]
 
 
-def _check_temperature(temperature: float, name: str = "temperature") -> None:
-    if not (isinstance(temperature, (int, float)) and math.isfinite(temperature) and temperature > 0):
-        raise ValueError(f"{name}={temperature!r} must be a finite number > 0")
+MIN_TEMPERATURE, MAX_TEMPERATURE = 1e-3, 1e4  # outside, logits / T overflow or every target is uniform
 
 
-def _check_alpha(alpha: float, name: str = "alpha") -> None:
-    if not (isinstance(alpha, (int, float)) and 0.0 <= alpha <= 1.0):
-        raise ValueError(f"{name}={alpha!r} must be in [0, 1]")
+def _check_temperature(temperature: float, name: str = "temperature", owner: str = "") -> None:
+    check_float(owner, name, temperature, MIN_TEMPERATURE, MAX_TEMPERATURE)
+
+
+def _check_alpha(alpha: float, name: str = "alpha", owner: str = "") -> None:
+    check_float(owner, name, alpha, 0, 1)
 
 
 # ---------------------------------------------------------------- tensor primitives
 
 def soft_targets(logits: torch.Tensor, temperature: float) -> torch.Tensor:
-    """p^T = softmax(logits / T) over the last dimension."""
+    """p^T = softmax(logits / T) over the last dimension.
+
+    >>> z = torch.tensor([[2.0, 0.0, 0.0]])
+    >>> soft_targets(z, 1.0)  # e^2 / (e^2 + 2) = 0.787
+    tensor([[0.7870, 0.1065, 0.1065]])
+    >>> soft_targets(z, 4.0)  # a higher T softens: the runner-up classes get more mass
+    tensor([[0.4519, 0.2741, 0.2741]])
+    """
     _check_temperature(temperature)
     return F.softmax(logits / temperature, dim=-1)
 
 
 def entropy(probs: torch.Tensor, base: float = 2.0) -> torch.Tensor:
-    """H(p) = -sum_i p_i log p_i over the last dimension (bits by default; 0 log 0 = 0)."""
+    """H(p) = -sum_i p_i log p_i over the last dimension (bits by default; 0 log 0 = 0).
+
+    >>> entropy(torch.tensor([[0.5, 0.5], [0.25, 0.75]]))  # one fair coin flip; a biased one
+    tensor([1.0000, 0.8113])
+    """
     logp = torch.log(probs.clamp_min(torch.finfo(probs.dtype).tiny))
     return -(probs * logp).sum(-1) / math.log(base)
 
@@ -97,7 +111,16 @@ def kd_loss(
     student_logits: torch.Tensor, teacher_logits: torch.Tensor, targets: torch.Tensor,
     temperature: float, alpha: float,
 ) -> torch.Tensor:
-    """alpha * T^2 * KL(softmax(t/T) || softmax(s/T)) + (1 - alpha) * CE(s, y), batch-averaged."""
+    """alpha * T^2 * KL(softmax(t/T) || softmax(s/T)) + (1 - alpha) * CE(s, y), batch-averaged.
+
+    >>> s, y = torch.tensor([[0.0, 0.0]]), torch.tensor([0])
+    >>> t = torch.tensor([[2.0, 0.0]])
+    >>> p = soft_targets(t, 2.0)  # alpha = 1: only the soft term, T^2 * KL(p || uniform)
+    >>> bool(torch.isclose(kd_loss(s, t, y, temperature=2.0, alpha=1.0), 4 * (p * (p / 0.5).log()).sum()))
+    True
+    >>> bool(torch.isclose(kd_loss(s, t, y, temperature=2.0, alpha=0.0), F.cross_entropy(s, y)))  # labels only
+    True
+    """
     return kd_terms(student_logits, teacher_logits, targets, temperature, alpha)["total"]
 
 
@@ -127,24 +150,25 @@ def teacher_logits(teacher: nn.Module, split: Split, batch_size: int = 1000) -> 
 
 
 def freeze(teacher: nn.Module) -> nn.Module:
-    """Put `teacher` in eval mode (dropout off) and stop gradients to its parameters; returns it."""
-    teacher.eval()
-    for p in teacher.parameters():
+    """A frozen copy of `teacher`: eval mode (dropout off), no gradients to its parameters.
+
+    The caller's model is left as it was (still trainable, in its own mode)."""
+    frozen = copy.deepcopy(teacher).eval()
+    for p in frozen.parameters():
         p.requires_grad_(False)
-    return teacher
+    return frozen
 
 
 def distillation_loss_fn(teacher: nn.Module, temperature: float, alpha: float) -> LossFn:
     """loss_fn(logits, targets, inputs) for `training.train`: KD against `teacher(inputs)`.
 
     The teacher sees exactly the student's (possibly jittered) inputs, runs in eval mode under
-    torch.no_grad, and is frozen by this call (see `freeze`).
+    torch.no_grad; the loss uses a frozen copy (see `freeze`), the caller's teacher is left as it was.
     """
     _check_temperature(temperature)
     _check_alpha(alpha)
-    freeze(teacher)
-    if models.is_convnet(teacher):  # the student's batches come channels_last; NCHW weights would be 2x slower
-        teacher.to(memory_format=torch.channels_last)
+    teacher = freeze(teacher)
+    models.prepare_model(teacher)  # the student's batches come channels_last; NCHW weights would be 2x slower
 
     def loss_fn(logits: torch.Tensor, targets: torch.Tensor, inputs: torch.Tensor) -> torch.Tensor:
         if teacher.training:  # someone switched it back to train mode: dropout must stay off
@@ -202,87 +226,91 @@ class DistillConfig:
     cache_teacher: bool = True
 
     def __post_init__(self) -> None:
-        _check_temperature(self.temperature)
-        _check_alpha(self.alpha)
-        if not isinstance(self.train, TrainConfig):
-            raise ValueError(f"train={self.train!r} must be a TrainConfig")
+        owner = "DistillConfig"
+        _check_temperature(self.temperature, "temperature", owner)
+        _check_alpha(self.alpha, "alpha", owner)
+        check_config(owner, "train", self.train, TrainConfig)
+        check_bool(owner, "cache_teacher", self.cache_teacher)
 
 
-@dataclass
-class DistillReport:
-    """Test errors (counts out of n_test) of teacher, student before and after distillation."""
+@dataclass(kw_only=True, repr=False)
+class DistillReport(Report):
+    """Report of apply_distillation: the student's accuracy before / after (percent), and the test
+    errors (counts out of n_test) of teacher and student, the numbers Hinton et al. report.
+    Stored bytes: the student in FP32."""
 
-    config: DistillConfig
-    n_test: int
-    teacher_errors: int
-    student_errors_before: int
-    student_errors: int
-    teacher_params: int
-    student_params: int
-    teacher_cached: bool
-    seconds: float
+    n_test: int = 0
+    teacher_errors: int = 0
+    student_errors_before: int = 0
+    student_errors: int = 0
+    teacher_params: int = 0
+    teacher_cached: bool = False
     history: dict = field(default_factory=dict)
 
+    technique = "distillation"
+
     @property
-    def accuracy(self) -> float:
-        return 1.0 - self.student_errors / self.n_test
+    def student_params(self) -> int:
+        return self.size_after.params
 
-    def to_dict(self) -> dict:
-        return {"temperature": self.config.temperature, "alpha": self.config.alpha,
-                "epochs": self.config.train.epochs, "n_test": self.n_test,
-                "teacher_errors": self.teacher_errors, "student_errors_before": self.student_errors_before,
-                "student_errors": self.student_errors, "accuracy": self.accuracy,
-                "teacher_params": self.teacher_params, "student_params": self.student_params,
-                "teacher_cached": self.teacher_cached, "seconds": self.seconds, "history": self.history}
+    @property
+    def teacher_accuracy(self) -> float:
+        """The teacher's test accuracy in percent."""
+        return 100.0 * (1 - self.teacher_errors / self.n_test)
 
-    def table(self):
+    def headline_extra(self) -> list[str]:
+        return [f"T={self.config.temperature:g}, alpha={self.config.alpha:g}",
+                f"{self.student_errors} test errors of {self.n_test:,} (teacher {self.teacher_errors})"]
+
+    def extra_tables(self) -> list:
         import pandas as pd
 
-        return pd.DataFrame([
+        return [pd.DataFrame([
             {"model": "teacher", "params": self.teacher_params, "test errors": self.teacher_errors},
             {"model": "student (before)", "params": self.student_params, "test errors": self.student_errors_before},
             {"model": f"student distilled (T={self.config.temperature:g}, alpha={self.config.alpha:g})",
              "params": self.student_params, "test errors": self.student_errors},
-        ])
-
-    def _repr_html_(self) -> str:
-        head = (f"<p>distilled at T={self.config.temperature:g}, alpha={self.config.alpha:g}: "
-                f"{self.student_errors} test errors of {self.n_test:,} (teacher {self.teacher_errors}) "
-                f"&middot; {self.seconds:.1f} s</p>")
-        return head + self.table().to_html(index=False)
-
-
-def _params(model: nn.Module) -> int:
-    return sum(p.numel() for p in model.parameters())
+        ])]
 
 
 def apply_distillation(
-    student: nn.Module, teacher: nn.Module, data: Dataset, config: DistillConfig,
-    inplace: bool = False, progress: bool | None = None,
+    model: nn.Module, config: DistillConfig, data: Dataset, *, teacher: nn.Module, inplace: bool = False,
+    progress: bool | None = None, loss_fn: LossFn | None = None,
 ) -> tuple[nn.Module, DistillReport]:
-    """Train (a copy of) `student` on `data` with the KD loss against the frozen `teacher`."""
+    """Train (a copy of) the student `model` on `data` with the KD loss against the frozen `teacher`.
+
+    loss_fn must be None: distillation builds its own loss (distillation_loss_fn)."""
+    if loss_fn is not None:
+        raise ValueError("loss_fn must be None: apply_distillation trains with its own KD loss (config.temperature, alpha)")
+    if not isinstance(data, Dataset):
+        raise ValueError(f"apply_distillation needs a Dataset to train on, got {type(data).__name__}")
     start = time.perf_counter()
-    student = student if inplace else copy.deepcopy(student)
-    freeze(teacher)
+    student = model if inplace else copy.deepcopy(model)
+    teacher = freeze(teacher)  # a frozen copy: the caller's teacher stays trainable
     teacher_errors = evaluate(teacher, data.test).errors
     errors_before = evaluate(student, data.test).errors
+    size_before = metrics.model_size(student)
     cached = config.cache_teacher and config.train.input_jitter == 0
     if cached:
         device = next(student.parameters()).device
         table = teacher_logits(teacher, data.train).to(device)
-        loss_fn = cached_distillation_loss_fn(table, data.train.labels.to(device), config.temperature, config.alpha)
+        kd = cached_distillation_loss_fn(table, data.train.labels.to(device), config.temperature, config.alpha)
         train_data = _indexed_train(data)
     else:
-        loss_fn = distillation_loss_fn(teacher, config.temperature, config.alpha)
+        kd = distillation_loss_fn(teacher, config.temperature, config.alpha)
         train_data = data
-    history = train(student, train_data, config.train, loss_fn=loss_fn, progress=progress)
+    history = train(student, train_data, config.train, loss_fn=kd, progress=progress)
     if not all(math.isfinite(v) for v in history.train_loss):
         warnings.warn(f"distillation at T={config.temperature:g} diverged (non-finite loss): the soft term's "
                       f"gradient grows with the logit gap, lower train.lr (now {config.train.lr:g})", stacklevel=2)
+    n_test = len(data.test)
+    errors = evaluate(student, data.test).errors
     report = DistillReport(
-        config=config, n_test=len(data.test), teacher_errors=teacher_errors,
-        student_errors_before=errors_before, student_errors=evaluate(student, data.test).errors,
-        teacher_params=_params(teacher), student_params=_params(student), teacher_cached=cached,
+        config=config, n_test=n_test, teacher_errors=teacher_errors,
+        student_errors_before=errors_before, student_errors=errors,
+        accuracy_before=100.0 * (n_test - errors_before) / n_test, accuracy_after=100.0 * (n_test - errors) / n_test,
+        size_before=size_before, size_after=metrics.model_size(student),
+        teacher_params=metrics.parameter_count(teacher), teacher_cached=cached,
         seconds=time.perf_counter() - start, history=history.to_dict(),
     )
     return student, report

@@ -53,6 +53,11 @@ def huffman_lengths(counts, max_length: int | None = DEFAULT_MAX_LENGTH) -> np.n
     before merged nodes, merged nodes in the order they were made. With one used symbol its
     length is 0 (the decoder needs only the symbol count). If the optimal code is longer than
     `max_length`, the optimal code under that limit is built instead (package-merge).
+
+    >>> huffman_lengths([5, 2, 1, 1])  # merges 1+1, then 2+2, then 4+5
+    array([1, 2, 3, 3], dtype=uint8)
+    >>> huffman_lengths([5, 2, 1, 1], max_length=2)  # the best code with no word over 2 bits
+    array([2, 2, 2, 2], dtype=uint8)
     """
     c = _as_counts(counts)
     if max_length is not None and not 1 <= max_length <= MAX_SUPPORTED_LENGTH:
@@ -117,7 +122,11 @@ def _package_merge(weights: np.ndarray, limit: int) -> np.ndarray:
 
 def canonical_codes(lengths) -> np.ndarray:
     """Canonical codewords (uint64) for `lengths`: symbols sorted by (length, symbol) get
-    consecutive codes, shifted left when the length grows. Unused symbols (length 0) get 0."""
+    consecutive codes, shifted left when the length grows. Unused symbols (length 0) get 0.
+
+    >>> [format(int(c), f"0{n}b") for c, n in zip(canonical_codes([1, 2, 3, 3]), [1, 2, 3, 3])]
+    ['0', '10', '110', '111']
+    """
     lengths = np.asarray(lengths, dtype=np.int64)
     check_lengths(lengths)
     codes = np.zeros(len(lengths), dtype=np.uint64)
@@ -146,7 +155,11 @@ def check_lengths(lengths) -> None:
 
 
 def entropy(counts) -> float:
-    """Shannon entropy H = -sum p log2 p in bits per symbol (0 for an empty or one-symbol source)."""
+    """Shannon entropy H = -sum p log2 p in bits per symbol (0 for an empty or one-symbol source).
+
+    >>> entropy([1, 1, 1, 1]), round(entropy([5, 2, 1, 1]), 4)
+    (2.0, 1.6577)
+    """
     c = _as_counts(counts)
     total = c.sum()
     if total == 0:
@@ -156,7 +169,11 @@ def entropy(counts) -> float:
 
 
 def average_length(lengths, counts) -> float:
-    """L = sum p_s l_s, the mean codeword length in bits per symbol under `counts`."""
+    """L = sum p_s l_s, the mean codeword length in bits per symbol under `counts`.
+
+    >>> round(average_length([1, 2, 3, 3], [5, 2, 1, 1]), 4)  # (5*1 + 2*2 + 1*3 + 1*3) / 9; H <= L < H + 1
+    1.6667
+    """
     c = _as_counts(counts)
     total = c.sum()
     return float((np.asarray(lengths, np.int64) * c).sum() / total) if total else 0.0
@@ -340,5 +357,11 @@ def symbol_counts(symbols, alphabet_size: int) -> np.ndarray:
 
 
 def huffman_code(counts, max_length: int | None = DEFAULT_MAX_LENGTH) -> HuffmanCode:
-    """The canonical Huffman code for symbol `counts` (see `huffman_lengths`)."""
+    """The canonical Huffman code for symbol `counts` (see `huffman_lengths`).
+
+    >>> code = huffman_code([5, 2, 1, 1])
+    >>> data = code.encode([0, 0, 1, 3, 2, 0])  # 0 0 10 111 110 0, padded with zeros to 2 bytes
+    >>> data.hex(), code.decode(data, 6).tolist()
+    ('2f80', [0, 0, 1, 3, 2, 0])
+    """
     return HuffmanCode.from_counts(counts, max_length)

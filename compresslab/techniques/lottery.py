@@ -29,7 +29,7 @@ import copy
 import math
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -37,38 +37,52 @@ from torch import nn
 
 from compresslab.core import metrics
 from compresslab.core.data import Dataset
-from compresslab.core.models import prunable_layers
+from compresslab.core.report import Report, transient
 from compresslab.core.training import (
     Callback,
+    LossFn,
     TrainConfig,
     TrainHistory,
-    TrainState,
     quiet_default,
     train,
 )
-from compresslab.techniques.pruning import SCOPES, global_magnitude_masks, magnitude_mask, set_masks
+from compresslab.core.validate import (
+    check_choice,
+    check_config,
+    check_float,
+    check_instance,
+    check_int,
+    check_seed,
+)
+from compresslab.techniques.imp import (  # noqa: F401  (re-exported: notebooks and exercises use lottery.rewind, ...)
+    LevelResult,
+    Masks,
+    RewindPoint,
+    State,
+    _check_unpruned,
+    _level_result,
+    _weights,
+    density,
+    layer_keep_counts,
+    prune_survivors,
+    prune_survivors_global,
+    random_masks_like,
+    random_scores,
+    reinitialize,
+    rewind,
+    state_of,
+)
+from compresslab.techniques.masks import SCOPES, set_masks
+from compresslab.techniques.pruning import sparse_size
 
 __all__ = [
     "BRANCHES",
     "CONTROLS",
-    "Masks",
-    "State",
     "DEFAULT_TRAIN",
     "LotteryConfig",
-    "prune_survivors",
-    "prune_survivors_global",
     "next_masks",
-    "layer_keep_counts",
-    "random_scores",
-    "random_masks_like",
-    "density",
-    "state_of",
-    "RewindPoint",
-    "rewind",
-    "reinitialize",
     "DenseRun",
     "train_dense",
-    "LevelResult",
     "LotteryReport",
     "apply_lottery",
     "pixel_density",
@@ -76,8 +90,6 @@ __all__ = [
 
 BRANCHES = ("ticket", "random_reinit", "random_mask", "lr_rewind")
 CONTROLS = ("random_reinit", "random_mask")
-Masks = dict[str, torch.Tensor]
-State = dict[str, torch.Tensor]
 
 # Frankle & Carbin (2019) train LeNet-300-100 with Adam at a constant 1.2e-3 (batch 60, 50k steps);
 # 8 epochs of batch 128 keep a whole IMP experiment within a laptop CPU budget.
@@ -111,34 +123,31 @@ class LotteryConfig:
     random_mask_seed: int = 2
 
     def __post_init__(self) -> None:
-        if not isinstance(self.levels, int) or not 1 <= self.levels <= 60:
-            raise ValueError(f"levels={self.levels!r} must be an integer in [1, 60]")
-        for name in ("fraction", "output_fraction"):
-            value = getattr(self, name)
-            if name == "output_fraction" and value is None:
-                continue
-            if not isinstance(value, (int, float)) or not 0.0 < value < 1.0:
-                raise ValueError(f"{name}={value!r} must be in (0, 1)")
-        if self.scope not in SCOPES:
-            raise ValueError(f"scope={self.scope!r} must be one of {SCOPES}")
-        if not isinstance(self.rewind_step, int) or self.rewind_step < 0:
-            raise ValueError(f"rewind_step={self.rewind_step!r} must be an integer >= 0")
-        if not isinstance(self.train, TrainConfig):
-            raise ValueError(f"train={self.train!r} must be a TrainConfig")
+        owner = "LotteryConfig"
+        check_int(owner, "levels", self.levels, 1, 60)
+        check_float(owner, "fraction", self.fraction, 0, 1, lo_open=True, hi_open=True)
+        if self.output_fraction is not None:
+            check_float(owner, "output_fraction", self.output_fraction, 0, 1, lo_open=True, hi_open=True)
+        check_choice(owner, "scope", self.scope, SCOPES)
+        check_int(owner, "rewind_step", self.rewind_step, 0, 2**40)
+        check_config(owner, "train", self.train, TrainConfig)
+        check_instance(owner, "branches", self.branches, (tuple, list))
+        for i, name in enumerate(self.branches):
+            check_choice(owner, f"branches[{i}]", name, BRANCHES)
         branches = tuple(self.branches)
-        if not branches or len(set(branches)) != len(branches) or not set(branches) <= set(BRANCHES):
-            raise ValueError(f"branches={self.branches!r} must be distinct names from {BRANCHES}")
+        if not branches or len(set(branches)) != len(branches):
+            raise ValueError(f"{owner}.branches={self.branches!r} must be distinct names from {BRANCHES}")
         object.__setattr__(self, "branches", branches)
         if set(branches) & set(CONTROLS) and "ticket" not in branches:
-            raise ValueError(f"branches={branches!r}: the controls {CONTROLS} use the ticket's masks; add 'ticket'")
+            raise ValueError(f"{owner}.branches={branches!r}: the controls {CONTROLS} use the ticket's masks; "
+                             "add 'ticket'")
         if self.control_levels is not None:
-            levels = tuple(self.control_levels)
-            if any(not isinstance(v, int) or not 1 <= v <= self.levels for v in levels):
-                raise ValueError(f"control_levels={self.control_levels!r} must be levels in [1, {self.levels}]")
-            object.__setattr__(self, "control_levels", tuple(sorted(set(levels))))
-        for name in ("reinit_seed", "random_mask_seed"):
-            if not isinstance(getattr(self, name), int):
-                raise ValueError(f"{name}={getattr(self, name)!r} must be an integer")
+            check_instance(owner, "control_levels", self.control_levels, (tuple, list))
+            for i, v in enumerate(self.control_levels):
+                check_int(owner, f"control_levels[{i}]", v, 1, self.levels)
+            object.__setattr__(self, "control_levels", tuple(sorted(set(self.control_levels))))
+        check_seed(owner, "reinit_seed", self.reinit_seed)
+        check_seed(owner, "random_mask_seed", self.random_mask_seed)
 
     def rates(self, layer_names: Sequence[str]) -> dict[str, float]:
         """Per-level pruning rate p_l of each layer: `fraction`, `output_fraction` for the last one."""
@@ -154,32 +163,6 @@ class LotteryConfig:
 
 # ----------------------------------------------------------------- masks per level
 
-def prune_survivors(w: torch.Tensor, mask: torch.Tensor, rate: float) -> torch.Tensor:
-    """Next mask of one layer: of its n surviving weights (mask == 1), remove the round(rate * n) of
-    smallest |w| (at least one weight always survives). Zeros of `mask` stay zero."""
-    keep = mask.bool()
-    n = int(keep.sum())
-    k = min(int(round(rate * n)), max(n - 1, 0))
-    out = torch.zeros_like(mask, dtype=torch.float32)
-    if n:
-        out[keep] = magnitude_mask(w.detach()[keep].float(), k / n)
-    return out
-
-
-def prune_survivors_global(weights: dict[str, torch.Tensor], masks: Masks, rate: float) -> Masks:
-    """Next masks of several layers ranked together: remove round(rate * N) of their N survivors."""
-    keep = {n: masks[n].bool() for n in weights}
-    survivors = {n: weights[n].detach()[keep[n]].float() for n in weights}
-    total = sum(v.numel() for v in survivors.values())
-    k = min(int(round(rate * total)), max(total - 1, 0))
-    sub = global_magnitude_masks(survivors, k / total) if total else survivors
-    out = {}
-    for n in weights:
-        out[n] = torch.zeros_like(masks[n], dtype=torch.float32)
-        out[n][keep[n]] = sub[n]
-    return out
-
-
 def next_masks(weights: dict[str, torch.Tensor], masks: Masks, config: LotteryConfig) -> Masks:
     """One IMP level: prune each layer's survivors at its rate (scope 'layer'), or rank the layers'
     survivors together (scope 'global'; the output layer keeps its own rate if output_fraction is set)."""
@@ -193,96 +176,6 @@ def next_masks(weights: dict[str, torch.Tensor], masks: Masks, config: LotteryCo
         if n not in out:
             out[n] = prune_survivors(weights[n], masks[n], rates[n])
     return out
-
-
-def layer_keep_counts(sizes: dict[str, int], rates: dict[str, float], level: int) -> dict[str, int]:
-    """Survivors per layer after `level` layer-wise levels: n_L = n_{L-1} - round(p * n_{L-1})."""
-    counts = dict(sizes)
-    for _ in range(level):
-        counts = {n: c - min(int(round(rates[n] * c)), max(c - 1, 0)) for n, c in counts.items()}
-    return counts
-
-
-def random_scores(shapes: dict[str, torch.Size], seed: int) -> dict[str, torch.Tensor]:
-    """One uniform random score per weight, drawn layer by layer from a generator seeded by `seed`."""
-    gen = torch.Generator().manual_seed(seed)
-    return {n: torch.rand(tuple(s), generator=gen) for n, s in shapes.items()}
-
-
-def random_masks_like(masks: Masks, scores: dict[str, torch.Tensor]) -> Masks:
-    """Masks keeping, in each layer, as many weights as `masks` does: those of highest score.
-
-    With scores fixed across levels, the random masks nest as the ticket's do."""
-    out = {}
-    for n, m in masks.items():
-        count = int(m.sum())
-        mask = torch.zeros(m.numel())
-        if count:
-            mask[torch.topk(scores[n].reshape(-1), count).indices] = 1.0
-        out[n] = mask.reshape(m.shape)
-    return out
-
-
-def density(masks: Masks) -> tuple[float, dict[str, float]]:
-    """Fraction of weights kept, overall and per layer."""
-    per_layer = {n: float(m.sum()) / m.numel() for n, m in masks.items()}
-    total = sum(m.numel() for m in masks.values())
-    return float(sum(m.sum() for m in masks.values())) / total, per_layer
-
-
-# ----------------------------------------------------------------- states, rewinding, controls
-
-def state_of(model: nn.Module) -> State:
-    """A detached CPU copy of the model's state dict."""
-    return {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
-
-
-class RewindPoint(Callback):
-    """Saves the model's state at the given steps (step 0 = before the first update)."""
-
-    def __init__(self, steps: Sequence[int]):
-        self.steps = set(int(s) for s in steps)
-        self.states: dict[int, State] = {}
-
-    def on_train_start(self, state: TrainState) -> None:
-        if 0 in self.steps:
-            self.states[0] = state_of(state.model)
-
-    def on_batch_end(self, state: TrainState) -> None:
-        if state.step in self.steps:
-            self.states[state.step] = state_of(state.model)
-
-
-def _check_unpruned(model: nn.Module) -> None:
-    if any(hasattr(layer, "weight_mask") for layer in prunable_layers(model).values()):
-        raise ValueError("model already carries pruning masks; pass the unpruned network (its weights are theta_0)")
-
-
-def rewind(template: nn.Module, state: State, masks: Masks) -> nn.Module:
-    """A copy of the unpruned `template` holding `state` (e.g. theta_k) with `masks` attached:
-    surviving weights take exactly their saved values, pruned weights are zero."""
-    _check_unpruned(template)
-    model = copy.deepcopy(template)
-    model.load_state_dict(state)
-    set_masks(model, masks)
-    return model
-
-
-def reinitialize(template: nn.Module, seed: int) -> nn.Module:
-    """A copy of the unpruned `template` with every layer re-drawn by its own `reset_parameters`
-    under torch seed `seed` (the same distribution as the original initialisation)."""
-    _check_unpruned(template)
-    model = copy.deepcopy(template)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        for module in model.modules():
-            if hasattr(module, "reset_parameters"):
-                module.reset_parameters()
-    return model
-
-
-def _weights(model: nn.Module) -> dict[str, torch.Tensor]:
-    return {n: metrics.effective_weight(m).cpu() for n, m in prunable_layers(model).items()}
 
 
 # ----------------------------------------------------------------- the dense run
@@ -317,49 +210,23 @@ def train_dense(
 
 # ----------------------------------------------------------------- the report
 
-@dataclass
-class LevelResult:
-    """One trained network: IMP level, branch, how much it keeps, how it trained."""
-
-    level: int
-    branch: str
-    remaining: float
-    layer_density: dict[str, float]
-    test_accuracy: float  # at the end of training
-    early_stop_step: int  # step of minimum validation loss, counted from theta_0
-    early_stop_accuracy: float  # test accuracy at that step
-    seconds: float
-    history: dict
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-
-def _level_result(level: int, branch: str, masks: Masks, history: TrainHistory) -> LevelResult:
-    remaining, per_layer = density(masks)
-    best = int(np.argmin(history.val_loss))
-    return LevelResult(
-        level=level, branch=branch, remaining=remaining, layer_density=per_layer,
-        test_accuracy=history.test_accuracy[-1], early_stop_step=history.best_val_step(),
-        early_stop_accuracy=history.test_accuracy[best], seconds=history.seconds, history=history.to_dict(),
-    )
-
-
-@dataclass
-class LotteryReport:
-    """Per level and branch: remaining weights, test accuracy, early-stopping iteration, curves.
+@dataclass(kw_only=True, repr=False)
+class LotteryReport(Report):
+    """Per level and branch: remaining weights, test accuracy (percent), early-stopping iteration,
+    curves. accuracy_before: the dense network; accuracy_after: the returned network (the last
+    level's ticket, or its learning-rate-rewound net). Stored bytes as pruning.sparse_size.
 
     masks[branch][level] holds each branch's mask per level (the ticket's are also the random
-    re-initialisation's); init_state is theta_0, rewind_state theta_k."""
+    re-initialisation's); init_state is theta_0, rewind_state theta_k (neither is in to_dict)."""
 
-    config: LotteryConfig
-    total_steps: int
-    results: list[LevelResult]
-    masks: dict[str, dict[int, Masks]]
-    init_state: State
-    rewind_state: State
-    seconds: float = 0.0
+    total_steps: int = 0
+    results: list[LevelResult] = field(default_factory=list)
+    masks: dict = transient(factory=dict)
+    init_state: dict = transient(factory=dict)
+    rewind_state: dict = transient(factory=dict)
     notes: list[str] = field(default_factory=list)
+
+    technique = "lottery ticket"
 
     @property
     def dense(self) -> LevelResult:
@@ -382,11 +249,6 @@ class LotteryReport:
         curve = self.curve(branch)
         return [100 * r.remaining for r in curve], [getattr(r, value) for r in curve]
 
-    def to_dict(self) -> dict:
-        cfg = asdict(self.config)
-        return {"config": cfg, "total_steps": self.total_steps, "seconds": self.seconds,
-                "dense_accuracy": self.dense.test_accuracy, "results": [r.to_dict() for r in self.results]}
-
     def table(self):
         """One row per level: % of weights remaining, then per branch the final test accuracy (%)
         and the early-stopping step (level 0 is the dense network in every branch)."""
@@ -404,40 +266,45 @@ class LotteryReport:
             if not found:
                 continue
             row = {"level": level, "remaining %": round(100 * next(iter(found.values())).remaining, 2)}
-            row.update({f"{b} acc %": round(100 * r.test_accuracy, 2) for b, r in found.items()})
+            row.update({f"{b} acc %": round(r.test_accuracy, 2) for b, r in found.items()})
             row.update({f"{b} early stop": r.early_stop_step for b, r in found.items()})
             rows.append(row)
         return pd.DataFrame(rows)
 
-    def _repr_html_(self) -> str:
+    def headline_extra(self) -> list[str]:
         cfg = self.config
-        head = (f"<p>IMP, {cfg.levels} levels at {100 * cfg.fraction:g}% per level "
-                f"({cfg.scope}), rewind to step k={cfg.rewind_step} of {self.total_steps}; "
-                f"dense {100 * self.dense.test_accuracy:.2f}% &middot; {self.seconds:.0f} s</p>")
-        return head + self.table().to_html(index=False)
+        return [f"IMP, {cfg.levels} levels at {100 * cfg.fraction:g}% per level ({cfg.scope}), rewind to step "
+                f"k={cfg.rewind_step} of {self.total_steps}"]
 
 
 # ----------------------------------------------------------------- the model-level verb
 
 def _control_seed(seed: int, level: int) -> int:
-    return seed * 10007 + level
+    return (seed * 10007 + level) % 2**64
 
 
 def apply_lottery(
     model: nn.Module,
     config: LotteryConfig,
-    data: Dataset,
+    data: Dataset | None = None,
+    *,
+    inplace: bool = False,
+    progress: bool | None = None,
+    loss_fn: LossFn | None = None,
     dense: DenseRun | None = None,
     callbacks: Sequence[Callback] = (),
-    progress: bool | None = None,
 ) -> tuple[nn.Module, LotteryReport]:
     """Run IMP on a copy of the unpruned `model`, whose weights are theta_0.
 
     Level 0 trains the dense network for T steps (or reuses `dense`, trained from the same theta_0
     with the same config and theta_k saved). Each level L >= 1 prunes, rewinds to theta_k and trains
     T - k steps, once per branch. `callbacks` go to every training after the dense one.
-    Returns the last level's trained ticket (masks attached) and the report.
+    loss_fn: the loss of every training run after the dense one (cross-entropy when None).
+    Returns the last level's trained ticket (masks attached) and the report; inplace=True puts the
+    ticket's masks and weights into `model` itself and returns it.
     """
+    if not isinstance(data, Dataset):
+        raise ValueError(f"apply_lottery needs a Dataset to train on, got {type(data).__name__}")
     from tqdm.auto import tqdm
 
     _check_unpruned(model)
@@ -469,7 +336,7 @@ def apply_lottery(
 
     def run(net: nn.Module, level: int, branch: str, mask: Masks) -> nn.Module:
         net.to(device)
-        history = train(net, data, cfg.train, callbacks=callbacks, progress=False, start_step=k)
+        history = train(net, data, cfg.train, loss_fn=loss_fn, callbacks=callbacks, progress=False, start_step=k)
         results.append(_level_result(level, branch, mask, history))
         return net
 
@@ -493,8 +360,19 @@ def apply_lottery(
             trained = {n: v.cpu() for n, v in prev["lr_rewind"].state_dict().items()}
             state = {n: trained.get(f"{n}_orig", trained.get(n)) for n in template.state_dict()}
             prev["lr_rewind"] = run(rewind(template, state, mask), level, "lr_rewind", mask)
-    report = LotteryReport(cfg, total, results, masks, dense.init, theta_k, time.perf_counter() - start)
-    return (prev["ticket"] if "ticket" in cfg.branches else prev["lr_rewind"]), report
+    branch = "ticket" if "ticket" in cfg.branches else "lr_rewind"
+    net = prev[branch]
+    if inplace:
+        set_masks(model, masks[branch][cfg.levels])
+        model.load_state_dict(net.state_dict())
+        net = model
+    last = next(r for r in reversed(results) if r.branch == branch)
+    report = LotteryReport(
+        config=cfg, total_steps=total, results=results, masks=masks, init_state=dense.init, rewind_state=theta_k,
+        accuracy_before=results[0].test_accuracy, accuracy_after=last.test_accuracy,
+        size_before=metrics.model_size(dense.model), size_after=sparse_size(net),
+        seconds=time.perf_counter() - start)
+    return net, report
 
 
 # ----------------------------------------------------------------- views for the notebook

@@ -10,18 +10,15 @@ A Linear (in -> out) becomes Linear(in -> r) then Linear(r -> out) (bias kept on
 A Conv2d (C -> N, k x k) is reshaped to N x (C k k) and becomes a k x k conv C -> r followed by a
 1 x 1 conv r -> N; or, with the spatial split of Jaderberg et al. (2014), the kernel is reshaped to
 (C k_h) x (N k_w) and becomes a k_h x 1 conv C -> r followed by a 1 x k_w conv r -> N.
+The one-matrix SVD primitives live in `svd`; their names are re-exported here.
 """
 
 from __future__ import annotations
 
 import copy
-import math
 import time
 from collections import OrderedDict
-from collections.abc import Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass, field
-from typing import NamedTuple
+from dataclasses import dataclass
 
 import torch
 from torch import nn
@@ -29,21 +26,34 @@ from torch import nn
 from compresslab.core import metrics
 from compresslab.core.data import Dataset
 from compresslab.core.models import prunable_layers
-from compresslab.core.results import LayerTableReport, pct
-from compresslab.core.training import TrainConfig, accuracy_fn, train
+from compresslab.core.report import Report, fmt_percent, percent
+from compresslab.core.training import LossFn, TrainConfig, accuracy_fn, train
+from compresslab.core.validate import (
+    check_bool,
+    check_choice,
+    check_config,
+    check_float,
+    check_int,
+    check_names,
+)
+from compresslab.techniques.svd import (  # noqa: F401  (re-exported: notebooks and exercises use lowrank.svd, ...)
+    SVD,
+    _check_fraction,
+    _check_rank,
+    _check_svd,
+    break_even_rank,
+    eckart_young_error,
+    energy_curve,
+    rank_for_energy,
+    rank_for_ratio,
+    singular_values,
+    svd,
+    svd_factorize,
+)
 
 __all__ = [
     "CONV_MODES",
     "SCOPES",
-    "SVD",
-    "svd",
-    "svd_factorize",
-    "singular_values",
-    "energy_curve",
-    "rank_for_energy",
-    "eckart_young_error",
-    "break_even_rank",
-    "rank_for_ratio",
     "layer_matrix",
     "factorized_params",
     "factorize_layer",
@@ -62,118 +72,6 @@ CONV_MODES = ("channel", "spatial")
 SCOPES = ("layer", "model")
 
 
-# ----------------------------------------------------------------- tensor primitives
-
-@contextmanager
-def _one_thread() -> Iterator[None]:
-    """Run LAPACK's SVD on one thread: it is a chain of small steps whose thread synchronisation
-    costs more than it saves on a small (or busy) CPU (seconds instead of milliseconds)."""
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(old)
-
-
-def _check_matrix(w: torch.Tensor) -> None:
-    if w.dim() != 2:
-        raise ValueError(f"w must be a 2-D matrix, got shape {tuple(w.shape)}")
-
-
-def _check_rank(rank: object, max_rank: int, what: str = "rank") -> int:
-    if isinstance(rank, bool) or not isinstance(rank, int):
-        raise ValueError(f"{what}={rank!r} must be an integer in [1, {max_rank}]")
-    if not 1 <= rank <= max_rank:
-        raise ValueError(f"{what}={rank} must be in [1, {max_rank}] (the rank of a matrix is at most "
-                         f"min(rows, cols) = {max_rank})")
-    return rank
-
-
-class SVD(NamedTuple):
-    """Thin SVD w = u diag(s) vh of an m x n matrix (u: m x k, s: k, vh: k x n, k = min(m, n))."""
-
-    u: torch.Tensor
-    s: torch.Tensor
-    vh: torch.Tensor
-
-
-def svd(w: torch.Tensor) -> SVD:
-    """The thin SVD of the matrix `w` (torch.linalg.svd, full_matrices=False)."""
-    _check_matrix(w)
-    with _one_thread():
-        return SVD(*torch.linalg.svd(w.detach(), full_matrices=False))
-
-
-def _check_svd(w: torch.Tensor, dec: SVD) -> None:
-    """A precomputed SVD must be the SVD of `w`: same shape, and U diag(s) V^T x = W x for a few
-    seeded random x (O(mn) work instead of rebuilding W)."""
-    if (dec.u.shape[0], dec.vh.shape[1]) != tuple(w.shape):
-        raise ValueError(f"the given SVD is of a {dec.u.shape[0]}x{dec.vh.shape[1]} matrix, not {tuple(w.shape)}")
-    x = torch.randn(w.shape[1], 4, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
-    expected = w.detach().double() @ x
-    got = dec.u.double() @ (dec.s.double()[:, None] * (dec.vh.double() @ x))
-    if float((got - expected).norm()) > 1e-4 * float(expected.norm()) + 1e-12:
-        raise ValueError("the given SVD does not reconstruct this weight (computed for other weights?)")
-
-
-def svd_factorize(w: torch.Tensor, rank: int, decomposition: SVD | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """(a, b) with a @ b the best rank-`rank` approximation of `w` (m x n); a: m x r, b: r x n.
-
-    a = U_r diag(sqrt(s_r)), b = diag(sqrt(s_r)) V_r^T (the singular values split evenly, so both
-    factors have the same scale, which helps fine-tuning). `decomposition`: svd(w), if already known."""
-    _check_matrix(w)
-    _check_rank(rank, min(w.shape))
-    if decomposition is None:
-        decomposition = svd(w)
-    else:
-        _check_svd(w, decomposition)
-    u, s, vh = decomposition
-    root = s[:rank].sqrt()
-    return (u[:, :rank] * root).to(w.dtype), (root[:, None] * vh[:rank]).to(w.dtype)
-
-
-def singular_values(w: torch.Tensor) -> torch.Tensor:
-    """Singular values of the matrix `w`, largest first."""
-    _check_matrix(w)
-    with _one_thread():
-        return torch.linalg.svdvals(w.detach())
-
-
-def energy_curve(s: torch.Tensor) -> torch.Tensor:
-    """E(r) = sum_{i <= r} s_i^2 / sum_i s_i^2 for r = 1..len(s) (the kept 'energy')."""
-    sq = s.double() ** 2
-    return torch.cumsum(sq, 0) / sq.sum()
-
-
-def rank_for_energy(s: torch.Tensor, energy: float) -> int:
-    """The smallest r with E(r) >= energy, energy in (0, 1]."""
-    _check_fraction(energy, "energy")
-    curve = energy_curve(s)
-    return min(int((curve < energy - 1e-12).sum()) + 1, len(s))
-
-
-def eckart_young_error(s: torch.Tensor, rank: int) -> float:
-    """||W - W_r||_F = sqrt(sum_{i > r} s_i^2), the error of the best rank-r approximation."""
-    return float((s.double()[rank:] ** 2).sum().sqrt())
-
-
-def break_even_rank(m: int, n: int) -> float:
-    """m n / (m + n): a rank-r factorization of an m x n matrix saves parameters iff r < this."""
-    return m * n / (m + n)
-
-
-def rank_for_ratio(m: int, n: int, ratio: float) -> int:
-    """The largest r >= 1 with r (m + n) <= ratio * m n (factor weights over dense weights)."""
-    _check_fraction(ratio, "param_ratio")
-    return max(1, min(min(m, n), math.floor(ratio * m * n / (m + n) + 1e-9)))
-
-
-def _check_fraction(x: object, what: str) -> None:
-    if isinstance(x, bool) or not isinstance(x, (int, float)) or not 0.0 < x <= 1.0:
-        raise ValueError(f"{what}={x!r} must be in (0, 1]")
-
-
 # ----------------------------------------------------------------- layers
 
 def layer_matrix(layer: nn.Module, conv_mode: str = "channel") -> torch.Tensor:
@@ -188,8 +86,7 @@ def layer_matrix(layer: nn.Module, conv_mode: str = "channel") -> torch.Tensor:
         raise ValueError(f"only nn.Linear and nn.Conv2d can be factorized, got {type(layer).__name__}")
     if layer.groups != 1:
         raise ValueError(f"grouped convolutions (groups={layer.groups}) are not supported; groups must be 1")
-    if conv_mode not in CONV_MODES:
-        raise ValueError(f"conv_mode={conv_mode!r} must be one of {CONV_MODES}")
+    check_choice("", "conv_mode", conv_mode, CONV_MODES)
     n, c, kh, kw = w.shape
     if conv_mode == "channel":
         return w.reshape(n, c * kh * kw)
@@ -283,30 +180,26 @@ class LowRankConfig:
     finetune: TrainConfig | None = None
 
     def __post_init__(self) -> None:
+        owner = "LowRankConfig"
         given = [k for k in ("rank", "energy", "param_ratio") if getattr(self, k) is not None]
         if len(given) != 1:
-            raise ValueError(f"give exactly one of rank, energy, param_ratio (got {given or 'none'})")
-        if self.scope not in SCOPES:
-            raise ValueError(f"scope={self.scope!r} must be one of {SCOPES}")
-        if self.conv_mode not in CONV_MODES:
-            raise ValueError(f"conv_mode={self.conv_mode!r} must be one of {CONV_MODES}")
+            raise ValueError(f"{owner}: give exactly one of rank, energy, param_ratio (got {given or 'none'})")
+        check_choice(owner, "scope", self.scope, SCOPES)
+        check_choice(owner, "conv_mode", self.conv_mode, CONV_MODES)
         if self.rank is not None:
             if self.scope != "layer":
-                raise ValueError("rank= fixes each layer's rank: use scope='layer' (scope='model' is for "
+                raise ValueError(f"{owner}.rank fixes each layer's rank: use scope='layer' (scope='model' is for "
                                  "energy or param_ratio)")
             ranks = self.rank.items() if isinstance(self.rank, dict) else [(None, self.rank)]
             for name, r in ranks:
-                what = "rank" if name is None else f"rank[{name!r}]"
-                if isinstance(r, bool) or not isinstance(r, int) or r < 1:
-                    raise ValueError(f"{what}={r!r} must be an integer >= 1")
+                check_int(owner, "rank" if name is None else f"rank[{name!r}]", r, 1, None)
         if self.energy is not None:
-            _check_fraction(self.energy, "energy")
+            check_float(owner, "energy", self.energy, 0, 1, lo_open=True)
         if self.param_ratio is not None:
-            _check_fraction(self.param_ratio, "param_ratio")
-        if self.layers is not None and (isinstance(self.layers, str) or not self.layers):
-            raise ValueError(f"layers={self.layers!r} must be a non-empty tuple of layer names or None")
-        if self.finetune is not None and not isinstance(self.finetune, TrainConfig):
-            raise ValueError(f"finetune={self.finetune!r} must be a TrainConfig or None")
+            check_float(owner, "param_ratio", self.param_ratio, 0, 1, lo_open=True)
+        check_names(owner, "layers", self.layers)
+        check_bool(owner, "skip_unprofitable", self.skip_unprofitable)
+        check_config(owner, "finetune", self.finetune, TrainConfig, optional=True)
 
 
 def target_layers(model: nn.Module, config: LowRankConfig) -> dict[str, nn.Module]:
@@ -404,42 +297,34 @@ def _greedy_ranks(mats: dict[str, torch.Tensor], spectra: dict[str, torch.Tensor
 
 # ----------------------------------------------------------------- the model-level verb
 
-@dataclass
-class LowRankReport(LayerTableReport):
-    config: LowRankConfig
-    params_before: int
-    params_after: int
-    factorized_params_before: int  # weights + biases of the target layers, dense
-    factorized_params_after: int  # the same layers after factorization (or left dense)
-    accuracy_before: float | None
-    accuracy_truncated: float | None  # right after truncation, before fine-tuning
-    accuracy_after: float | None
-    seconds: float
-    layers: list[dict] = field(default_factory=list)
+@dataclass(kw_only=True, repr=False)
+class LowRankReport(Report):
+    """Report of apply_lowrank. factorized_params_before / _after: weights + biases of the target
+    layers, dense and after factorization (or left dense); accuracy_truncated: percent right
+    after truncation, before fine-tuning. Stored bytes: the factorized model in FP32."""
+
+    factorized_params_before: int = 0
+    factorized_params_after: int = 0
+    accuracy_truncated: float | None = None
+
+    technique = "low-rank"
+
+    @property
+    def params_before(self) -> int:
+        return self.size_before.params
+
+    @property
+    def params_after(self) -> int:
+        return self.size_after.params
 
     @property
     def reduction(self) -> float:
         """Fraction of the target layers' parameters removed."""
         return 1 - self.factorized_params_after / self.factorized_params_before
 
-    def to_dict(self) -> dict:
-        return {"params_before": self.params_before, "params_after": self.params_after,
-                "factorized_params_before": self.factorized_params_before,
-                "factorized_params_after": self.factorized_params_after, "reduction": self.reduction,
-                "accuracy_before": self.accuracy_before, "accuracy_truncated": self.accuracy_truncated,
-                "accuracy_after": self.accuracy_after, "seconds": self.seconds, "layers": self.layers,
-                "scope": self.config.scope, "conv_mode": self.config.conv_mode}
-
-    def headline(self) -> str:
-        return (f"params {self.params_before:,} &rarr; {self.params_after:,} "
-                f"(factorized layers: {100 * self.reduction:.1f}% fewer) &middot; accuracy "
-                f"{pct(self.accuracy_before)} &rarr; truncated {pct(self.accuracy_truncated)} &rarr; "
-                f"fine-tuned {pct(self.accuracy_after)} &middot; {self.seconds:.1f} s")
-
-
-def _params(model: nn.Module) -> int:
-    """Parameter count, the same as metrics.size_report(model).params (without serialising)."""
-    return sum(p.numel() for p in model.parameters())
+    def headline_extra(self) -> list[str]:
+        return [f"factorized layers: {100 * self.reduction:.1f}% fewer params",
+                f"accuracy right after truncation {fmt_percent(self.accuracy_truncated)}"]
 
 
 def _set_module(model: nn.Module, name: str, module: nn.Module) -> None:
@@ -448,21 +333,26 @@ def _set_module(model: nn.Module, name: str, module: nn.Module) -> None:
 
 
 def apply_lowrank(
-    model: nn.Module, config: LowRankConfig, data: Dataset | None = None, inplace: bool = False,
-    progress: bool | None = None, svds: dict[str, SVD] | None = None,
+    model: nn.Module, config: LowRankConfig, data: Dataset | None = None, *, inplace: bool = False,
+    progress: bool | None = None, loss_fn: LossFn | None = None, svds: dict[str, SVD] | None = None,
 ) -> tuple[nn.Module, LowRankReport]:
     """Factorize a copy of `model` by truncated SVD (then fine-tune if config.finetune and data).
 
     Each target layer `name` is replaced in place in the Sequential by a two-layer Sequential of the
     same name (name.reduce / name.expand, or name.vertical / name.horizontal for the spatial split).
     svds: decompose(model, config.conv_mode) computed earlier (checked against the weights), to
-    reuse the SVDs over many calls; missing layers are decomposed here.
+    reuse the SVDs over many calls; missing layers are decomposed here. loss_fn: the fine-tuning
+    loss (cross-entropy when None).
     """
-    acc = accuracy_fn(data, config.finetune)
+    fraction = accuracy_fn(data, config.finetune)
+
+    def acc(m: nn.Module) -> float | None:
+        return percent(fraction(m))
+
     start = time.perf_counter()
     model = model if inplace else copy.deepcopy(model)
     acc_before = acc(model)
-    params_before = _params(model)
+    size_before = metrics.model_size(model)
     svds = _svds_for(model, config, svds)
     ranks = select_ranks(model, config, svds)
     layers = target_layers(model, config)
@@ -492,10 +382,13 @@ def apply_lowrank(
                      "params_before": dense_params, "params_after": new_params})
     acc_truncated = acc(model)
     if config.finetune is not None:
-        train(model, data, config.finetune, progress=progress)
-    report = LowRankReport(config, params_before, _params(model), before, after,
-                           acc_before, acc_truncated, acc(model) if config.finetune is not None else acc_truncated,
-                           time.perf_counter() - start, rows)
+        train(model, data, config.finetune, loss_fn=loss_fn, progress=progress)
+    report = LowRankReport(
+        config=config, size_before=size_before, size_after=metrics.model_size(model),
+        factorized_params_before=before, factorized_params_after=after, accuracy_before=acc_before,
+        accuracy_truncated=acc_truncated,
+        accuracy_after=acc(model) if config.finetune is not None else acc_truncated,
+        seconds=time.perf_counter() - start, layers=rows)
     return model, report
 
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import copy
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
@@ -16,8 +16,17 @@ from torch import nn
 
 from compresslab.core import metrics
 from compresslab.core.data import Dataset
-from compresslab.core.models import is_convnet, prunable_layers
-from compresslab.core.training import TrainConfig, evaluate, train
+from compresslab.core.models import is_convnet, prepare_input, prunable_layers, to_model_layout
+from compresslab.core.report import Report, percent
+from compresslab.core.training import LossFn, TrainConfig, evaluate, train
+from compresslab.core.validate import (
+    check_bits,
+    check_choice,
+    check_config,
+    check_float,
+    check_int,
+    check_seed,
+)
 from compresslab.techniques.quantops import (  # noqa: F401  (re-exported: notebooks and tests use Q.choose_qparams, ...)
     ACT_GRANULARITIES,
     GRANULARITIES,
@@ -175,21 +184,21 @@ class QuantConfig:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        _check_bits(self.weight_bits, "weight_bits")
+        owner = "QuantConfig"
+        check_bits(owner, "weight_bits", self.weight_bits, 2, 16)
         if self.act_bits is not None:
-            _check_bits(self.act_bits, "act_bits")
-        _check_choice(self.weight_scheme, SCHEMES, "weight_scheme")
-        _check_choice(self.act_scheme, SCHEMES, "act_scheme")
-        _check_choice(self.weight_granularity, GRANULARITIES, "weight_granularity")
-        _check_choice(self.act_granularity, ACT_GRANULARITIES, "act_granularity")
-        _check_choice(self.weight_observer, OBSERVERS, "weight_observer")
-        _check_choice(self.act_observer, OBSERVERS, "act_observer")
-        _check_percentile(self.percentile)
-        _check_grid(self.mse_grid)
-        for name in ("calibration_size", "calibration_batch"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name}={value!r} must be an integer >= 1")
+            check_bits(owner, "act_bits", self.act_bits, 2, 16)
+        check_choice(owner, "weight_scheme", self.weight_scheme, SCHEMES)
+        check_choice(owner, "act_scheme", self.act_scheme, SCHEMES)
+        check_choice(owner, "weight_granularity", self.weight_granularity, GRANULARITIES)
+        check_choice(owner, "act_granularity", self.act_granularity, ACT_GRANULARITIES)
+        check_choice(owner, "weight_observer", self.weight_observer, OBSERVERS)
+        check_choice(owner, "act_observer", self.act_observer, OBSERVERS)
+        _check_percentile(self.percentile, owner)
+        _check_grid(self.mse_grid, owner)
+        check_int(owner, "calibration_size", self.calibration_size, 1, 10**7)
+        check_int(owner, "calibration_batch", self.calibration_batch, 1, 10**6)
+        check_seed(owner, "seed", self.seed)
 
 
 @dataclass(frozen=True)
@@ -206,12 +215,10 @@ class QATConfig:
     act_momentum: float = 0.0
 
     def __post_init__(self) -> None:
-        if not isinstance(self.quant, QuantConfig):
-            raise ValueError(f"quant={self.quant!r} must be a QuantConfig")
-        if not isinstance(self.finetune, TrainConfig):
-            raise ValueError(f"finetune={self.finetune!r} must be a TrainConfig")
-        if not 0 <= self.act_momentum < 1:
-            raise ValueError(f"act_momentum={self.act_momentum!r} must be in [0, 1)")
+        owner = "QATConfig"
+        check_config(owner, "quant", self.quant, QuantConfig)
+        check_config(owner, "finetune", self.finetune, TrainConfig)
+        check_float(owner, "act_momentum", self.act_momentum, 0, 1, hi_open=True)
 
 
 # ----------------------------------------------------------------- building and calibrating
@@ -269,7 +276,7 @@ def calibrate(model: nn.Module, inputs: torch.Tensor, batch_size: int = 250) -> 
     convnet = is_convnet(model)
     for start in range(0, len(inputs), batch_size):
         x = inputs[start:start + batch_size].to(device)
-        model(x.contiguous(memory_format=torch.channels_last) if convnet and x.dim() == 4 else x)
+        model(to_model_layout(x, convnet))
     for layer in layers.values():
         if isinstance(layer.input_fake_quant, FakeQuantize):
             layer.input_fake_quant.set_range_from_observer()
@@ -279,52 +286,25 @@ def calibrate(model: nn.Module, inputs: torch.Tensor, batch_size: int = 250) -> 
 
 # ----------------------------------------------------------------- reports
 
-@dataclass
-class QuantReport:
-    """What quantization did: accuracy before/after, per-layer SQNR, bits and the size ledger."""
+@dataclass(kw_only=True, repr=False)
+class QuantReport(Report):
+    """Report of apply_ptq / apply_qat: accuracy of the float and the fake-quantized model (percent),
+    per-layer SQNR and bits. Stored bytes: weight_bits per weight + its scales (and zero points)
+    + FP32 biases. accuracy_ptq (QAT): percent of the PTQ starting point; ledger: the size ledger."""
 
-    method: str
-    config: QuantConfig
-    accuracy_float: float | None
-    accuracy_quant: float | None
-    layers: list[dict]
-    size: dict
-    calibration_size: int
-    seconds: float
-    accuracy_ptq: float | None = None  # QAT: accuracy of the PTQ starting point
+    method: str = "ptq"
+    calibration_size: int = 0
+    accuracy_ptq: float | None = None
     history: dict | None = None
+    ledger: dict = field(default_factory=dict)
 
-    @property
-    def compression(self) -> float:
-        return self.size["compression"]
+    technique = "quantization"
 
-    def to_dict(self) -> dict:
-        return {"method": self.method, "config": asdict(self.config), "accuracy_float": self.accuracy_float,
-                "accuracy_quant": self.accuracy_quant, "accuracy_ptq": self.accuracy_ptq,
-                "layers": self.layers, "size": self.size, "compression": self.compression,
-                "calibration_size": self.calibration_size, "seconds": self.seconds, "history": self.history}
-
-    def table(self):
-        import pandas as pd
-
-        return pd.DataFrame(self.layers)
-
-    def _repr_html_(self) -> str:
-        c = self.config
+    def headline_extra(self) -> list[str]:
+        c = getattr(self.config, "quant", self.config)  # QAT: the QATConfig holds the QuantConfig
         acts = "float" if c.act_bits is None else f"{c.act_bits}-bit {c.act_scheme} {c.act_observer}"
-        head = (f"<p>{self.method.upper()}: weights {c.weight_bits}-bit {c.weight_scheme} {c.weight_granularity} "
-                f"{c.weight_observer}, activations {acts} &middot; accuracy {_pct(self.accuracy_float)} &rarr; "
-                f"{_pct(self.accuracy_quant)} &middot; {self.compression:.2f}x smaller than FP32 "
-                f"&middot; {self.seconds:.1f} s</p>")
-        return head + self.table().to_html(index=False)
-
-    def __repr__(self) -> str:
-        return (f"QuantReport({self.method}, accuracy {_pct(self.accuracy_float)} -> {_pct(self.accuracy_quant)}, "
-                f"{self.compression:.2f}x smaller)\n{self.table().to_string(index=False)}")
-
-
-def _pct(x: float | None) -> str:
-    return "n/a" if x is None else f"{100 * x:.2f}%"
+        return [f"{self.method.upper()}: weights {c.weight_bits}-bit {c.weight_scheme} {c.weight_granularity} "
+                f"{c.weight_observer}, activations {acts}"]
 
 
 def layer_inputs(model: nn.Module, x: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -340,7 +320,7 @@ def _layer_outputs(model: nn.Module, names: list[str], x: torch.Tensor, inputs: 
     model.eval()
     try:
         with torch.no_grad():
-            model(x.contiguous(memory_format=torch.channels_last) if is_convnet(model) and x.dim() == 4 else x)
+            model(prepare_input(x, model))
     finally:
         for h in hooks:
             h.remove()
@@ -359,7 +339,8 @@ def scale_overhead_bits(layer: nn.Module, config: QuantConfig) -> float:
 def quant_report(model_q: nn.Module, model_float: nn.Module, config: QuantConfig, probe: torch.Tensor,
                  method: str, accuracy_float: float | None, accuracy_quant: float | None,
                  calibration_size: int, seconds: float) -> QuantReport:
-    """Per layer: weight SQNR, output SQNR on `probe` (error accumulated up to that layer), bits, zeros, bytes."""
+    """Per layer: weight SQNR, output SQNR on `probe` (error accumulated up to that layer), bits, zeros, bytes.
+    Accuracies in percent."""
     layers = quant_layers(model_q)
     names = list(layers)
     ref = _layer_outputs(model_float, names, probe)
@@ -381,8 +362,11 @@ def quant_report(model_q: nn.Module, model_float: nn.Module, config: QuantConfig
                      "scale min": float(scale.min()), "scale max": float(scale.max()),
                      "bits/weight incl. scales": round(bits[n], 4),
                      "bytes": sizes[n].encoded_bits / 8, "FP32 bytes": sizes[n].dense_bytes})
-    size = ledger.to_dict()
-    return QuantReport(method, config, accuracy_float, accuracy_quant, rows, size, calibration_size, seconds)
+    return QuantReport(
+        config=config, method=method, accuracy_before=accuracy_float, accuracy_after=accuracy_quant, layers=rows,
+        ledger=ledger.to_dict(), size_before=metrics.model_size(model_float),
+        size_after=metrics.model_size(model_q, stored_bytes=ledger.encoded_bytes),
+        calibration_size=calibration_size, seconds=seconds)
 
 
 # ----------------------------------------------------------------- the model-level verbs
@@ -393,36 +377,46 @@ def _probe(calibration: torch.Tensor, data: Dataset | None) -> torch.Tensor:
     return calibration[:500]
 
 
-def apply_ptq(model: nn.Module, config: QuantConfig, calibration_data: Dataset | torch.Tensor,
-              inplace: bool = False, float_accuracy: float | None = None) -> tuple[nn.Module, QuantReport]:
+def apply_ptq(model: nn.Module, config: QuantConfig, data: Dataset | None = None, *, inplace: bool = False,
+              progress: bool | None = None, loss_fn: LossFn | None = None, calibration: torch.Tensor | None = None,
+              float_accuracy: float | None = None) -> tuple[nn.Module, QuantReport]:
     """Post-training quantization: insert fake-quant, calibrate ranges, no training.
 
-    calibration_data: a Dataset (calibrate on `config.calibration_size` random training examples,
-    report test accuracy) or a tensor of inputs (no accuracy in the report).
-    float_accuracy: the model's known test accuracy, to skip evaluating the float model again in sweeps.
+    data: calibrate on `config.calibration_size` random training examples and report test accuracy;
+    or calibration: a tensor of inputs (no accuracy in the report without data). float_accuracy:
+    the model's known test accuracy in percent, to skip evaluating the float model again in sweeps.
+    progress is unused and loss_fn must be None: PTQ trains nothing.
     """
+    if loss_fn is not None:
+        raise ValueError("loss_fn must be None: post-training quantization trains nothing")
+    if data is not None and not isinstance(data, Dataset):
+        raise ValueError(f"data must be a Dataset or None (pass input tensors as calibration=), "
+                         f"got {type(data).__name__}")
     start = time.perf_counter()
-    data = calibration_data if isinstance(calibration_data, Dataset) else None
-    if data is not None:
+    if calibration is not None:
+        if not isinstance(calibration, torch.Tensor):
+            raise ValueError(f"calibration must be a tensor of inputs, got {type(calibration).__name__}")
+        inputs = calibration[:config.calibration_size]
+    elif data is not None:
         inputs = calibration_inputs(data, config.calibration_size, config.seed)
-    elif isinstance(calibration_data, torch.Tensor):
-        inputs = calibration_data[:config.calibration_size]
     else:
-        raise ValueError(f"calibration_data must be a Dataset or a tensor of inputs, got {type(calibration_data).__name__}")
+        raise ValueError("apply_ptq needs data (a Dataset) or calibration (a tensor of inputs)")
     reference = copy.deepcopy(model)
     model_q = insert_fake_quant(model if inplace else copy.deepcopy(model), config)
     calibrate(model_q, inputs, config.calibration_batch)
     acc_float = None if data is None else (
-        float_accuracy if float_accuracy is not None else evaluate(reference, data.test).accuracy)
-    acc_quant = evaluate(model_q, data.test).accuracy if data is not None else None
+        float_accuracy if float_accuracy is not None else percent(evaluate(reference, data.test).accuracy))
+    acc_quant = percent(evaluate(model_q, data.test).accuracy) if data is not None else None
     report = quant_report(model_q, reference, config, _probe(inputs, data), "ptq", acc_float, acc_quant,
                           len(inputs), time.perf_counter() - start)
     return model_q, report
 
 
-def apply_qat(model: nn.Module, config: QATConfig, data: Dataset, progress: bool | None = None,
+def apply_qat(model: nn.Module, config: QATConfig, data: Dataset, *, inplace: bool = False,
+              progress: bool | None = None, loss_fn: LossFn | None = None,
               float_accuracy: float | None = None) -> tuple[nn.Module, QuantReport]:
-    """Quantization-aware training: PTQ to initialise the ranges, then fine-tune through fake-quant.
+    """Quantization-aware training: PTQ to initialise the ranges, then fine-tune through fake-quant
+    (with `loss_fn`, cross-entropy when None).
 
     The forward pass sees quantized weights and activations; the backward pass uses the
     straight-through estimator, so the float weights keep receiving gradients.
@@ -430,20 +424,21 @@ def apply_qat(model: nn.Module, config: QATConfig, data: Dataset, progress: bool
     if not isinstance(data, Dataset):
         raise ValueError(f"apply_qat needs a Dataset to train on, got {type(data).__name__}")
     start = time.perf_counter()
-    model_q, ptq = apply_ptq(model, config.quant, data, float_accuracy=float_accuracy)
+    reference = copy.deepcopy(model)
+    model_q, ptq = apply_ptq(model, config.quant, data, inplace=inplace, float_accuracy=float_accuracy)
     for layer in quant_layers(model_q).values():
         layer.weight_fake_quant.dynamic = True
         if isinstance(layer.input_fake_quant, FakeQuantize):
             layer.input_fake_quant.momentum = config.act_momentum
-    history = train(model_q, data, config.finetune, progress=progress)
+    history = train(model_q, data, config.finetune, loss_fn=loss_fn, progress=progress)
     with torch.no_grad():
         for layer in quant_layers(model_q).values():  # freeze the weight ranges at the final weights
             layer.weight_fake_quant(layer.weight)
             layer.weight_fake_quant.dynamic = False
-    reference = copy.deepcopy(model)
-    acc = evaluate(model_q, data.test).accuracy
-    report = quant_report(model_q, reference, config.quant, _probe(None, data), "qat", ptq.accuracy_float, acc,
+    acc = percent(evaluate(model_q, data.test).accuracy)
+    report = quant_report(model_q, reference, config.quant, _probe(None, data), "qat", ptq.accuracy_before, acc,
                           ptq.calibration_size, time.perf_counter() - start)
-    report.accuracy_ptq = ptq.accuracy_quant
+    report.config = config
+    report.accuracy_ptq = ptq.accuracy_after
     report.history = history.to_dict()
     return model_q, report

@@ -17,6 +17,8 @@ from dataclasses import dataclass
 
 import torch
 
+from compresslab.core.validate import check_bits, check_choice, check_float, check_int, check_tensor
+
 __all__ = [
     "SCHEMES",
     "GRANULARITIES",
@@ -48,18 +50,20 @@ MAX_SAMPLES = 2**18  # values per channel an observer keeps for percentile / MSE
 
 # ----------------------------------------------------------------- tensor primitives
 
-def _check_bits(bits: int, field_name: str = "bits") -> None:
-    if isinstance(bits, bool) or not isinstance(bits, int) or not 2 <= bits <= 16:
-        raise ValueError(f"{field_name}={bits!r} must be an integer in [2, 16]")
+def _check_bits(bits: int, field_name: str = "bits", owner: str = "") -> None:
+    check_bits(owner, field_name, bits, 2, 16)
 
 
-def _check_choice(value: str, choices: tuple[str, ...], field_name: str) -> None:
-    if value not in choices:
-        raise ValueError(f"{field_name}={value!r} must be one of {choices}")
+def _check_choice(value: str, choices: tuple[str, ...], field_name: str, owner: str = "") -> None:
+    check_choice(owner, field_name, value, choices)
 
 
 def qrange(bits: int, scheme: str) -> tuple[int, int]:
-    """Integer grid [q_min, q_max]: symmetric [-(2^(b-1)-1), 2^(b-1)-1], asymmetric [0, 2^b - 1]."""
+    """Integer grid [q_min, q_max]: symmetric [-(2^(b-1)-1), 2^(b-1)-1], asymmetric [0, 2^b - 1].
+
+    >>> qrange(8, "symmetric"), qrange(4, "asymmetric")
+    ((-127, 127), (0, 15))
+    """
     _check_bits(bits)
     _check_choice(scheme, SCHEMES, "scheme")
     if scheme == "symmetric":
@@ -73,6 +77,13 @@ def choose_qparams(lo: torch.Tensor | float, hi: torch.Tensor | float, bits: int
     symmetric:  s = max(|lo|, |hi|) / q_max,                z = 0
     asymmetric: s = (hi - lo) / (q_max - q_min),   z = clamp(q_min - round(lo / s), q_min, q_max)
     lo, hi may be scalars (per tensor) or 1-D tensors (one range per channel). s >= float32 eps.
+
+    >>> s, z = choose_qparams(-1.0, 2.0, bits=2, scheme="asymmetric")  # s = 3 / 3, z = 0 - round(-1 / 1)
+    >>> float(s), int(z)
+    (1.0, 1)
+    >>> s, z = choose_qparams(-0.5, 1.27, bits=8, scheme="symmetric")  # s = 1.27 / 127
+    >>> round(float(s), 6), int(z)
+    (0.01, 0)
     """
     qmin, qmax = qrange(bits, scheme)
     lo = torch.clamp(torch.as_tensor(lo, dtype=torch.float32), max=0.0)
@@ -98,13 +109,22 @@ def _along(t: torch.Tensor, x: torch.Tensor, axis: int | None) -> torch.Tensor:
 
 
 def quantize_affine(x: torch.Tensor, scale, zero_point, qmin: int, qmax: int, axis: int | None = None) -> torch.Tensor:
-    """q = clamp(round(x * (1/s)) + z, q_min, q_max) as int32 (x * (1/s): the same float ops as torch's kernels)."""
+    """q = clamp(round(x * (1/s)) + z, q_min, q_max) as int32 (x * (1/s): the same float ops as torch's kernels).
+
+    >>> x = torch.tensor([-1.0, 0.0, 0.5, 2.0, 3.0])
+    >>> quantize_affine(x, 1.0, 1, qmin=0, qmax=3)  # round(0.5) = 0 (half to even); 3 + 1 = 4 clips to 3
+    tensor([0, 1, 1, 3, 3], dtype=torch.int32)
+    """
     s, z = _along(scale, x, axis).float(), _along(zero_point, x, axis)
     return torch.clamp(torch.round(x * (1.0 / s)) + z, qmin, qmax).to(torch.int32)
 
 
 def dequantize_affine(q: torch.Tensor, scale, zero_point, axis: int | None = None) -> torch.Tensor:
-    """x_hat = s * (q - z) in float32."""
+    """x_hat = s * (q - z) in float32.
+
+    >>> dequantize_affine(torch.tensor([0, 1, 3], dtype=torch.int32), 0.5, 1)
+    tensor([-0.5000,  0.0000,  1.0000])
+    """
     s, z = _along(scale, q, axis).float(), _along(zero_point, q, axis)
     return (q - z).float() * s
 
@@ -126,7 +146,15 @@ class _RoundWithSTE(torch.autograd.Function):
 
 
 def fake_quantize(x: torch.Tensor, scale, zero_point, qmin: int, qmax: int, axis: int | None = None) -> torch.Tensor:
-    """dequantize(quantize(x)) in one step, differentiable through the straight-through estimator."""
+    """dequantize(quantize(x)) in one step, differentiable through the straight-through estimator.
+
+    >>> x = torch.tensor([-1.0, 0.0, 0.5, 2.0, 3.0], requires_grad=True)
+    >>> y = fake_quantize(x, 1.0, 1, qmin=0, qmax=3)
+    >>> y.detach()  # equals torch.fake_quantize_per_tensor_affine(x, 1.0, 1, 0, 3)
+    tensor([-1.,  0.,  0.,  2.,  2.])
+    >>> y.sum().backward(); x.grad  # straight-through: gradient 1 inside the grid, 0 where clipped
+    tensor([1., 1., 1., 1., 0.])
+    """
     s = _along(scale, x, axis).to(x.dtype)
     z = _along(zero_point, x, axis).to(x.dtype)
     return _RoundWithSTE.apply(x, s, z, qmin, qmax)
@@ -195,7 +223,7 @@ class Observer:
     def _keep(self, rows: torch.Tensor) -> None:
         """Keep at most MAX_SAMPLES values per row, drawn uniformly over everything seen (seeded)."""
         self._draws += 1
-        gen = torch.Generator().manual_seed(self.seed * 100003 + self._draws)
+        gen = torch.Generator().manual_seed((self.seed * 100003 + self._draws) % 2**64)
         old = self.samples
         total = self.seen + rows.shape[1]
         if old is None:
@@ -294,14 +322,12 @@ class MSEObserver(Observer):
         return self._squeeze(best_t * self.min_val, best_t * self.max_val)
 
 
-def _check_percentile(percentile: float) -> None:
-    if not (isinstance(percentile, (int, float)) and 0 < percentile <= 100):
-        raise ValueError(f"percentile={percentile!r} must be in (0, 100]")
+def _check_percentile(percentile: float, owner: str = "") -> None:
+    check_float(owner, "percentile", percentile, 0, 100, lo_open=True)
 
 
-def _check_grid(grid: int) -> None:
-    if isinstance(grid, bool) or not isinstance(grid, int) or not 2 <= grid <= 10000:
-        raise ValueError(f"mse_grid={grid!r} must be an integer in [2, 10000]")
+def _check_grid(grid: int, owner: str = "") -> None:
+    check_int(owner, "mse_grid", grid, 2, 10000)
 
 
 def make_observer(kind: str, bits: int, scheme: str, axis: int | None = None, percentile: float = 99.99,
@@ -338,7 +364,10 @@ class QuantizedTensor:
 def quantize_tensor(x: torch.Tensor, bits: int = 8, scheme: str = "symmetric", granularity: str = "per_tensor",
                     observer: str = "minmax", axis: int = 0, percentile: float = 99.99,
                     mse_grid: int = 20) -> QuantizedTensor:
-    """Observe `x` itself, choose qparams and quantize it (per channel along `axis` if asked)."""
+    """Observe `x` itself, choose qparams and quantize it (per channel along `axis` if asked).
+
+    Raises ValueError when `x` is empty or holds NaN/inf (its range would be meaningless)."""
+    check_tensor("x", x)
     _check_choice(granularity, GRANULARITIES, "granularity")
     ch_axis = axis if granularity == "per_channel" else None
     obs = make_observer(observer, bits, scheme, ch_axis, percentile, mse_grid)

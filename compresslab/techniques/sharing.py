@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import copy
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 from torch import nn
@@ -21,13 +21,26 @@ from torch.nn.utils import parametrize
 from compresslab.core import metrics
 from compresslab.core.data import Dataset
 from compresslab.core.models import prunable_layers
+from compresslab.core.report import Report, fmt_percent, percent, transient
 from compresslab.core.training import LossFn, TrainConfig, accuracy_fn, train
+from compresslab.core.validate import (
+    check_bits,
+    check_choice,
+    check_config,
+    check_instance,
+    check_int,
+    check_names,
+    check_seed,
+    check_tensor,
+)
+from compresslab.techniques.masks import make_permanent
 
 __all__ = [
     "INITS",
     "init_centroids",
     "assign",
     "kmeans_1d",
+    "segment_sums",
     "SharedWeight",
     "tie_weights",
     "untie_weights",
@@ -41,19 +54,19 @@ __all__ = [
 INITS = ("linear", "density", "random")
 
 
-def _check_bits(bits: int, name: str = "bits") -> None:
-    if not isinstance(bits, int) or isinstance(bits, bool) or not 1 <= bits <= 16:
-        raise ValueError(f"{name}={bits!r} must be an integer in [1, 16]")
-
-
 def init_centroids(w: torch.Tensor, k: int, method: str = "linear", seed: int = 0) -> torch.Tensor:
     """k initial centroids for the 1-D values `w` (sorted ascending).
 
     linear: evenly spaced in [min w, max w]; density: the quantiles of the weights' CDF at
     (i + 1/2) / k, so dense regions get more centroids; random: k weights drawn (seeded) from w.
+
+    >>> w = torch.tensor([-1.0, -0.9, 0.0, 0.1, 0.2, 2.0])
+    >>> init_centroids(w, 3, "linear")  # min, midpoint, max
+    tensor([-1.0000,  0.5000,  2.0000])
+    >>> init_centroids(w, 3, "density")  # the CDF's 1/6, 3/6, 5/6 quantiles: where the weights are
+    tensor([-0.9167,  0.0500,  0.5000])
     """
-    if method not in INITS:
-        raise ValueError(f"init={method!r} must be one of {INITS}")
+    check_choice("", "init", method, INITS)
     if k < 1:
         raise ValueError(f"k={k} must be >= 1")
     w = w.detach().reshape(-1).float()
@@ -76,7 +89,11 @@ def init_centroids(w: torch.Tensor, k: int, method: str = "linear", seed: int = 
 def assign(w: torch.Tensor, centroids: torch.Tensor) -> torch.Tensor:
     """Index of the nearest centroid for every value of `w` (ties go to the lower index).
 
-    `centroids` must be sorted; nearest in 1-D = the cell between consecutive midpoints."""
+    `centroids` must be sorted; nearest in 1-D = the cell between consecutive midpoints.
+
+    >>> assign(torch.tensor([-1.0, 0.2, 1.25, 1.3]), torch.tensor([-1.0, 0.5, 2.0]))  # midpoints -0.25, 1.25
+    tensor([0, 1, 1, 2])
+    """
     mids = (centroids[1:] + centroids[:-1]) / 2
     return torch.bucketize(w.detach().reshape(-1), mids, right=False).reshape(w.shape)
 
@@ -88,9 +105,14 @@ def kmeans_1d(
 
     Each iteration: I = nearest centroid; C_j = mean of {w : I = j} (an empty cluster keeps its
     centroid). Stops after `iters` or when no centroid moves more than `tol`.
+
+    >>> centroids, idx = kmeans_1d(torch.tensor([-1.0, -0.9, 0.0, 0.1, 0.2, 2.0]), 3)
+    >>> centroids, idx  # each centroid is the mean of its cluster: (-1 - 0.9) / 2, (0 + 0.1 + 0.2) / 3, 2
+    (tensor([-0.9500,  0.1000,  2.0000]), tensor([0, 0, 1, 1, 1, 2]))
     """
     if iters < 0:
         raise ValueError(f"iters={iters} must be >= 0")
+    check_tensor("w", w)
     x = w.detach().reshape(-1).float()
     c = init_centroids(x, k, init, seed)
     for _ in range(iters):
@@ -108,11 +130,39 @@ def kmeans_1d(
 
 # ----------------------------------------------------------------- tied weights for fine-tuning
 
+def segment_sums(values: torch.Tensor, order: torch.Tensor, ends: torch.Tensor) -> torch.Tensor:
+    """Per-cluster sums of `values`, accumulated in float64 in one fixed order (bit-reproducible).
+
+    `order` sorts the flat cluster indices (stable), `ends[j]` counts the members of clusters <= j:
+    sum_j = S[ends[j]] - S[ends[j - 1]] with S the running sum of the sorted values (S[0] = 0)."""
+    running = torch.cat([values.new_zeros(1, dtype=torch.float64),
+                         torch.cumsum(values.reshape(-1)[order].double(), 0)])
+    taken = running[ends]
+    return taken - torch.cat([taken.new_zeros(1), taken[:-1]])
+
+
+class _Gather(torch.autograd.Function):
+    """codebook[indices] whose backward sums each centroid's gradient with `segment_sums`.
+
+    (The built-in backward, a scatter-add, sums in an order that varies between runs on several
+    threads, so identical fine-tuning runs would differ in the last bits.)"""
+
+    @staticmethod
+    def forward(ctx, codebook, indices, order, ends):
+        ctx.save_for_backward(order, ends)
+        return codebook[indices]
+
+    @staticmethod
+    def backward(ctx, grad):
+        order, ends = ctx.saved_tensors
+        return segment_sums(grad, order, ends).to(grad.dtype), None, None, None
+
+
 class SharedWeight(nn.Module):
     """Parametrization W = C[I] * M: a trainable codebook C (k,), fixed indices I and mask M.
 
-    Autograd through the gather gives dL/dC_k = sum over members of dL/dW (index_select's
-    backward is a scatter-add), so each centroid moves by the summed gradient of its weights.
+    dL/dC_k = sum over members of dL/dW (`segment_sums`, in a fixed order), so each centroid moves
+    by the summed gradient of its weights, and the same run gives the same bits on any thread count.
     """
 
     def __init__(self, codebook: torch.Tensor, indices: torch.Tensor, mask: torch.Tensor):
@@ -120,9 +170,12 @@ class SharedWeight(nn.Module):
         self.codebook = nn.Parameter(codebook.detach().clone().float())
         self.register_buffer("indices", indices.detach().clone().long())
         self.register_buffer("mask", mask.detach().clone().bool())
+        flat = self.indices.reshape(-1)
+        self.register_buffer("order", torch.argsort(flat, stable=True), persistent=False)
+        self.register_buffer("ends", torch.bincount(flat, minlength=self.codebook.numel()).cumsum(0), persistent=False)
 
     def forward(self, original: torch.Tensor) -> torch.Tensor:
-        w = self.codebook[self.indices]
+        w = _Gather.apply(self.codebook, self.indices, self.order, self.ends)
         return torch.where(self.mask, w, torch.zeros((), dtype=w.dtype, device=w.device))
 
 
@@ -166,16 +219,17 @@ class ShareConfig:
     layers: tuple | None = None
 
     def __post_init__(self) -> None:
-        _check_bits(self.conv_bits, "conv_bits")
-        if self.layers is not None and (isinstance(self.layers, str) or not all(isinstance(n, str) for n in self.layers)):
-            raise ValueError(f"layers={self.layers!r} must be a tuple of layer names or None")
-        _check_bits(self.fc_bits, "fc_bits")
+        owner = "ShareConfig"
+        check_bits(owner, "conv_bits", self.conv_bits, 1, 16)
+        check_bits(owner, "fc_bits", self.fc_bits, 1, 16)
+        check_instance(owner, "layer_bits", self.layer_bits, dict, optional=True)
         for name, bits in (self.layer_bits or {}).items():
-            _check_bits(bits, f"layer_bits[{name!r}]")
-        if self.init not in INITS:
-            raise ValueError(f"init={self.init!r} must be one of {INITS}")
-        if not isinstance(self.iters, int) or not 0 <= self.iters <= 1000:
-            raise ValueError(f"iters={self.iters!r} must be an integer in [0, 1000]")
+            check_bits(owner, f"layer_bits[{name!r}]", bits, 1, 16)
+        check_choice(owner, "init", self.init, INITS)
+        check_int(owner, "iters", self.iters, 0, 1000)
+        check_seed(owner, "seed", self.seed)
+        check_config(owner, "finetune", self.finetune, TrainConfig, optional=True)
+        check_names(owner, "layers", self.layers, allow_empty=True)
 
     def bits_for(self, name: str, layer: nn.Module) -> int:
         if self.layer_bits and name in self.layer_bits:
@@ -183,39 +237,25 @@ class ShareConfig:
         return self.conv_bits if isinstance(layer, nn.Conv2d) else self.fc_bits
 
 
-@dataclass
-class SharingReport:
-    config: ShareConfig
-    accuracy_before: float | None
-    accuracy_shared: float | None  # right after k-means, before fine-tuning
-    accuracy_after: float | None
-    seconds: float
-    layers: list[dict] = field(default_factory=list)
-    codebooks: dict = field(default_factory=dict)
+@dataclass(kw_only=True, repr=False)
+class SharingReport(Report):
+    """Report of apply_sharing. accuracy_shared: percent right after k-means, before fine-tuning;
+    codebooks: each layer's centroids (not in to_dict). Stored bytes: b-bit cluster index per
+    non-zero weight + a 32-bit codebook entry per cluster + FP32 biases and unshared layers (where
+    the zeros sit is not counted here: Deep Compression's relative indices store that)."""
 
-    def to_dict(self) -> dict:
-        return {"init": self.config.init, "accuracy_before": self.accuracy_before,
-                "accuracy_shared": self.accuracy_shared, "accuracy_after": self.accuracy_after,
-                "seconds": self.seconds, "layers": self.layers}
+    accuracy_shared: float | None = None
+    codebooks: dict = transient(factory=dict)
 
-    def table(self):
-        import pandas as pd
+    technique = "weight sharing"
 
-        return pd.DataFrame(self.layers)
-
-    def _repr_html_(self) -> str:
-        def pct(x):
-            return "n/a" if x is None else f"{100 * x:.2f}%"
-
-        head = (f"<p>init {self.config.init} &middot; accuracy {pct(self.accuracy_before)} &rarr; shared "
-                f"{pct(self.accuracy_shared)} &rarr; fine-tuned {pct(self.accuracy_after)} "
-                f"&middot; {self.seconds:.1f} s</p>")
-        return head + self.table().to_html(index=False)
+    def headline_extra(self) -> list[str]:
+        return [f"init {self.config.init}", f"accuracy right after k-means {fmt_percent(self.accuracy_shared)}"]
 
 
 def share_layer(w: torch.Tensor, bits: int, init: str = "linear", iters: int = 30, seed: int = 0):
     """k-means over the non-zeros of `w`: (codebook [k], indices like w (0 where pruned), mask)."""
-    _check_bits(bits)
+    check_bits("", "bits", bits, 1, 16)
     mask = w != 0
     nz = w[mask]
     if nz.numel() == 0:
@@ -227,18 +267,21 @@ def share_layer(w: torch.Tensor, bits: int, init: str = "linear", iters: int = 3
 
 
 def apply_sharing(
-    model: nn.Module, config: ShareConfig, data: Dataset | None = None, inplace: bool = False,
+    model: nn.Module, config: ShareConfig, data: Dataset | None = None, *, inplace: bool = False,
     progress: bool | None = None, loss_fn: LossFn | None = None,
 ) -> tuple[nn.Module, SharingReport]:
     """k-means-share every Linear/Conv2d weight of a copy of `model`, then fine-tune the centroids
     (if config.finetune and data, with `loss_fn`, cross-entropy when None). Returns a plain model
     whose weights take <= 2^b values per layer."""
-    acc = accuracy_fn(data, config.finetune)
+    fraction = accuracy_fn(data, config.finetune)
+
+    def acc(m: nn.Module) -> float | None:
+        return percent(fraction(m))
+
     start = time.perf_counter()
     model = model if inplace else copy.deepcopy(model)
     acc_before = acc(model)
-    from compresslab.techniques.pruning import make_permanent
-
+    size_before = metrics.model_size(model)
     make_permanent(model)
     layers = prunable_layers(model)
     for what, names in (("layer_bits", config.layer_bits or {}), ("layers", config.layers or ())):
@@ -272,7 +315,12 @@ def apply_sharing(
                      "weight rmse (fine-tuned)": _rmse(w_shared, orig),
                      "relative error": float(err.norm() / orig[p.mask].norm()) if nz else 0.0})
     untie_weights(model)
-    report = SharingReport(config, acc_before, acc_shared, acc(model), time.perf_counter() - start, rows, codebooks)
+    bits = {name: config.bits_for(name, layer) for name, layer in layers.items()}
+    stored = metrics.model_size(model, bits_per_weight=bits).stored_bytes + sum(4 * len(c) for c in codebooks.values())
+    report = SharingReport(
+        config=config, accuracy_before=acc_before, accuracy_shared=acc_shared, accuracy_after=acc(model),
+        size_before=size_before, size_after=metrics.model_size(model, stored_bytes=stored),
+        seconds=time.perf_counter() - start, layers=rows, codebooks=codebooks)
     return model, report
 
 

@@ -14,6 +14,7 @@ from compresslab.core.data import Dataset
 from compresslab.core.models import prunable_layers
 from compresslab.core.training import evaluate
 from compresslab.techniques.compressedfile import encode_model
+from compresslab.techniques.deepcompression import DeepCompressionConfig, EncodeConfig
 from compresslab.techniques.sharing import ShareConfig, apply_sharing
 from compresslab.views.display import (
     PALETTE,
@@ -56,15 +57,16 @@ def centroid_histograms(weights, centroids: Mapping[str, Sequence[float]], title
 
 
 def bits_accuracy(rows: Sequence[Mapping], baseline: float | None = None) -> Figure:
-    """Test accuracy vs bits per weight, one line per layer type (rows: layers, bits, accuracy)."""
+    """Test accuracy (%) vs bits per weight, one line per layer type (rows: layers, bits, accuracy in
+    percent, as the reports give it); baseline in percent."""
     curves: dict[str, tuple[list, list]] = {}
     for row in sorted(rows, key=lambda r: r["bits"]):
         xs, ys = curves.setdefault(row["layers"], ([], []))
         xs.append(row["bits"])
         ys.append(row["accuracy"])
-    return lines(curves, "bits per weight (2^bits shared values)", "test accuracy",
+    return lines(curves, "bits per weight (2^bits shared values)", "test accuracy (%)",
                  "Weight sharing: accuracy vs bits (other layers kept in FP32, no fine-tuning)",
-                 reference=baseline, reference_label="before sharing", percent_y=True)
+                 reference=baseline, reference_label="before sharing")
 
 
 def code_lengths(streams: Mapping[str, tuple[Sequence[int], Sequence[int]]]) -> Figure:
@@ -131,20 +133,20 @@ def sharing_view(pruned: nn.Module, data: Dataset, conv_bits: int, fc_bits: int,
     """The widget callback: share `pruned` with these bits and init (k-means only, no fine-tuning);
     the histogram of one layer with its centroids, and the file size and accuracy it gives."""
 
-    config = ShareConfig(conv_bits=conv_bits, fc_bits=fc_bits, init=init, iters=20)
-    shared, _ = apply_sharing(pruned, config)
+    config = DeepCompressionConfig(share=ShareConfig(conv_bits=conv_bits, fc_bits=fc_bits, init=init, iters=20),
+                                   encode=EncodeConfig(conv_index_bits=conv_index_bits, fc_index_bits=fc_index_bits))
+    shared, _ = apply_sharing(pruned, config.share)
     layers = prunable_layers(shared)
     name = layer or next(iter(layers))
     if name not in layers:
         raise ValueError(f"layer={name!r} is not a Linear/Conv2d layer; choose from {list(layers)}")
-    index_bits = {n: conv_index_bits if isinstance(m, nn.Conv2d) else fc_index_bits for n, m in layers.items()}
-    bits = {n: config.bits_for(n, m) for n, m in layers.items()}
+    index_bits, bits = config.layer_bits(shared)
     content, _ = encode_model(shared, index_bits, bits)
     weights = metrics.effective_weight(prunable_layers(pruned)[name]).cpu().numpy()
     w_shared = metrics.effective_weight(layers[name])
     used = torch.unique(w_shared[w_shared != 0]).cpu().numpy()  # empty clusters are not stored
     fig = centroid_histograms(weights, {f"{init} init, after k-means ({name})": used})
-    dense_bytes = 4 * sum(p.numel() for p in shared.parameters())
+    dense_bytes = 4 * metrics.parameter_count(shared)
     accuracy = evaluate(shared, data.test).accuracy
     return View(fig, {"conv bits": conv_bits, "fc bits": fc_bits, "init": init, "file bytes": len(content),
                       "compression x": round(dense_bytes / len(content), 1),

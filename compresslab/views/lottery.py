@@ -171,9 +171,9 @@ def level_view(report: LotteryReport, level: int, branch: str = "ticket"):
                             pixel_density(first) if first is not None else None, label)
     metrics = {
         "branch": result.branch, "level": result.level, "weights remaining %": round(100 * result.remaining, 2),
-        "test accuracy %": round(100 * result.test_accuracy, 2),
-        "vs dense (points)": round(100 * (result.test_accuracy - report.dense.test_accuracy), 2),
+        "test accuracy %": round(result.test_accuracy, 2),
+        "vs dense (points)": round(result.test_accuracy - report.dense.test_accuracy, 2),
         "early-stop step": result.early_stop_step,
-        "test accuracy at early stop %": round(100 * result.early_stop_accuracy, 2),
+        "test accuracy at early stop %": round(result.early_stop_accuracy, 2),
     }
     return View(fig, metrics)

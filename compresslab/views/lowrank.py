@@ -95,15 +95,16 @@ def rank_latency(rows: Sequence[Mapping], dense_ms: Mapping[int, float], break_e
 
 def error_vs_params(curves: Mapping[str, tuple[Sequence[float], Sequence[float]]], dense_accuracy: float,
                     xlabel: str = "parameters (log)", title: str = "") -> Figure:
-    """Test error (%, log) vs parameter count (log), one line per labelled (params, accuracy) series,
-    with the dense model's error dashed: the log scale separates 1.5% from 2% as clearly as 20% from 50%."""
+    """Test error (%, log) vs parameter count (log), one line per labelled (params, accuracy %) series,
+    with the dense model's error dashed (dense_accuracy in percent, as the reports give it): the log
+    scale separates 1.5% from 2% as clearly as 20% from 50%."""
     from matplotlib.ticker import FuncFormatter
 
     fig, axes = _figure()
     ax = axes[0, 0]
     for i, (label, (xs, accs)) in enumerate(curves.items()):
-        ax.plot(xs, [100 * (1 - a) for a in accs], marker="o", ms=4, label=label, color=PALETTE[i % 10])
-    ax.axhline(100 * (1 - dense_accuracy), color="black", ls="--", lw=1, label="dense baseline")
+        ax.plot(xs, [100 - a for a in accs], marker="o", ms=4, label=label, color=PALETTE[i % 10])
+    ax.axhline(100 - dense_accuracy, color="black", ls="--", lw=1, label="dense baseline")
     ax.set_xscale("log")
     ax.set_yscale("log")
     plain = FuncFormatter(lambda v, _: f"{v:g}")

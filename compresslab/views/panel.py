@@ -22,6 +22,8 @@ from pathlib import Path
 
 from matplotlib.figure import Figure
 
+from compresslab.core.validate import check_choice
+
 __all__ = [
     "View",
     "Control",
@@ -32,6 +34,7 @@ __all__ = [
     "headless",
     "show",
     "panel",
+    "build_panel",
 ]
 
 
@@ -55,8 +58,7 @@ class Control:
     label: str | None = None
 
     def __post_init__(self) -> None:
-        if self.kind not in ("float", "int", "choice", "toggle"):
-            raise ValueError(f"kind={self.kind!r} must be one of 'float', 'int', 'choice', 'toggle'")
+        check_choice("Control", "kind", self.kind, ("float", "int", "choice", "toggle"))
         if self.kind in ("float", "int") and not (self.low is not None and self.high is not None and self.low < self.high):
             raise ValueError(f"a {self.kind} control needs low < high, got low={self.low}, high={self.high}")
         if self.kind == "choice" and not self.options:
@@ -67,8 +69,8 @@ class Control:
         if self.kind in ("float", "int"):
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not self.low <= value <= self.high:
                 raise ValueError(f"{name}={value!r} must be a number in [{self.low}, {self.high}]")
-        elif self.kind == "choice" and value not in self.options:
-            raise ValueError(f"{name}={value!r} must be one of {list(self.options)}")
+        elif self.kind == "choice":
+            check_choice("", name, value, tuple(self.options))
         elif self.kind == "toggle" and not isinstance(value, bool):
             raise ValueError(f"{name}={value!r} must be True or False")
 
@@ -144,16 +146,7 @@ def show(view: View | Figure | Mapping) -> None:
         display(summary_table(view.metrics).style.hide(axis="index").format(precision=4))
 
 
-def panel(
-    render: Callable[..., View],
-    controls: Mapping[str, Control],
-    values: Mapping[str, object],
-    title: str | None = None,
-):
-    """Show render(**values) now; add controls that re-render on change unless headless.
-
-    `values` are the parameter-cell values, one per control. Returns the widget box, or None headless.
-    """
+def _check_values(controls: Mapping[str, Control], values: Mapping[str, object]) -> None:
     missing = set(controls) - set(values)
     extra = set(values) - set(controls)
     if missing or extra:
@@ -161,16 +154,21 @@ def panel(
                          f"missing {sorted(missing)}, unexpected {sorted(extra)}")
     for name, control in controls.items():
         control.check(name, values[name])
-    if headless():
-        if title:
-            from IPython.display import Markdown, display
 
-            display(Markdown(f"**{title}** (static view at the parameter values; controls appear in Jupyter)"))
-        show(render(**values))
-        return None
+
+def build_panel(
+    render: Callable[..., View],
+    controls: Mapping[str, Control],
+    values: Mapping[str, object],
+    title: str | None = None,
+):
+    """The widget box (title, controls, output) wired to re-render on every change, rendered once at
+    `values`; not displayed. Each box carries the CSS classes `compresslab-panel` and a unique
+    `compresslab-panel-<id>`, so a browser test can tell one panel shown twice from two panels."""
+    _check_values(controls, values)
+    import uuid
 
     import ipywidgets as w
-    from IPython.display import display
 
     inputs = {name: control.build(name, values[name]) for name, control in controls.items()}
     output = w.Output()
@@ -188,8 +186,31 @@ def panel(
         widget.observe(refresh, names="value")
     header = [w.HTML(f"<b>{title}</b>")] if title else []
     box = w.VBox([*header, w.HBox(list(inputs.values()), layout=w.Layout(flex_flow="row wrap")), output])
-    display(box)
+    box.add_class("compresslab-panel")
+    box.add_class(f"compresslab-panel-{uuid.uuid4().hex[:12]}")
     refresh()
     return box
 
 
+def panel(
+    render: Callable[..., View],
+    controls: Mapping[str, Control],
+    values: Mapping[str, object],
+    title: str | None = None,
+) -> None:
+    """Show render(**values) now; with controls that re-render on change unless headless.
+
+    `values` are the parameter-cell values, one per control. Displays the panel once and returns
+    None, so a panel call as a cell's last line does not display the panel a second time."""
+    _check_values(controls, values)
+    if headless():
+        if title:
+            from IPython.display import Markdown, display
+
+            display(Markdown(f"**{title}** (static view at the parameter values; controls appear in Jupyter)"))
+        show(render(**values))
+        return None
+    from IPython.display import display
+
+    display(build_panel(render, controls, values, title))
+    return None

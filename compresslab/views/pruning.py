@@ -26,14 +26,15 @@ __all__ = [
 # ---- figures ----
 
 def sensitivity(rows: Sequence[Mapping], baseline: float | None = None) -> Figure:
-    """Accuracy vs sparsity when pruning one layer at a time (rows: layer, sparsity, accuracy)."""
+    """Accuracy vs sparsity when pruning one layer at a time (rows: layer, sparsity, accuracy in percent,
+    as pruning.sensitivity_scan gives it; baseline in percent)."""
     curves: dict[str, tuple[list, list]] = {}
     for row in rows:
         xs, ys = curves.setdefault(row["layer"], ([], []))
         xs.append(100 * row["sparsity"])
         ys.append(row["accuracy"])
-    return lines(curves, "sparsity of that layer (%)", "test accuracy", "Per-layer sensitivity (no fine-tuning)",
-                 reference=baseline, percent_y=True)
+    return lines(curves, "sparsity of that layer (%)", "test accuracy (%)", "Per-layer sensitivity (no fine-tuning)",
+                 reference=baseline)
 
 
 def pruning_view(

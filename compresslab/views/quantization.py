@@ -164,14 +164,14 @@ def render_quantization(model, split, calibration, layer: str, weight_bits: int,
     import torch
 
     from compresslab.core.training import evaluate
+    from compresslab.core.validate import check_choice
     from compresslab.techniques import quantization as Q
 
     config = Q.QuantConfig(weight_bits=weight_bits, act_bits=act_bits, weight_granularity=granularity,
                            weight_observer=observer, act_observer=observer, calibration_size=len(calibration))
-    quantized, report = Q.apply_ptq(model, config, calibration)
+    quantized, report = Q.apply_ptq(model, config, calibration=calibration)
     layers = Q.quant_layers(quantized)
-    if layer not in layers:
-        raise ValueError(f"layer={layer!r} must be one of {list(layers)}")
+    check_choice("", "layer", layer, tuple(layers))
     fq = layers[layer].weight_fake_quant
     scale, zero_point = fq.qparams()
     w = layers[layer].weight.detach()
@@ -189,7 +189,7 @@ def render_quantization(model, split, calibration, layer: str, weight_bits: int,
         f"{layer} weight SQNR dB": row["weight SQNR dB"],
         f"{layer} output SQNR dB": row["output SQNR dB"],
         f"{layer} weights that became 0 %": row["zero weights %"],
-        "model KiB (weights + scales, float biases)": round(report.size["encoded_bytes"] / 1024, 1),
+        "model KiB (weights + scales, float biases)": round(report.size_after.stored_bytes / 1024, 1),
         "compression vs FP32": round(report.compression, 2),
     })
 

@@ -8,6 +8,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from compresslab.core.metrics import parameter_count
 from compresslab.exercises.checking import (
     as_tensor,
     call,
@@ -115,8 +116,7 @@ def check_factorize_linear(fn: Callable) -> int:
         expected = lowrank.factorize_layer(layer, r)
         if not isinstance(got, nn.Module):
             raise fail(name, case, "the result is not a module", expected, got, "return nn.Sequential(first, second)")
-        n_params = sum(p.numel() for p in got.parameters())
-        n_expected = sum(p.numel() for p in expected.parameters())
+        n_params, n_expected = parameter_count(got), parameter_count(expected)
         if n_params != n_expected:
             raise fail(name, case, f"the factorized layer has {n_params} parameters, expected r (in + out) + out = {n_expected}",
                         n_expected, n_params, "first = nn.Linear(in, r, bias=False) (no bias: it would be counted twice), "

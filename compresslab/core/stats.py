@@ -1,0 +1,101 @@
+"""How sure is an accuracy change? Paired comparisons of two models on the same test images.
+
+Two models scored on the same n images give, per image, a pair (a correct?, b correct?). Only the
+discordant images matter: n10 (a right, b wrong) and n01 (a wrong, b right). The accuracy change
+b - a is (n01 - n10) / n. Its 95% interval comes from the paired bootstrap (resample the n images
+with replacement; the four pair counts are then multinomial, so we draw those directly), and
+McNemar's exact test asks whether n01 and n10 could be two halves of Binomial(n01 + n10, 1/2).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+
+import numpy as np
+import torch
+
+__all__ = ["PairedDifference", "paired_difference", "mcnemar_exact_p"]
+
+
+@dataclass(frozen=True)
+class PairedDifference:
+    """Accuracy change (model b minus model a) in percentage points with its interval."""
+
+    delta_points: float
+    low_points: float
+    high_points: float
+    level: float
+    n: int
+    a_only: int  # images model a gets right and model b gets wrong
+    b_only: int
+    mcnemar_p: float
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    def describe(self) -> str:
+        """'-0.12 points (95% CI -0.25 to +0.01; McNemar p = 0.07, 41 vs 29 discordant images)'."""
+        return (f"{self.delta_points:+.2f} points ({100 * self.level:.0f}% CI {self.low_points:+.2f} to "
+                f"{self.high_points:+.2f}; McNemar p = {self.mcnemar_p:.2g}, {self.a_only} vs {self.b_only} "
+                f"discordant images)")
+
+
+def _as_bool(x: torch.Tensor | np.ndarray, name: str) -> np.ndarray:
+    arr = x.detach().cpu().numpy() if isinstance(x, torch.Tensor) else np.asarray(x)
+    if arr.ndim != 1:
+        raise ValueError(f"{name} must be a 1-D array of per-image correctness, got shape {arr.shape}")
+    if arr.dtype != bool and not np.isin(arr, (0, 1)).all():
+        raise ValueError(f"{name} must hold booleans (or 0/1), one per test image")
+    return arr.astype(bool)
+
+
+def mcnemar_exact_p(a_only: int, b_only: int) -> float:
+    """Two-sided exact McNemar p: 2 * P(X <= min) for X ~ Binomial(a_only + b_only, 1/2), capped at 1.
+
+    >>> mcnemar_exact_p(0, 5)   # 2 * (1/2)**5
+    0.0625
+    >>> mcnemar_exact_p(3, 3)
+    1.0
+    """
+    for name, v in (("a_only", a_only), ("b_only", b_only)):
+        if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 0:
+            raise ValueError(f"{name}={v!r} must be a non-negative integer count")
+    m, k = int(a_only) + int(b_only), min(int(a_only), int(b_only))
+    if m == 0:
+        return 1.0
+    log_terms = [math.lgamma(m + 1) - math.lgamma(i + 1) - math.lgamma(m - i + 1) - m * math.log(2) for i in range(k + 1)]
+    top = max(log_terms)
+    tail = math.exp(top) * sum(math.exp(t - top) for t in log_terms)
+    return min(1.0, 2.0 * tail)
+
+
+def paired_difference(correct_a, correct_b, level: float = 0.95, n_boot: int = 4000, seed: int = 0) -> PairedDifference:
+    """Accuracy of b minus accuracy of a on the same images, in points, with a paired-bootstrap interval.
+
+    The bootstrap draws the four pair counts from Multinomial(n, observed pair frequencies), which is
+    exactly what resampling the n images with replacement gives.
+
+    >>> a = torch.tensor([True] * 90 + [False] * 10)
+    >>> b = torch.tensor([True] * 85 + [False] * 5 + [True] * 10)   # 5 newly wrong, 10 newly right
+    >>> d = paired_difference(a, b)
+    >>> d.delta_points, d.a_only, d.b_only
+    (5.0, 5, 10)
+    """
+    if not (isinstance(level, float) and 0.5 <= level < 1):
+        raise ValueError(f"level={level!r} must be a float in [0.5, 1)")
+    if isinstance(n_boot, bool) or not isinstance(n_boot, int) or not 100 <= n_boot <= 1_000_000:
+        raise ValueError(f"n_boot={n_boot!r} must be an integer in [100, 1000000]")
+    a, b = _as_bool(correct_a, "correct_a"), _as_bool(correct_b, "correct_b")
+    if a.shape != b.shape or a.size == 0:
+        raise ValueError(f"correct_a and correct_b must be non-empty and of equal length, got {a.size} and {b.size}")
+    n = a.size
+    a_only, b_only = int((a & ~b).sum()), int((~a & b).sum())
+    delta = 100.0 * (b_only - a_only) / n
+    rng = np.random.default_rng(seed)
+    counts = rng.multinomial(n, [a_only / n, b_only / n, max(0.0, 1.0 - (a_only + b_only) / n)], size=n_boot)
+    boot = 100.0 * (counts[:, 1] - counts[:, 0]) / n
+    tail = (1.0 - level) / 2
+    low, high = np.quantile(boot, [tail, 1.0 - tail])
+    return PairedDifference(round(delta, 6), float(low), float(high), level, n, a_only, b_only,
+                            mcnemar_exact_p(a_only, b_only))

@@ -1,0 +1,139 @@
+"""Unstructured magnitude pruning, tensor and mask level.
+
+Keep the weights of largest |w|: a mask m in {0,1} multiplies the weight, w_eff = w * m, applied
+through torch.nn.utils.prune so it survives fine-tuning; masks nest (a pruned weight stays pruned).
+"""
+
+from __future__ import annotations
+
+import copy
+
+import torch
+from torch import nn
+from torch.nn.utils import prune
+
+from compresslab.core import metrics
+from compresslab.core.models import prunable_layers
+from compresslab.core.validate import check_choice, check_float
+
+__all__ = [
+    "SCOPES",
+    "SCHEDULES",
+    "magnitude_mask",
+    "global_magnitude_masks",
+    "cubic_sparsity",
+    "current_masks",
+    "set_masks",
+    "copy_model",
+    "make_permanent",
+    "masks_for",
+    "prune_magnitude",
+]
+SCOPES = ("layer", "global")
+SCHEDULES = ("one_shot", "iterative", "gradual")
+
+
+def _check_sparsity(sparsity: float, field_name: str = "sparsity") -> None:
+    check_float("", field_name, sparsity, 0, 1, hi_open=True)
+
+
+def magnitude_mask(w: torch.Tensor, sparsity: float) -> torch.Tensor:
+    """Mask (same shape, float 0/1) zeroing the k = round(sparsity * n) smallest |w|."""
+    _check_sparsity(sparsity)
+    k = int(round(sparsity * w.numel()))
+    mask = torch.ones_like(w, memory_format=torch.contiguous_format)  # view(-1) below needs contiguous
+    if k:
+        idx = torch.topk(w.detach().abs().reshape(-1), k=k, largest=False).indices
+        mask.view(-1)[idx] = 0.0
+    return mask
+
+
+def global_magnitude_masks(weights: dict[str, torch.Tensor], sparsity: float) -> dict[str, torch.Tensor]:
+    """Masks that zero the round(sparsity * N) smallest |w| over all tensors together."""
+    _check_sparsity(sparsity)
+    if not weights:
+        raise ValueError("weights is empty: nothing to prune")
+    flat = torch.cat([w.detach().abs().reshape(-1) for w in weights.values()])
+    flat_mask = magnitude_mask(flat, sparsity)
+    masks, start = {}, 0
+    for name, w in weights.items():
+        masks[name] = flat_mask[start:start + w.numel()].reshape(w.shape)
+        start += w.numel()
+    return masks
+
+
+def cubic_sparsity(step: int, initial: float, final: float, start: int, n: int, interval: int) -> float:
+    """Zhu & Gupta (2017): s_t = s_f + (s_i - s_f) * (1 - (t - t0) / (n * dt))^3, clamped to [t0, t0 + n dt]."""
+    _check_sparsity(initial, "initial")
+    _check_sparsity(final, "final")
+    if n < 1 or interval < 1:
+        raise ValueError(f"n={n} and interval={interval} must be >= 1")
+    progress = min(max((step - start) / (n * interval), 0.0), 1.0)
+    return final + (initial - final) * (1.0 - progress) ** 3
+
+
+# ----------------------------------------------------------------- applying masks
+
+def current_masks(model: nn.Module) -> dict[str, torch.Tensor]:
+    """The masks in force (ones for unpruned layers), by layer name."""
+    out = {}
+    for name, layer in prunable_layers(model).items():
+        mask = getattr(layer, "weight_mask", None)
+        out[name] = mask.detach().clone() if mask is not None else torch.ones_like(layer.weight)
+    return out
+
+
+def set_masks(model: nn.Module, masks: dict[str, torch.Tensor]) -> None:
+    """Apply masks through torch.nn.utils.prune; a weight pruned before stays pruned (masks nest)."""
+    layers = prunable_layers(model)
+    for name, mask in masks.items():
+        if name not in layers:
+            raise ValueError(f"layer={name!r} is not a prunable layer; choose from {list(layers)}")
+        layer = layers[name]
+        if hasattr(layer, "weight_mask"):
+            with torch.no_grad():
+                layer.weight_mask.mul_(mask.to(layer.weight_mask))
+        else:
+            prune.custom_from_mask(layer, "weight", mask.to(layer.weight))
+        with torch.no_grad():  # a leaf until the next forward recomputes it, so copies work
+            layer.weight = layer.weight_orig * layer.weight_mask
+
+
+def copy_model(model: nn.Module) -> nn.Module:
+    """A deep copy that also works for pruned models (whose masked weights are non-leaf tensors)."""
+    with torch.no_grad():
+        for layer in prunable_layers(model).values():
+            for param in ("weight", "bias"):
+                if hasattr(layer, f"{param}_mask"):
+                    setattr(layer, param, getattr(layer, f"{param}_orig") * getattr(layer, f"{param}_mask"))
+    return copy.deepcopy(model)
+
+
+def make_permanent(model: nn.Module) -> nn.Module:
+    """Fold every mask into its weight (torch.nn.utils.prune.remove); returns `model`."""
+    for layer in prunable_layers(model).values():
+        for param in ("weight", "bias"):
+            if hasattr(layer, f"{param}_mask"):
+                prune.remove(layer, param)
+    return model
+
+
+def masks_for(model: nn.Module, sparsity: float | dict[str, float], scope: str = "layer") -> dict[str, torch.Tensor]:
+    """Magnitude masks at `sparsity` (one number, or per layer for scope='layer')."""
+    check_choice("", "scope", scope, SCOPES)
+    weights = {n: metrics.effective_weight(m) for n, m in prunable_layers(model).items()}
+    if scope == "global":
+        if isinstance(sparsity, dict):
+            raise ValueError("scope='global' takes one sparsity, not a per-layer dict")
+        return global_magnitude_masks(weights, sparsity)
+    per_layer = sparsity if isinstance(sparsity, dict) else {n: sparsity for n in weights}
+    unknown = set(per_layer) - set(weights)
+    if unknown:
+        raise ValueError(f"layer_sparsity names unknown layers {sorted(unknown)}; choose from {list(weights)}")
+    return {n: magnitude_mask(weights[n], s) for n, s in per_layer.items()}
+
+
+def prune_magnitude(model: nn.Module, sparsity: float | dict[str, float], scope: str = "layer") -> nn.Module:
+    """Prune `model` in place by magnitude and return it (masks stay attached)."""
+    set_masks(model, masks_for(model, sparsity, scope))
+    return model

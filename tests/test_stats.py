@@ -1,0 +1,75 @@
+"""Paired accuracy differences: McNemar's exact test and the paired bootstrap, against brute force."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from compresslab.core.stats import mcnemar_exact_p, paired_difference
+
+
+@pytest.mark.parametrize("a_only, b_only", [(0, 0), (0, 5), (1, 9), (7, 7), (13, 30), (120, 80)])
+def test_mcnemar_matches_the_binomial_sum(a_only, b_only):
+    m, k = a_only + b_only, min(a_only, b_only)
+    brute = 1.0 if m == 0 else min(1.0, 2 * sum(math.comb(m, i) for i in range(k + 1)) / 2**m)
+    assert mcnemar_exact_p(a_only, b_only) == pytest.approx(brute, rel=1e-9)
+
+
+def _pairs(n: int, a_only: int, b_only: int, both: int) -> tuple[torch.Tensor, torch.Tensor]:
+    a = torch.zeros(n, dtype=torch.bool)
+    b = torch.zeros(n, dtype=torch.bool)
+    a[:a_only] = True
+    b[a_only:a_only + b_only] = True
+    a[a_only + b_only:a_only + b_only + both] = True
+    b[a_only + b_only:a_only + b_only + both] = True
+    perm = torch.randperm(n, generator=torch.Generator().manual_seed(0))
+    return a[perm], b[perm]
+
+
+def test_interval_agrees_with_the_normal_approximation_for_large_n():
+    n, a_only, b_only = 10_000, 60, 40
+    a, b = _pairs(n, a_only, b_only, 9_800)
+    d = paired_difference(a, b, n_boot=20_000)
+    assert d.delta_points == pytest.approx(-0.2) and (d.a_only, d.b_only) == (60, 40)
+    se = 100 * math.sqrt((a_only + b_only) - (b_only - a_only) ** 2 / n) / n  # paired Wald standard error
+    assert d.low_points == pytest.approx(d.delta_points - 1.96 * se, abs=0.15 * se)
+    assert d.high_points == pytest.approx(d.delta_points + 1.96 * se, abs=0.15 * se)
+
+
+def test_multinomial_bootstrap_matches_resampling_the_images():
+    n = 300
+    a, b = _pairs(n, 20, 9, 250)
+    d = paired_difference(a, b, n_boot=20_000, seed=1)
+    rng = np.random.default_rng(2)
+    idx = rng.integers(0, n, size=(20_000, n))
+    an, bn = a.numpy()[idx], b.numpy()[idx]
+    brute = 100 * (bn.mean(axis=1) - an.mean(axis=1))
+    lo, hi = np.quantile(brute, [0.025, 0.975])
+    assert d.low_points == pytest.approx(lo, abs=0.35) and d.high_points == pytest.approx(hi, abs=0.35)
+    assert "points (95% CI" in d.describe()
+
+
+def test_same_seed_same_interval_and_identical_models():
+    a, b = _pairs(500, 10, 4, 400)
+    assert paired_difference(a, b, seed=3) == paired_difference(a, b, seed=3)
+    same = paired_difference(a, a)
+    assert (same.delta_points, same.low_points, same.high_points, same.mcnemar_p) == (0.0, 0.0, 0.0, 1.0)
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    ({"correct_a": torch.ones(3, dtype=torch.bool), "correct_b": torch.ones(4, dtype=torch.bool)}, "equal length"),
+    ({"correct_a": torch.ones(0, dtype=torch.bool), "correct_b": torch.ones(0, dtype=torch.bool)}, "non-empty"),
+    ({"correct_a": torch.tensor([0.5, 1.0]), "correct_b": torch.tensor([1.0, 1.0])}, "correct_a must hold booleans"),
+    ({"correct_a": torch.ones(2, 2, dtype=torch.bool), "correct_b": torch.ones(2, 2, dtype=torch.bool)}, "1-D"),
+    ({"level": 1.5}, "level"),
+    ({"n_boot": 10}, "n_boot"),
+])
+def test_bad_inputs_name_the_argument(kwargs, match):
+    args = {"correct_a": torch.ones(4, dtype=torch.bool), "correct_b": torch.ones(4, dtype=torch.bool), **kwargs}
+    with pytest.raises(ValueError, match=match):
+        paired_difference(**args)
+    with pytest.raises(ValueError, match="a_only"):
+        mcnemar_exact_p(-1, 3)
