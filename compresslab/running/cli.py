@@ -45,7 +45,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
             raise ValueError("set the profile with --profile, not -p profile")
         grid.setdefault(key, []).append(value)
     runs, out_dir = runner.run_many(args.names, args.profile, grid, Path(args.out) if args.out else None,
-                                    args.cell_timeout)
+                                    args.cell_timeout, show_progress=not args.no_progress)
     failed = [r for r in runs if not r.ok]
     print(f"{len(runs) - len(failed)} passed, {len(failed)} failed; summary: {out_dir / 'summary.md'}")
     return 1 if failed else 0
@@ -112,6 +112,8 @@ def build_parser() -> argparse.ArgumentParser:
     p_run.add_argument("--out", help="output folder (default runs/<timestamp>/)")
     p_run.add_argument("--cell-timeout", type=positive_seconds, default=None,
                        help="seconds one cell may run before the run fails (default 600 quick, 3600 full)")
+    p_run.add_argument("--no-progress", action="store_true",
+                       help="do not show the running cell and section (shown on stderr by default)")
     p_run.set_defaults(func=_cmd_run)
     p_report = sub.add_parser("report", help="table of every recorded result below a folder")
     p_report.add_argument("directory", nargs="?", default="runs")

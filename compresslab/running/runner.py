@@ -20,6 +20,7 @@ from compresslab.core.data import REPO_ROOT
 from compresslab.core.results import SUFFIX, load_runs, read
 from compresslab.core.validate import check_choice, check_int
 from compresslab.running.params import check_values
+from compresslab.running.progress import register_engine
 
 __all__ = [
     "NOTEBOOK_DIR",
@@ -168,8 +169,12 @@ def execute(
     cell_timeout: int | None = None,
     html: bool = True,
     log=print,
+    progress_label: str | None = None,
 ) -> RunResult:
-    """Run one notebook with papermill into `out_dir` (executed .ipynb, results JSON, HTML)."""
+    """Run one notebook with papermill into `out_dir` (executed .ipynb, results JSON, HTML).
+
+    With `progress_label`, the running cell, its section and the elapsed time are shown on stderr
+    (one updating line on a terminal, a line per section otherwise)."""
     import papermill
     from papermill.exceptions import PapermillExecutionError
 
@@ -194,6 +199,7 @@ def execute(
         papermill.execute_notebook(
             str(path), str(output), parameters=params, kernel_name="python3", progress_bar=False,
             execution_timeout=cell_timeout or CELL_TIMEOUT[profile], cwd=str(path.parent), log_output=False,
+            engine_name=register_engine(), progress_label=progress_label,
         )
     except PapermillExecutionError as err:
         ok, error = False, f"cell {err.exec_count}: {err.ename}: {err.evalue}"
@@ -233,9 +239,11 @@ def default_out_dir() -> Path:
 
 def run_many(
     names: Sequence[str], profile: str, grid: Mapping[str, Sequence[str]], out_dir: Path | None = None,
-    cell_timeout: int | None = None, log=print,
+    cell_timeout: int | None = None, log=print, show_progress: bool = True,
 ) -> tuple[list[RunResult], Path]:
-    """Run notebooks x parameter grid; write summary.md / summary.html; return the results and out dir."""
+    """Run notebooks x parameter grid; write summary.md / summary.html; return the results and out dir.
+
+    `show_progress`: the running cell and section of each notebook, live on stderr."""
     paths = list(notebooks().values()) if list(names) == ["all"] else [resolve(n) for n in names]
     combos = expand_grid(grid)
     check_choice("", "profile", profile, PROFILES)
@@ -252,7 +260,8 @@ def run_many(
         label = _run_label(combo)
         target = out_dir / path.stem / label if label else out_dir / path.stem
         log(f"[{i}/{total}] {path.stem} {label} (profile={profile}) running ...")
-        result = execute(path, target, combo, profile, cell_timeout, log=log)
+        result = execute(path, target, combo, profile, cell_timeout, log=log,
+                         progress_label=f"[{i}/{total}] {path.stem} {label}".rstrip() if show_progress else None)
         runs.append(result)
         if result.ok:
             log(f"[{i}/{total}] {path.stem} {label} ok in {result.seconds:.0f} s -> {result.output}")
