@@ -1,5 +1,5 @@
-"""Exercise notebooks: building student versions from the solutions, keeping them in sync, running
-them, and grading with `compresslab check`."""
+"""Exercise notebooks: building student versions from the solutions (stubs, tiered hints, answer
+cells), keeping them in sync, and running them. Grading is tested in test_grading.py."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import nbformat
 import pytest
 
 from compresslab import exercises
-from compresslab.exercises import checks
+from compresslab.exercises import checks, submission
 from compresslab.running import cli, runner
 
 SOLUTIONS = exercises.solutions()
@@ -28,28 +28,34 @@ def read(path: Path):
 
 # ----------------------------------------------------------------- the build transform
 
-def test_code_region_becomes_a_stub_with_the_hint():
+def test_code_region_becomes_a_stub_and_its_hints_a_collapsed_cell():
     source = (
         "def f(x):\n"
         '    """Doc."""\n'
         "    ### BEGIN SOLUTION\n"
-        "    ### HINT: use x + 1\n"
-        "    ### HINT: (nothing else)\n"
+        "    ### HINT 1: think of adding\n"
+        "    ### HINT 2: use x + 1\n"
+        "    ### HINT 2: (nothing else)\n"
         "    y = x + 1\n"
         "    return y\n"
         "    ### END SOLUTION\n"
         "\n"
         "print(f)"
     )
-    out = exercises.strip_solutions(source)
-    assert "y = x + 1" not in out and "### " not in out
-    assert '    """Doc."""\n    # YOUR CODE HERE\n    # Hint: use x + 1 (nothing else)\n' in out
-    assert "    raise NotImplementedError('f: not written yet (see the hint above)')" in out
-    assert out.endswith("\nprint(f)")
+    out, hints = exercises.split_solutions(source)
+    assert "y = x + 1" not in out and "### " not in out and "Hint" not in out
+    assert '    """Doc."""\n    # YOUR CODE HERE\n' in out
+    assert "    raise NotImplementedError('f: not written yet (hints in the cell below)')" in out
+    assert out.endswith("\nprint(f)") and exercises.strip_solutions(source) == out
+    assert hints == [("f", ["think of adding", "use x + 1 (nothing else)"])]
     namespace: dict = {}
     exec(compile(out.replace("print(f)", ""), "stub", "exec"), namespace)
     with pytest.raises(NotImplementedError, match="f: not written yet"):
         namespace["f"](1)
+    md = exercises.hints_markdown("f", hints[0][1])
+    first, second = md.index("<details><summary>Hint 1"), md.index("<details><summary>Hint 2")
+    assert "`f`" in md and first < md.index("think of adding") < second < md.index("use x + 1")
+    assert md.count("</details>") == 2  # each collapsed until opened
 
 
 def test_region_without_hint_and_nested_function_names():
@@ -59,9 +65,13 @@ def test_region_without_hint_and_nested_function_names():
 
 
 def test_markdown_answers_and_hidden_regions():
-    md = "**Q1.** Why?\n### BEGIN SOLUTION\n### HINT: think of zero\nBecause.\n### END SOLUTION"
+    md = "**Q1.** Why?\n### BEGIN SOLUTION\n### HINT: think of zero\nBecause.\n### RUBRIC: 2 points: zero\n### END SOLUTION"
     out = exercises.strip_solutions(md, "markdown")
-    assert "Because" not in out and exercises.ANSWER_STUB in out and "think of zero" in out
+    assert "Because" not in out and exercises.ANSWER_STUB in out and "think of zero" in out and "<details>" in out
+    assert "RUBRIC" not in out and "2 points" not in out
+    key = exercises.answer_key(nbformat.v4.new_notebook(cells=[nbformat.v4.new_markdown_cell("**Q1.** Why?"),
+                                                               nbformat.v4.new_markdown_cell(md)]))
+    assert [(k["question"], k["rubric"], k["model"]) for k in key] == [("**Q1.** Why?", "2 points: zero", "Because.")]
     code = "x = 1\n### BEGIN HIDDEN\nassert x == 1\n### END HIDDEN\nprint(x)"
     assert exercises.strip_solutions(code) == "x = 1\nprint(x)"
 
@@ -95,13 +105,15 @@ def test_a_cell_that_is_entirely_hidden_is_dropped(tmp_path):
 
 # ----------------------------------------------------------------- the committed notebooks
 
-def test_six_exercises_with_two_to_four_checks_each():
+def test_seven_exercises_each_with_functions_and_one_open_target():
     assert STEMS == ["01_pruning", "02_lottery", "03_quantization", "04_distillation", "05_lowrank",
-                     "06_huffman_deep_compression"]
+                     "06_huffman_deep_compression", "07_structured"]
     for stem, path in SOLUTIONS.items():
         names = exercises.checks_in(read(path))
-        assert 2 <= len(names) <= 4, (stem, names)
+        targets = [n for n in names if n in checks.TARGETS]
+        assert 3 <= len(names) <= 5 and len(targets) == 1 and names[-1] == targets[0], (stem, names)
         assert set(names) <= set(checks.CHECKS)
+        assert len(exercises.answer_key(read(path))) >= 2 and all(k["rubric"] for k in exercises.answer_key(read(path)))
 
 
 def test_generated_notebooks_are_up_to_date():
@@ -133,10 +145,44 @@ def test_student_notebook_hides_the_solutions(stem):
     assert meta["exercise"] == stem and meta["checks"] == exercises.checks_in(solution)
     code = json.dumps([c.source for c in student.cells if c.cell_type == "code"])
     assert code.count("raise NotImplementedError") == len(meta["checks"])
+    hint_cells = [c for c in student.cells if "hints" in c.metadata.get("tags", [])]
+    assert len(hint_cells) == len(meta["checks"])  # two tiers for every function and the open target
+    assert all(c.cell_type == "markdown" and c.source.count("<details>") == 2 for c in hint_cells)
+    answers = [c for c in student.cells if "answer" in c.metadata.get("tags", [])]
+    assert len(answers) == len(exercises.answer_key(solution)) and all(c.source == exercises.ANSWER_STUB for c in answers)
     for nb in (solution, student):  # committed without outputs
         assert all(not c.get("outputs") and c.get("execution_count") is None for c in nb.cells if c.cell_type == "code")
     first_code = next(c for c in student.cells if c.cell_type == "code")
     assert first_code.metadata.get("tags") == ["parameters"] and 'profile = "quick"' in first_code.source
+
+
+def key_expressions(nb) -> dict[str, str]:
+    """Per exercise function: the longest line of its solution (whitespace-normalised)."""
+    out = {}
+    for cell in nb.cells:
+        if cell.cell_type == "code" and "### BEGIN SOLUTION" in cell.source:
+            name = cell.source.split("def ", 1)[1].split("(", 1)[0]
+            body = cell.source.split("### BEGIN SOLUTION", 1)[1].split("### END SOLUTION", 1)[0]
+            lines = [" ".join(line.split()) for line in body.splitlines() if not line.strip().startswith("###")]
+            out[name] = max(lines, key=len)
+    return out
+
+
+@pytest.mark.parametrize("stem", STEMS)
+def test_no_hint_contains_the_solution(stem):
+    """Notebook hints (both tiers) and the checks' messages never hold a line of a solution, in
+    particular not its key expression."""
+    solution = read(SOLUTIONS[stem])
+    lines = set(exercises.solution_lines(solution)) | set(key_expressions(solution).values())
+    assert len(key_expressions(solution)) == len(exercises.checks_in(solution))
+    hints = [" ".join(h.split()) for c in solution.cells for _, tiers in exercises.split_solutions(c.source, c.cell_type)[1]
+             for h in tiers]
+    assert len(hints) == 2 * len(exercises.checks_in(solution))
+    check_sources = " ".join(" ".join(p.read_text().split()) for p in (Path(checks.__file__).parent).glob("*_checks.py"))
+    for line in lines:
+        assert not any(line in h for h in hints), line
+    for line in key_expressions(solution).values():
+        assert line not in check_sources, line
 
 
 @pytest.mark.parametrize("stem", STEMS)
@@ -147,21 +193,10 @@ def test_papermill_reads_every_parameter(stem):
 
 
 def exercise_namespace(path: Path) -> dict:
-    """Run a notebook's parameter and setup cells and every exercise-function cell (no data, no kernel)."""
-    nb = read(path)
+    """The definitions of a notebook, as the grader runs them (no data, no kernel)."""
     namespace: dict = {}
-    seen_check = False
-    for cell in nb.cells:
-        if cell.cell_type != "code":
-            continue
-        if "checks.check_" in cell.source:
-            seen_check = True
-            continue
-        defines_exercise = "### BEGIN SOLUTION" in cell.source or "# YOUR CODE HERE" in cell.source
-        if seen_check and not defines_exercise:
-            continue
-        source = "\n".join(line for line in cell.source.splitlines() if not line.lstrip().startswith("%"))
-        exec(compile(source, f"{path.name}", "exec"), namespace)
+    code = submission.student_code(read(path))
+    assert submission.execute(code, namespace) == []
     return namespace
 
 
@@ -183,53 +218,15 @@ def test_student_stubs_get_the_friendly_message(stem, monkeypatch):
             checks.CHECKS[name](namespace[name])
 
 
-def test_expected_checks_come_from_the_solution(tmp_path):
-    nb = read(student_path("01_pruning"))
-    nb.cells = [c for c in nb.cells if "check_cubic_sparsity" not in c.source]  # a deleted check cell
-    renamed = tmp_path / "alice_submission.ipynb"
-    nbformat.write(nb, str(renamed))
-    exercise, names = exercises.expected_checks(read(renamed), renamed)
-    assert exercise == "01_pruning" and names == ["magnitude_mask", "global_magnitude_masks", "cubic_sparsity"]
-    del nb.metadata["compresslab"]
-    exercise, _ = exercises.expected_checks(nb, tmp_path / "bob_01_pruning.ipynb")
-    assert exercise == "01_pruning"
-
-
-def test_grade_table_and_paths(tmp_path):
-    grade = exercises.Grade("a.ipynb", "01_pruning", [
-        {"check": "magnitude_mask", "status": "passed", "message": "all 8 cases match the reference"},
-        {"check": "cubic_sparsity", "status": "not_run", "message": "the check cell did not run"}], run_error="boom")
-    assert (grade.passed, grade.total, grade.ok) == (1, 2, False)
-    table = grade.table()
-    assert "1/2 checks passed" in table and "not run" in table and "boom" in table
-    with pytest.raises(ValueError, match="not a notebook"):
-        exercises.notebook_paths([tmp_path / "missing.ipynb"])
-    with pytest.raises(ValueError, match="no .ipynb"):
-        exercises.notebook_paths([tmp_path])
-    assert exercises.notebook_paths([exercises.SOLUTION_DIR]) == list(SOLUTIONS.values())
-
-
 # ----------------------------------------------------------------- executing notebooks (slow)
 
-@pytest.fixture(scope="session")
-def graded_solutions(tmp_path_factory):
-    """`compresslab check exercises/solutions` once per session: (exit code, grades.json)."""
-    out = tmp_path_factory.mktemp("graded-solutions")
-    code = cli.main(["check", str(exercises.SOLUTION_DIR), "--out", str(out)])
-    return code, exercises.load_grades(out), out
-
-
 @pytest.mark.notebook
-def test_solutions_pass_every_check_when_executed(graded_solutions):
-    code, grades, out = graded_solutions
-    assert code == 0
-    assert grades["passed"] == grades["total"] == sum(len(exercises.checks_in(read(p))) for p in SOLUTIONS.values())
-    for g in grades["notebooks"]:
-        assert g["ok"] and not g["run_error"], (g["notebook"], g["run_error"], g["rows"])
-        assert all(r["status"] == "passed" for r in g["rows"])
-    for stem in STEMS:  # every solution ran to its end: its results (and hidden instructor asserts) passed
-        results_file = out / f"solutions__{stem}" / f"{stem}.results.json"
-        assert json.loads(results_file.read_text())["metrics"]["profile"] == "quick"
+@pytest.mark.parametrize("stem", STEMS)
+def test_solution_runs_to_its_end(stem, tmp_path):
+    """The whole solution notebook (experiment, open target, hidden instructor asserts) runs headless."""
+    result = runner.execute(SOLUTIONS[stem], tmp_path, {}, "quick", cell_timeout=300, html=False)
+    assert result.ok, result.error
+    assert json.loads((tmp_path / f"{stem}.results.json").read_text())["metrics"]["profile"] == "quick"
 
 
 @pytest.mark.notebook
@@ -247,32 +244,6 @@ def test_student_notebook_stops_at_the_first_stub_with_the_friendly_message(stem
     assert len(error.traceback) == 1 and "Traceback" not in error.traceback[0]  # a message, not a traceback
     later = executed.cells[executed.cells.index(cell) + 1:]
     assert all(c.get("execution_count") is None for c in later if c.cell_type == "code")
-
-
-@pytest.mark.notebook
-def test_check_scores_a_partly_solved_and_an_unsolved_notebook(tmp_path, capsys):
-    solution = read(SOLUTIONS["01_pruning"])
-    partly = read(student_path("01_pruning"))
-    by_id = {c.id: c for c in solution.cells}
-    for cell in partly.cells:
-        if "def magnitude_mask(" in cell.source:
-            cell.source = solved(by_id[cell.id].source)
-    submissions = tmp_path / "submissions"
-    submissions.mkdir()
-    nbformat.write(partly, str(submissions / "alice_01_pruning.ipynb"))
-    shutil.copy(student_path("04_distillation"), submissions / "bob_04_distillation.ipynb")
-    out = tmp_path / "grades"
-    code = cli.main(["check", str(submissions), "--out", str(out)])
-    printed = capsys.readouterr().out
-    assert code == 1
-    grades = {g["notebook"]: g for g in exercises.load_grades(out)["notebooks"]}
-    alice, bob = grades["alice_01_pruning.ipynb"], grades["bob_04_distillation.ipynb"]
-    assert {r["check"]: r["status"] for r in alice["rows"]} == {
-        "magnitude_mask": "passed", "global_magnitude_masks": "not_implemented", "cubic_sparsity": "not_implemented"}
-    assert (alice["passed"], alice["total"]) == (1, 3)
-    assert (bob["passed"], bob["total"]) == (0, 2) and {r["status"] for r in bob["rows"]} == {"not_implemented"}
-    assert "alice_01_pruning.ipynb: 1/3" in printed and "bob_04_distillation.ipynb: 0/2" in printed
-    assert "score: 1/5 checks passed" in printed
 
 
 def solved(source: str) -> str:

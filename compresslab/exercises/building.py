@@ -1,60 +1,53 @@
-"""Exercise notebooks: student notebooks built from solution sources, and headless grading.
+"""Exercise notebooks: student notebooks built from the instructor's solution notebooks.
 
-One source of truth: the instructor's solution notebooks `exercises/solutions/NN_topic.ipynb`.
+One source of truth: the solution notebooks `exercises/solutions/NN_topic.ipynb`.
 Markers (each on a line of its own, indented like the code around it):
 
     ### BEGIN SOLUTION            the solution; in the student notebook a code region becomes
-    ### HINT: text                  "# YOUR CODE HERE", the hint as comments, and
-    ...solution...                  raise NotImplementedError("<function>: not written yet ...")
-    ### END SOLUTION              a markdown region (a model answer) becomes "*Write your answer here.*"
+    ### HINT 1: text                "# YOUR CODE HERE" and raise NotImplementedError(...), and the
+    ### HINT 2: text                hints go to a markdown cell below it, each collapsed (<details>):
+    ...solution...                  hint 1 the idea, hint 2 more specific, never the answer.
+    ### END SOLUTION              In a markdown cell the region is a model answer: the student's cell
+                                  becomes "*Write your answer here.*", tagged `answer`;
+    ### RUBRIC: text              (inside a markdown region) how to grade the answer, for the report.
     ### BEGIN HIDDEN / ### END HIDDEN   removed from the student notebook (instructor-only lines)
 
 `build()` writes `exercises/NN_topic.ipynb` for every solution (outputs cleared, metadata
 `compresslab = {exercise, checks, source}`); `build(check=True)` only reports stale files.
-
-`grade(paths)` runs notebooks headless through `runner.execute` (per-cell timeout,
-COMPRESSLAB_HEADLESS=1) with every code cell tagged `raises-exception`, so a failing exercise does
-not stop the others; each `checks.check_*` call records its outcome in the run folder
-(`checks.CHECKS_FILE`), and the grade lists every check the exercise's solution calls: passed,
-failed, not implemented, error, or not run.
+Grading is in `grading.py`, releasing to students in `releasing.py`.
 """
 
 from __future__ import annotations
 
 import copy
-import datetime as _dt
-import json
 import re
-import tempfile
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from compresslab.core.data import REPO_ROOT
-from compresslab.core.io import write_json_atomic, write_text_atomic
+from compresslab.core.io import write_text_atomic
 
 __all__ = [
     "EXERCISE_DIR",
     "SOLUTION_DIR",
     "ANSWER_STUB",
     "solutions",
+    "split_solutions",
     "strip_solutions",
+    "hints_markdown",
+    "answer_key",
+    "visible_text",
+    "solution_lines",
     "checks_in",
     "student_notebook",
     "render",
     "build",
-    "STATUSES",
-    "Grade",
-    "exercise_of",
-    "expected_checks",
-    "grade_one",
-    "notebook_paths",
-    "grade",
-    "load_grades",
 ]
 
 EXERCISE_DIR = REPO_ROOT / "exercises"
 SOLUTION_DIR = EXERCISE_DIR / "solutions"
-BEGIN, END, HINT = "### BEGIN SOLUTION", "### END SOLUTION", "### HINT:"
+BEGIN, END = "### BEGIN SOLUTION", "### END SOLUTION"
+HINT = re.compile(r"^### HINT(?: ([12]))?:(.*)$")
+RUBRIC = "### RUBRIC:"
 BEGIN_HIDDEN, END_HIDDEN = "### BEGIN HIDDEN", "### END HIDDEN"
 ANSWER_STUB = "*Write your answer here.*"
 CHECK_CALL = re.compile(r"\bchecks\.check_(\w+)\s*\(")
@@ -80,12 +73,23 @@ def _enclosing_function(lines: list[str], index: int, indent: str) -> str | None
     return None
 
 
-def strip_solutions(source: str, cell_type: str = "code", where: str = "cell") -> str:
-    """The student version of one cell's source: solution regions replaced by stubs, hidden ones removed.
+def _tiers(body: list[str]) -> list[str]:
+    """The hint texts of a region, tier 1 then tier 2 (lines of one tier are joined)."""
+    tiers: dict[int, list[str]] = {}
+    for line in body:
+        match = HINT.match(line.strip())
+        if match:
+            tiers.setdefault(int(match.group(1) or 1), []).append(match.group(2).strip())
+    return [" ".join(tiers[k]) for k in sorted(tiers)]
+
+
+def split_solutions(source: str, cell_type: str = "code", where: str = "cell") -> tuple[str, list[tuple[str, list[str]]]]:
+    """(the student version of one cell's source, [(function, [hint 1, hint 2])] of its regions).
 
     Raises ValueError (naming `where` and the line) for an unmatched or nested marker."""
     lines = source.split("\n")
     out: list[str] = []
+    hints: list[tuple[str, list[str]]] = []
     i = 0
     while i < len(lines):
         stripped = lines[i].strip()
@@ -113,23 +117,82 @@ def strip_solutions(source: str, cell_type: str = "code", where: str = "cell") -
         i += 1  # skip the END marker
         if stripped == BEGIN_HIDDEN:
             continue
-        hint = " ".join(line.strip()[len(HINT):].strip() for line in body if line.strip().startswith(HINT))
+        tiers = _tiers(body)
         if cell_type == "markdown":
-            out.append(ANSWER_STUB + (f" *Hint: {hint}*" if hint else ""))
+            out.append(ANSWER_STUB)
+            if tiers:
+                out.extend(["", hints_markdown(None, tiers)])
             continue
         function = _enclosing_function(lines, start, indent) or "this exercise"
+        if tiers:
+            hints.append((function, tiers))
         out.append(f"{indent}# YOUR CODE HERE")
-        if hint:
-            out.extend(f"{indent}# {part}" for part in _wrap("Hint: " + hint, 96 - len(indent)))
-        message = f"{function}: not written yet" + (" (see the hint above)" if hint else "")
+        message = f"{function}: not written yet" + (" (hints in the cell below)" if tiers else "")
         out.append(f"{indent}raise NotImplementedError({message!r})")
-    return "\n".join(out)
+    return "\n".join(out), hints
 
 
-def _wrap(text: str, width: int) -> list[str]:
-    import textwrap
+def strip_solutions(source: str, cell_type: str = "code", where: str = "cell") -> str:
+    """The student version of one cell's source (see `split_solutions`)."""
+    return split_solutions(source, cell_type, where)[0]
 
-    return textwrap.wrap(text, width=max(width, 40), subsequent_indent="  ") or [text]
+
+TIER_TITLES = ("Hint 1: the idea", "Hint 2: more specific")
+
+
+def hints_markdown(function: str | None, tiers: list[str]) -> str:
+    """Collapsed hints (HTML <details>), to open one at a time."""
+    head = f"**Stuck on `{function}`?** Open one hint at a time; try again after each." if function else ""
+    blocks = [f"<details><summary>{TIER_TITLES[k] if k < len(TIER_TITLES) else f'Hint {k + 1}'}</summary>\n\n{text}\n\n</details>"
+              for k, text in enumerate(tiers)]
+    return "\n\n".join([head] + blocks if head else blocks)
+
+
+def _region_lines(source: str) -> list[str]:
+    lines, inside, out = source.split("\n"), False, []
+    for line in lines:
+        if line.strip() == BEGIN:
+            inside = True
+        elif line.strip() == END:
+            inside = False
+        elif inside:
+            out.append(line)
+    return out
+
+
+def answer_key(nb) -> list[dict]:
+    """Per markdown model answer of a solution notebook: {id, question, rubric, model}."""
+    key, question = [], ""
+    for cell in nb.cells:
+        if cell.cell_type != "markdown":
+            continue
+        if BEGIN not in cell.source:
+            question = re.sub(r"^#+ .*\n+", "", cell.source.strip())  # without a section heading
+            continue
+        body = _region_lines(cell.source)
+        rubric = " ".join(line.strip()[len(RUBRIC):].strip() for line in body if line.strip().startswith(RUBRIC))
+        model = "\n".join(line for line in body if not line.strip().startswith("### ")).strip()
+        key.append({"id": cell.get("id"), "question": question, "rubric": rubric, "model": model})
+    return key
+
+
+def visible_text(nb) -> str:
+    """Everything a student sees of notebook `nb` (solution regions removed), whitespace-normalised."""
+    return " ".join(" ".join(split_solutions(c.source, c.cell_type)[0].split()) for c in nb.cells)
+
+
+def solution_lines(nb, min_chars: int = 16, visible: str = "") -> list[str]:
+    """The lines of every solution region (code and model answers), whitespace-normalised, at least
+    `min_chars` long, that appear nowhere else in the notebook (nor in `visible`): the text that must
+    never reach a student."""
+    visible = visible_text(nb) + " " + visible
+    out = []
+    for cell in nb.cells:
+        for line in _region_lines(cell.source):
+            text = " ".join(line.split())
+            if len(text) >= min_chars and not text.startswith("### ") and text not in visible and text not in out:
+                out.append(text)
+    return out
 
 
 def checks_in(nb) -> list[str]:
@@ -158,14 +221,21 @@ def student_notebook(solution_path: Path):
     cells = []
     for index, cell in enumerate(nb.cells):
         new = copy.deepcopy(cell)
-        new.source = strip_solutions(cell.source, cell.cell_type, f"{solution_path.name}, cell {index}")
+        new.source, hints = split_solutions(cell.source, cell.cell_type, f"{solution_path.name}, cell {index}")
         if cell.source.strip() and not new.source.strip():
             continue  # a cell that was hidden entirely
         if new.cell_type == "code":
             new.outputs = []
             new.execution_count = None
         new.metadata = {k: v for k, v in cell.metadata.items() if k in ("tags", "jupyter", "editable", "deletable")}
+        if cell.cell_type == "markdown" and BEGIN in cell.source:
+            new.metadata["tags"] = list(dict.fromkeys(list(new.metadata.get("tags", [])) + ["answer"]))
         cells.append(new)
+        for n, (function, tiers) in enumerate(hints):
+            hint_cell = nbformat.v4.new_markdown_cell(hints_markdown(function, tiers))
+            hint_cell.id = f"{cell.get('id', index)}-hints{n if n else ''}"[:64]
+            hint_cell.metadata = {"tags": ["hints"]}
+            cells.append(hint_cell)
     student.cells = cells
     student.metadata = {k: v for k, v in nb.metadata.items() if k in ("kernelspec", "language_info")}
     student.metadata["compresslab"] = {
@@ -201,188 +271,3 @@ def build(check: bool = False, solution_dir: Path = SOLUTION_DIR, out_dir: Path 
         if not check:
             write_text_atomic(target, text)
     return changed
-
-
-# ----------------------------------------------------------------- grading
-
-STATUSES = ("passed", "failed", "not_implemented", "error", "not_run")
-
-
-@dataclass
-class Grade:
-    """The graded checks of one executed notebook."""
-
-    notebook: str
-    exercise: str | None
-    rows: list[dict] = field(default_factory=list)  # check, status, message
-    seconds: float = 0.0
-    output: str = ""
-    run_error: str = ""
-
-    @property
-    def passed(self) -> int:
-        return sum(r["status"] == "passed" for r in self.rows)
-
-    @property
-    def total(self) -> int:
-        return len(self.rows)
-
-    @property
-    def ok(self) -> bool:
-        return self.total > 0 and self.passed == self.total
-
-    def to_dict(self) -> dict:
-        return {**asdict(self), "passed": self.passed, "total": self.total, "ok": self.ok}
-
-    def table(self) -> str:
-        width = max([len("check")] + [len(r["check"]) for r in self.rows])
-        lines = [f"{self.notebook}" + (f" (exercise {self.exercise})" if self.exercise else "")
-                 + f": {self.passed}/{self.total} checks passed",
-                 f"  {'check'.ljust(width)}  {'result'.ljust(15)}  detail"]
-        for r in self.rows:
-            detail = _detail(r)
-            lines.append(f"  {r['check'].ljust(width)}  {r['status'].replace('_', ' ').ljust(15)}  {detail[:110]}")
-        if self.run_error and (self.total == 0 or any(r["status"] == "not_run" for r in self.rows)):
-            lines.append(f"  (the run stopped or failed: {self.run_error.splitlines()[0][:160]})")
-        return "\n".join(lines)
-
-
-def _detail(row: dict) -> str:
-    """One line for the grading table: a failed check's case and problem, else its message's first line."""
-    lines = [line.strip() for line in row["message"].strip().splitlines() if line.strip()]
-    if row["status"] == "not_implemented":
-        return "the function still raises NotImplementedError"
-    if row["status"] == "failed":
-        found = {key: line.split(":", 1)[1].strip() for line in lines for key in ("case", "problem")
-                 if line.startswith(key + ":")}
-        if found:
-            return "; ".join(found[k] for k in ("problem", "case") if k in found)
-    return lines[0] if lines else ""
-
-
-def exercise_of(nb, path: Path) -> str | None:
-    """The exercise a notebook belongs to: its metadata, else a solution stem inside its file name."""
-    meta = nb.metadata.get("compresslab", {}) if isinstance(nb.metadata.get("compresslab"), dict) else {}
-    if meta.get("exercise"):
-        return str(meta["exercise"])
-    for stem in solutions():
-        if stem in path.stem:
-            return stem
-    return None
-
-
-def expected_checks(nb, path: Path) -> tuple[str | None, list[str]]:
-    """(exercise id, the checks to grade): the solution's list for a known exercise (so a deleted
-    check cell counts as not run), else the checks the notebook itself calls."""
-    import nbformat
-
-    exercise = exercise_of(nb, path)
-    known = solutions()
-    if exercise in known:
-        return exercise, checks_in(nbformat.read(str(known[exercise]), as_version=4))
-    return exercise, checks_in(nb)
-
-
-def _tagged_copy(nb, directory: Path, name: str) -> Path:
-    """A copy whose code cells (but the parameters cell) carry `raises-exception`: execution goes on after an error."""
-    import nbformat
-
-    nb = copy.deepcopy(nb)
-    for cell in nb.cells:
-        if cell.cell_type == "code":
-            if "outputs" in cell:
-                cell.outputs = []
-            tags = list(cell.metadata.get("tags", []))
-            if "parameters" not in tags and "raises-exception" not in tags:
-                cell.metadata["tags"] = tags + ["raises-exception"]
-    path = directory / name
-    nbformat.write(nb, str(path))
-    return path
-
-
-def grade_one(path: Path, out_dir: Path, profile: str = "quick", cell_timeout: int | None = None, log=print) -> Grade:
-    """Execute one notebook headless, all cells, and grade its checks."""
-    import nbformat
-
-    from compresslab.exercises import checks
-    from compresslab.running import runner
-
-    path = Path(path)
-    try:
-        nb = nbformat.read(str(path), as_version=4)
-    except Exception as err:  # noqa: BLE001 - an unreadable submission is graded, not a crash
-        return Grade(path.name, None, run_error=f"cannot read the notebook: {err}")
-    exercise, names = expected_checks(nb, path)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    ledger = out_dir / checks.CHECKS_FILE
-    if ledger.exists():
-        ledger.unlink()
-    result = None
-    with tempfile.TemporaryDirectory(prefix="compresslab-check-") as tmp:
-        tagged = _tagged_copy(nb, Path(tmp), path.name)
-        try:
-            result = runner.execute(tagged, out_dir, {}, profile, cell_timeout, html=False, log=log)
-            run_error = "" if result.ok else result.error
-        except ValueError as err:  # e.g. no `profile` parameter in the notebook
-            run_error = str(err)
-    try:
-        recorded = checks.read_ledger(ledger)
-    except ValueError as err:
-        recorded, run_error = {}, f"{run_error}; {err}".strip("; ")
-    rows = []
-    for name in names + [n for n in recorded if n not in names]:
-        entry = recorded.get(name)
-        if entry is None:
-            rows.append({"check": name, "status": "not_run", "message": "the check cell did not run"})
-        else:
-            status = entry.get("status") or ("passed" if entry.get("passed") else "failed")
-            rows.append({"check": name, "status": status if status in STATUSES else "failed",
-                         "message": str(entry.get("message", ""))})
-    return Grade(path.name, exercise, rows, result.seconds if result else 0.0,
-                 str(result.output) if result else "", run_error)
-
-
-def notebook_paths(paths: list[str | Path]) -> list[Path]:
-    """Files as given; a folder contributes its *.ipynb files (sorted, not recursive)."""
-    out: list[Path] = []
-    for p in map(Path, paths):
-        if p.is_dir():
-            found = sorted(q for q in p.glob("*.ipynb") if not q.name.startswith("."))
-            if not found:
-                raise ValueError(f"{p}: no .ipynb files in this folder")
-            out.extend(found)
-        elif p.suffix == ".ipynb" and p.exists():
-            out.append(p)
-        else:
-            raise ValueError(f"{p}: not a notebook (.ipynb) or a folder of notebooks")
-    return out
-
-
-def grade(paths: list[str | Path], out_dir: Path | None = None, profile: str = "quick",
-          cell_timeout: int | None = 300, log=print) -> tuple[list[Grade], Path]:
-    """Grade each notebook into its own folder under `out_dir`; write grades.json and grades.md there."""
-
-    files = notebook_paths(paths)
-    out_dir = Path(out_dir) if out_dir else Path.cwd() / "runs" / f"check-{_dt.datetime.now():%Y%m%d-%H%M%S}"
-    grades, used = [], set()
-    for i, path in enumerate(files, start=1):
-        label = f"{path.parent.name}__{path.stem}" if path.parent.name else path.stem
-        base, n = label, 2
-        while label in used:
-            label, n = f"{base}_{n}", n + 1
-        used.add(label)
-        log(f"[{i}/{len(files)}] grading {path} ...")
-        g = grade_one(path, out_dir / label, profile, cell_timeout, log=lambda *_: None)
-        grades.append(g)
-        log(g.table())
-    passed, total = sum(g.passed for g in grades), sum(g.total for g in grades)
-    write_json_atomic(out_dir / "grades.json", {"passed": passed, "total": total,
-                                                "notebooks": [g.to_dict() for g in grades]})
-    write_text_atomic(out_dir / "grades.md", "\n\n".join(g.table() for g in grades)
-                      + f"\n\nscore: {passed}/{total}\n")
-    return grades, out_dir
-
-
-def load_grades(out_dir: Path) -> dict:
-    """The grades.json written by `grade`."""
-    return json.loads((Path(out_dir) / "grades.json").read_text())

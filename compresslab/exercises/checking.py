@@ -1,32 +1,35 @@
-"""The machinery of exercise checks: outcomes, messages, comparisons and the grading ledger.
+"""The machinery of exercise checks: outcomes, messages, comparisons, per-student cases.
 
 `exercise_check(name)` turns `body(fn) -> number of cases` into a check that prints one line on
 success, raises `CheckFailed` (an AssertionError: case, expected, got, hint) on a wrong answer and
-`ExerciseNotDone` on a stub, and records every outcome in `<$COMPRESSLAB_RESULTS_DIR>/CHECKS_FILE`
-when that variable is set (the runner sets it for headless runs; interactive runs write nothing).
-Both exceptions define `_render_traceback_`, so Jupyter shows their message instead of a traceback.
-The checks themselves are in the `checks` package, one module per notebook.
+`ExerciseNotDone` on a stub. Both exceptions define `_render_traceback_`, so Jupyter shows their
+message instead of a traceback. The checks themselves are in the `checks` package, one module
+per notebook; grading (`grading.py`) calls them from the installed package, never from a notebook.
+
+Per-student cases: `student_cases(student_id)` makes every `seeded_generator(n)` (and
+`case_seed(n)`) inside it depend on the student, so two students get different random cases and
+one student always the same. Every call of the function under test goes through `call`, where
+the grader's `guard` (if set) watches it (for example for calls of the package's reference).
 """
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import functools
-import json
-import os
-from collections.abc import Callable, Mapping
-from pathlib import Path
+import hashlib
+from collections.abc import Callable, Iterator, Mapping
 
 import numpy as np
 import torch
 
 __all__ = [
-    "CHECKS_FILE",
-    "CHECKS_SCHEMA",
     "ExerciseNotDone",
     "CheckFailed",
-    "ledger_path",
-    "read_ledger",
-    "record",
+    "student_seed",
+    "student_cases",
+    "case_seed",
+    "call_guard",
     "exercise_check",
     "short",
     "as_tensor",
@@ -38,8 +41,8 @@ __all__ = [
     "seeded_generator",
 ]
 
-CHECKS_FILE = "exercise_checks.json"
-CHECKS_SCHEMA = "compresslab.checks/1"
+_STUDENT: contextvars.ContextVar[int | None] = contextvars.ContextVar("compresslab_student", default=None)
+_GUARD: contextvars.ContextVar[Callable | None] = contextvars.ContextVar("compresslab_guard", default=None)
 
 
 # ----------------------------------------------------------------- outcomes
@@ -58,64 +61,59 @@ class CheckFailed(AssertionError):
         return [f"CheckFailed: {self}"]
 
 
-def ledger_path() -> Path | None:
-    directory = os.environ.get("COMPRESSLAB_RESULTS_DIR")
-    return Path(directory) / CHECKS_FILE if directory else None
+def student_seed(student_id: str | None) -> int | None:
+    """A stable 31-bit number for a student id (None: the default cases everybody sees interactively)."""
+    if student_id is None or str(student_id).strip() == "":
+        return None
+    return int.from_bytes(hashlib.sha256(str(student_id).strip().encode()).digest()[:4], "big") >> 1
 
 
-def read_ledger(path: str | os.PathLike) -> dict[str, dict]:
-    """The recorded outcomes {check name: {"passed", "status", "message"}}; {} if there is no file."""
-    path = Path(path)
-    if not path.exists():
-        return {}
+@contextlib.contextmanager
+def student_cases(student_id: str | None) -> Iterator[int | None]:
+    """Inside: random check cases are drawn for `student_id` (deterministic per student)."""
+    token = _STUDENT.set(student_seed(student_id))
     try:
-        payload = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as err:
-        raise ValueError(f"{path}: not a readable checks file ({err})") from None
-    if not isinstance(payload, dict) or payload.get("schema") != CHECKS_SCHEMA or not isinstance(payload.get("checks"), dict):
-        raise ValueError(f"{path}: not a compresslab checks file (schema {CHECKS_SCHEMA!r} expected)")
-    return payload["checks"]
+        yield _STUDENT.get()
+    finally:
+        _STUDENT.reset(token)
 
 
-def record(name: str, status: str, message: str) -> None:
-    """Add one outcome to the ledger; status: passed | failed | not_implemented | error."""
-    path = ledger_path()
-    if path is None:
-        return
-    from compresslab.core.io import write_json_atomic
+def case_seed(seed: int) -> int:
+    """`seed` itself outside `student_cases`, else a mix of `seed` and the student's number."""
+    student = _STUDENT.get()
+    if student is None:
+        return seed
+    return int.from_bytes(hashlib.sha256(f"{seed}:{student}".encode()).digest()[:4], "big") >> 1
 
+
+@contextlib.contextmanager
+def call_guard(guard: Callable[[str, Callable, tuple], contextlib.AbstractContextManager]) -> Iterator[None]:
+    """Inside: `call(name, fn, case, *args)` runs fn within `guard(name, fn, args)` (a context manager)."""
+    token = _GUARD.set(guard)
     try:
-        checks = read_ledger(path)
-    except ValueError:
-        checks = {}
-    checks[name] = {"passed": status == "passed", "status": status, "message": message[:2000]}
-    write_json_atomic(path, {"schema": CHECKS_SCHEMA, "checks": checks})
+        yield
+    finally:
+        _GUARD.reset(token)
 
 
 def exercise_check(name: str) -> Callable:
-    """Decorator: turns `body(fn) -> cases run` into check_<name>(fn) with messages and the ledger."""
+    """Decorator: turns `body(fn) -> cases run (or a message)` into check_<name>(fn), which prints
+    one line or raises. `check_<name>.run(fn)` is the same without the printout; it returns the line."""
 
-    def decorate(body: Callable[[Callable], int]) -> Callable[[Callable], None]:
+    def decorate(body: Callable[[Callable], int | str]) -> Callable[[Callable], None]:
+        def run(fn: Callable) -> str:
+            if not callable(fn):
+                raise CheckFailed(f"{name}: expected your function, got {type(fn).__name__} {fn!r}. "
+                                  f"Pass the function itself: check_{name}({name}).")
+            result = body(fn)
+            return result if isinstance(result, str) else f"all {int(result)} cases match the reference"
+
         @functools.wraps(body)
         def check(fn: Callable) -> None:
-            try:
-                if not callable(fn):
-                    raise CheckFailed(f"{name}: expected your function, got {type(fn).__name__} {fn!r}. "
-                                      f"Pass the function itself: check_{name}({name}).")
-                n = body(fn)
-            except ExerciseNotDone as err:
-                record(name, "not_implemented", str(err))
-                raise
-            except CheckFailed as err:
-                record(name, "failed", str(err))
-                raise
-            except BaseException as err:
-                record(name, "error", f"{type(err).__name__}: {err}")
-                raise
-            record(name, "passed", f"all {n} cases match the reference")
-            print(f"[ok] {name}: all {n} cases match the reference.")
+            print(f"[ok] {name}: {run(fn)}.")
 
         check.check_name = name
+        check.run = run
         return check
 
     return decorate
@@ -196,8 +194,12 @@ def fail(name: str, case: str, reason: str, expected: object, got: object, hint:
 
 def call(name: str, fn: Callable, case: str, *args):
     """fn(*args) on copies of the tensors; a stub becomes ExerciseNotDone, other errors get a note."""
+    guard = _GUARD.get()
     try:
-        return fn(*args)
+        if guard is None:
+            return fn(*args)
+        with guard(name, fn, args):
+            return fn(*args)
     except NotImplementedError as err:
         message = str(err).strip()
         raise ExerciseNotDone(
@@ -233,4 +235,5 @@ def require_unchanged(name: str, case: str, before: torch.Tensor, after: torch.T
 
 
 def seeded_generator(seed: int) -> torch.Generator:
-    return torch.Generator().manual_seed(seed)
+    """A generator for a check's random cases: `case_seed(seed)` (per student while grading)."""
+    return torch.Generator().manual_seed(case_seed(seed))

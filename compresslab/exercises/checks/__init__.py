@@ -12,8 +12,9 @@ wrapper around one, with the exercise's signature).
 - `fn` raises any other error: it propagates with its own traceback (your code), plus a note
   naming the case that triggered it.
 
-Grading: each check records its outcome in `<$COMPRESSLAB_RESULTS_DIR>/exercise_checks.json`
-(see `checking.py`); `compresslab check` reads that file.
+Grading: `compresslab check` (see `grading.py`) imports the student's functions from a submitted
+notebook in a fresh process and calls these checks from the installed package, with random cases
+drawn per student (`checking.student_cases`).
 """
 
 from __future__ import annotations
@@ -25,8 +26,6 @@ import torch
 from torch import nn
 
 from compresslab.exercises.checking import (  # noqa: F401 - re-exported: the notebooks and the grader use checks.*
-    CHECKS_FILE,
-    CHECKS_SCHEMA,
     CheckFailed,
     ExerciseNotDone,
     as_tensor,
@@ -35,10 +34,11 @@ from compresslab.exercises.checking import (  # noqa: F401 - re-exported: the no
     difference,
     exercise_check,
     fail,
-    read_ledger,
     require_unchanged,
     seeded_generator,
     short,
+    student_cases,
+    student_seed,
 )
 from compresslab.techniques import (
     deepcompression,
@@ -49,6 +49,7 @@ from compresslab.techniques import (
     pruning,
     quantization,
     sharing,
+    structured,
 )
 
 from .deepcompression_checks import check_huffman_code, check_init_centroids, check_relative_encode  # noqa: F401
@@ -57,6 +58,24 @@ from .lottery_checks import check_prune_survivors, check_random_masks_like, chec
 from .lowrank_checks import check_factorize_linear, check_rank_for_energy, check_svd_factorize  # noqa: F401
 from .pruning_checks import check_cubic_sparsity, check_global_magnitude_masks, check_magnitude_mask  # noqa: F401
 from .quantization_checks import check_choose_qparams, check_fake_quantize, check_quantize_affine  # noqa: F401
+from .structured_checks import (  # noqa: F401
+    check_select_channels,
+    check_shrink_pair,
+    select_channels_reference,
+    shrink_pair_reference,
+)
+from .target_checks import (  # noqa: F401
+    TARGETS,
+    check_bits_target,
+    check_deep_compression_target,
+    check_distillation_target,
+    check_pruning_target,
+    check_rank_target,
+    check_ticket_target,
+    check_width_target,
+    reference_choices,
+    target_setup,
+)
 
 # ----------------------------------------------------------------- registry
 
@@ -113,7 +132,26 @@ REFERENCES: dict[str, Callable] = {
     "init_centroids": _init_reference,
     "huffman_code": _huffman_reference,
     "relative_encode": _relative_reference,
+    "select_channels": select_channels_reference,
+    "shrink_pair": shrink_pair_reference,
+    **reference_choices(),
 }
 
 CHECKS: dict[str, Callable] = {name: globals()[f"check_{name}"] for name in REFERENCES}
 
+
+# The package functions each exercise asks the student to write: calling them is not allowed
+# (the grader gives such a function 0, see `submission.reference_uses` and `submission.tripwire`).
+FORBIDDEN: dict[str, tuple[Callable, ...]] = {
+    **{name: (ref,) for name, ref in REFERENCES.items() if getattr(ref, "__module__", "").startswith("compresslab.techniques")},
+    "quantize_affine": (quantization.quantize_affine, _quantize_reference),
+    "fake_quantize": (quantization.fake_quantize, _fake_quantize_reference),
+    "svd_factorize": (lowrank.svd_factorize, _svd_reference),
+    "factorize_linear": (lowrank.factorize_layer, _factorize_reference),
+    "init_centroids": (sharing.init_centroids, _init_reference),
+    "huffman_code": (huffman.huffman_lengths, huffman.canonical_codes, _huffman_reference),
+    "relative_encode": (deepcompression.relative_encode, _relative_reference),
+    "select_channels": (structured.structured_keep, structured.structured_prune, select_channels_reference),
+    "shrink_pair": (structured.shrink, structured.structured_prune, shrink_pair_reference),
+    **{name: () for name in TARGETS},  # open targets: any package function may help reach them
+}

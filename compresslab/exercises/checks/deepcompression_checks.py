@@ -53,7 +53,7 @@ def check_init_centroids(fn: Callable) -> int:
             "the centroids must be sorted ascending": expected.flip(0),
         }
         compare(name, case, got, expected,
-                 "linear: torch.linspace(w.min(), w.max(), k); density: torch.quantile(w.flatten(), (torch.arange(k) + 0.5) / k)",
+                 "linear: k evenly spaced values from the smallest to the largest weight; density: the quantiles at the k mid-points (i + 1/2) / k",
                  mistakes, atol=1e-6, rtol=1e-5)
     return len(cases)
 

@@ -68,7 +68,17 @@ def check_kd_loss(fn: Callable) -> int:
         p_t = F.softmax(te / t, -1)
         teacher_entropy = float(-(p_t * F.log_softmax(te / t, -1)).sum(-1).mean())
         kl_reversed = F.kl_div(F.log_softmax(te / t, -1), F.log_softmax(s / t, -1), reduction="batchmean", log_target=True)
+        p_s, log_p_s, log_p_t = F.softmax(s / t, -1), F.log_softmax(s / t, -1), F.log_softmax(te / t, -1)
         mistakes = {
+            "F.kl_div expects the student's LOG-probabilities as its input (log_softmax), not probabilities "
+            "(softmax): your result matches the loss computed with probabilities in place of log-probabilities":
+                a * t**2 * F.kl_div(p_s, log_p_t, reduction="batchmean", log_target=True) + (1 - a) * hard,
+            "both arguments of F.kl_div are probabilities here: the input must be the student's log-probabilities "
+            "(log_softmax); the target may be probabilities only with log_target=False":
+                a * t**2 * F.kl_div(p_s, p_t, reduction="batchmean") + (1 - a) * hard,
+            "with log_target=True the target must be the teacher's LOG-probabilities; you passed probabilities "
+            "(use log_softmax, or keep the probabilities and set log_target=False)":
+                a * t**2 * F.kl_div(log_p_s, p_t, reduction="batchmean", log_target=True) + (1 - a) * hard,
             "the soft term must be multiplied by T^2 (Hinton et al.): its gradient shrinks like 1/T^2, the factor "
             "keeps the two terms balanced when T changes": a * soft + (1 - a) * hard,
             "scale the soft term by T^2, not by T": a * t * soft + (1 - a) * hard,

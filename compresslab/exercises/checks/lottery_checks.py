@@ -10,6 +10,7 @@ from torch import nn
 from compresslab.exercises.checking import (
     as_tensor,
     call,
+    case_seed,
     compare,
     exercise_check,
     fail,
@@ -62,13 +63,12 @@ def check_prune_survivors(fn: Callable) -> int:
                 m_before * _mask_with_k(w_before * m_before + (1 - m_before) * 1e9, int(round(rate * w.numel()))),
         }
         compare(name, case, got, expected,
-                 "keep = mask.bool(); n = keep.sum(); remove the k = round(rate * n) survivors of smallest |w| "
-                 "(e.g. magnitude_mask(w[keep], k / n) gives the new values for the survivors' positions)", mistakes)
+                 "among the n survivors (mask == 1) remove the round(rate * n) of smallest |w|; pruned positions stay 0", mistakes)
     return len(cases)
 
 
 def _tiny_net(seed: int) -> nn.Sequential:
-    torch.manual_seed(seed)
+    torch.manual_seed(case_seed(seed))
     from collections import OrderedDict
 
     return nn.Sequential(OrderedDict([("fc1", nn.Linear(6, 5)), ("relu", nn.ReLU()), ("fc2", nn.Linear(5, 3))]))
@@ -93,7 +93,7 @@ def check_rewind(fn: Callable) -> int:
                     "work on copy.deepcopy(template); the template keeps theta_0 for the next level and the controls")
     if got is template:
         raise fail(name, case, "you returned the template itself", "a new model", "the template",
-                    "return a copy: model = copy.deepcopy(template)")
+                    "return a new model (a deep copy of the template), not the template itself")
     if not isinstance(got, nn.Module):
         raise fail(name, case, "the result is not a model", "an nn.Module", got, "return the rewound copy of the template")
     expected = lottery.rewind(template, state, masks)
@@ -107,7 +107,7 @@ def check_rewind(fn: Callable) -> int:
         mistakes = {"the surviving weights must take their values from `state` (theta_k), not keep the "
                     "template's / trained values: load_state_dict(state) first": template_before[f"{lname}.weight"] * mask}
         compare(name, f"{case}; weight of {lname}", weight.detach(), state[f"{lname}.weight"] * mask,
-                 "load `state` into the copy, then attach `masks` (pruning.set_masks(model, masks)) so that "
+                 "load `state` into the copy, then attach `masks` through torch.nn.utils.prune (the package's mask helper) so that "
                  "surviving weights equal state and pruned weights are zero", mistakes)
         compare(name, f"{case}; bias of {lname}", layer.bias.detach(), state[f"{lname}.bias"],
                  "biases are not pruned: they also come from `state`")
@@ -131,7 +131,7 @@ def check_rewind(fn: Callable) -> int:
             raise fail(name, f"{case}; after one SGD step on the result", f"{int(leaked.sum())} pruned weights of "
                         f"{lname} became non-zero during training", "pruned weights stay 0", short(weight.detach()),
                         "multiplying the weights by the mask once is not enough: attach the mask with "
-                        "pruning.set_masks(model, masks) (torch.nn.utils.prune), so it applies at every step")
+                        "the package's mask helper (torch.nn.utils.prune), so it applies at every step")
     return 4
 
 

@@ -68,8 +68,8 @@ def check_magnitude_mask(fn: Callable) -> int:
                 _mask_with_k(before, math.ceil(s * n)) if math.ceil(s * n) != k else None,
         }
         compare(name, case, got, expected,
-                 "zero the k = round(sparsity * w.numel()) entries of smallest |w| and return a mask shaped "
-                 "like w: torch.topk(w.abs().flatten(), k, largest=False).indices gives their positions", mistakes)
+                 "zero the k entries of smallest magnitude (k is the sparsity times the number of entries, rounded) "
+                 "and return a 0/1 mask shaped like w", mistakes)
     return len(cases)
 
 

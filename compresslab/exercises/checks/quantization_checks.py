@@ -132,8 +132,8 @@ def check_fake_quantize(fn: Callable) -> int:
         if not isinstance(got, torch.Tensor) or not got.requires_grad:
             raise fail(name, f"{case}; the gradient", "the result carries no gradient (it does not require grad)",
                         "a tensor connected to x", "a detached result",
-                        "build x_hat from x with differentiable operations plus the straight-through trick, e.g. "
-                        "x_c + (x_hat - x_c).detach() with x_c = x clamped to the grid's real range")
+                        "build the result from x with differentiable operations plus the straight-through (detach) "
+                        "trick of the text, so that the value is x_hat and the gradient that of x clamped to the grid")
         upstream = torch.randn(x.shape, generator=g)
         got.backward(upstream)
         expected.backward(upstream)
@@ -142,7 +142,7 @@ def check_fake_quantize(fn: Callable) -> int:
         clear = ~(((v >= qmin - 0.5) & (v <= qmin)) | ((v >= qmax) & (v <= qmax + 0.5)))  # ignore the half step at the edges
         mistakes = {
             "the gradient is zero everywhere: torch.round has zero gradient. Use the straight-through estimator: "
-            "treat rounding as the identity in the backward pass (x + (x_hat - x).detach())": torch.zeros_like(x)[clear],
+            "treat rounding as the identity in the backward pass (the detach trick of the text)": torch.zeros_like(x)[clear],
             "the STE passes the gradient only where x was NOT clipped; clipped values get gradient 0 "
             "(clamp x to the grid's real range before the detach trick)": upstream[clear],
         }
