@@ -14,6 +14,8 @@ import hashlib
 import json
 import os
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -32,6 +34,7 @@ __all__ = [
     "Baseline",
     "cache_key",
     "weights_digest",
+    "entry_lock",
     "pretrained",
 ]
 
@@ -141,6 +144,35 @@ def _load_cached(path: Path, key: str, model: nn.Module) -> dict | None:
         return None
 
 
+@contextmanager
+def entry_lock(path: Path) -> Iterator[bool]:
+    """Hold an exclusive lock on `<entry>.lock` next to the cache entry at `path` (fcntl.flock).
+
+    Two processes on one machine that need the same untrained baseline at once: the first trains
+    and stores it under the lock, the second waits and then loads the stored entry. Yields True
+    while locked, False where no lock can be taken (no fcntl, a read-only cache folder): the
+    atomic writes still keep every entry whole then, at worst trained twice.
+    """
+    try:
+        import fcntl
+    except ImportError:  # not a POSIX system
+        fcntl = None
+    fd = None
+    if fcntl is not None:
+        try:
+            fd = os.open(path.with_suffix(".lock"), os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError:
+            fd = None
+    if fd is None:
+        yield False
+        return
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield True
+    finally:
+        os.close(fd)  # closing the descriptor releases the lock
+
+
 def pretrained(
     model_name: str,
     data: Dataset,
@@ -154,7 +186,9 @@ def pretrained(
     The cache key hashes model name and arguments, the data fingerprint, the training config (its
     seed included), the device type, torch.get_num_threads() and torch's version. Writes are
     atomic; a corrupt, incomplete or mismatched entry is retrained from the seeded initialisation.
-    A run that ends with non-finite weights is returned with a warning but not cached.
+    Looking up and training-and-storing happen under `entry_lock`, so concurrent runs on one
+    machine train a missing entry once. A run that ends with non-finite weights is returned with a
+    warning but not cached.
     """
     model_kwargs = dict(model_kwargs or {})
     dev = get_device(device)
@@ -162,22 +196,23 @@ def pretrained(
     path = _usable_cache_dir() / f"{model_name}-{data.name}-{key}.pt"
     seed_everything(config.seed)
     model = models.create(model_name, **model_kwargs)
-    entry = _load_cached(path, key, model)
-    if entry is not None:
-        model.load_state_dict(entry["state_dict"], strict=True)
-        model.to(dev).eval()
-        return Baseline(model, entry["accuracy"], key, True, entry["train_seconds"], entry["history"])
-    model.to(dev)
-    history = train(model, data, config, progress=progress)
-    accuracy = evaluate(model, data.test).accuracy
-    state_dict = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
-    if not all(torch.isfinite(v).all() for v in state_dict.values() if v.is_floating_point()):
-        warnings.warn(f"training {model_name} ended with non-finite weights (lower lr?): not cached", stacklevel=2)
-    else:
-        torch_save_atomic(
-            {"format": CACHE_FORMAT, "key": key, "spec": json.dumps(spec, default=str), "state_dict": state_dict,
-             "accuracy": float(accuracy), "train_seconds": float(history.seconds), "history": history.to_dict(),
-             "weights_sha256": weights_digest(state_dict)},
-            path,
-        )
-    return Baseline(model, accuracy, key, False, history.seconds, history.to_dict())
+    with entry_lock(path):  # one process trains and stores; another asking meanwhile waits, then loads
+        entry = _load_cached(path, key, model)
+        if entry is not None:
+            model.load_state_dict(entry["state_dict"], strict=True)
+            model.to(dev).eval()
+            return Baseline(model, entry["accuracy"], key, True, entry["train_seconds"], entry["history"])
+        model.to(dev)
+        history = train(model, data, config, progress=progress)
+        accuracy = evaluate(model, data.test).accuracy
+        state_dict = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+        if not all(torch.isfinite(v).all() for v in state_dict.values() if v.is_floating_point()):
+            warnings.warn(f"training {model_name} ended with non-finite weights (lower lr?): not cached", stacklevel=2)
+        else:
+            torch_save_atomic(
+                {"format": CACHE_FORMAT, "key": key, "spec": json.dumps(spec, default=str), "state_dict": state_dict,
+                 "accuracy": float(accuracy), "train_seconds": float(history.seconds), "history": history.to_dict(),
+                 "weights_sha256": weights_digest(state_dict)},
+                path,
+            )
+        return Baseline(model, accuracy, key, False, history.seconds, history.to_dict())

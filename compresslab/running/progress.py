@@ -4,11 +4,14 @@
 rewritten in place on a terminal (refreshed every second), plain lines at each new section
 otherwise (logs, CI). `ProgressEngine` is papermill's nbclient engine with two changes: it calls
 `CellProgress.cell` before every cell, and it starts the kernel on IPC sockets in a private folder
-instead of TCP, so the kernel has no unencrypted-TCP warning to print (and no port to take).
+instead of TCP, so the kernel has no unencrypted-TCP warning to print (and no port to take). It
+also takes the kernel's environment and working folder as arguments (`kernel_env`, `kernel_cwd`)
+rather than from this process, so several runs can execute at once in one process.
 """
 
 from __future__ import annotations
 
+import functools
 import re
 import shutil
 import sys
@@ -117,7 +120,8 @@ def _engine_class():
 
         @classmethod
         def execute_managed_notebook(cls, nb_man, kernel_name, progress_label: str | None = None,
-                                     progress_stream: TextIO | None = None, **kwargs):
+                                     progress_stream: TextIO | None = None, kernel_env: dict | None = None,
+                                     kernel_cwd: str | None = None, **kwargs):
             progress = None if progress_label is None else CellProgress(progress_label, nb_man.nb.cells, progress_stream)
             if progress is not None:
                 original = nb_man.cell_start
@@ -130,6 +134,9 @@ def _engine_class():
                 nb_man.cell_start = cell_start
             sockets = Path(tempfile.mkdtemp(prefix="compresslab-kernel-"))
             km = KernelManager(kernel_name=kernel_name, transport="ipc", ip=str(sockets / "kernel"))
+            launch = {k: v for k, v in (("env", kernel_env), ("cwd", kernel_cwd)) if v is not None}
+            if launch:  # the kernel's environment and folder, without touching this process's (thread-safe)
+                km.start_kernel = functools.partial(km.start_kernel, **launch)
             try:
                 return super().execute_managed_notebook(nb_man, kernel_name, km=km, **kwargs)
             finally:

@@ -1,7 +1,8 @@
 """Running notebooks headless with papermill: parameters, sweeps, outputs and summaries.
 
 Every execution has a per-cell timeout and runs with COMPRESSLAB_HEADLESS=1, so widget panels
-render statically and no cell can wait forever.
+render statically and no cell can wait forever. The kernel's environment is passed to it, never
+set on this process, so runs can execute concurrently (running/sweep.py runs sweeps on Dask).
 """
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ from __future__ import annotations
 import ast
 import datetime as _dt
 import itertools
+import json
 import os
 import sys
 import time
@@ -17,15 +19,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from compresslab.core.data import REPO_ROOT
-from compresslab.core.results import SUFFIX, load_runs, read
-from compresslab.core.validate import check_choice, check_int
+from compresslab.core.results import SUFFIX, read
+from compresslab.core.validate import check_bool, check_choice, check_int
 from compresslab.running.params import check_values
 from compresslab.running.progress import register_engine
+from compresslab.running.summary import write_summary
 
 __all__ = [
     "NOTEBOOK_DIR",
     "PROFILES",
     "CELL_TIMEOUT",
+    "MAX_THREADS",
     "notebooks",
     "resolve",
     "parameters",
@@ -36,7 +40,13 @@ __all__ = [
     "expand_grid",
     "split_values",
     "RunResult",
+    "run_label",
+    "cpu_cores",
+    "threads_per_run",
+    "thread_env",
+    "recorded",
     "execute",
+    "kernel_env",
     "export_html",
     "default_out_dir",
     "run_many",
@@ -46,6 +56,7 @@ __all__ = [
 NOTEBOOK_DIR = REPO_ROOT / "notebooks"
 PROFILES = ("quick", "full")
 CELL_TIMEOUT = {"quick": 600, "full": 3600}
+MAX_THREADS = 1024
 
 
 def notebooks(directory: Path = NOTEBOOK_DIR) -> dict[str, Path]:
@@ -54,7 +65,10 @@ def notebooks(directory: Path = NOTEBOOK_DIR) -> dict[str, Path]:
 
 
 def resolve(name: str, directory: Path = NOTEBOOK_DIR) -> Path:
-    """A notebook by full stem ('01_magnitude_pruning'), number ('01', '1') or topic ('magnitude_pruning')."""
+    """A notebook by full stem ('01_magnitude_pruning'), number ('01', '1') or topic ('magnitude_pruning'),
+    or the path of any notebook file ('my/sweep.ipynb')."""
+    if name.endswith(".ipynb") and Path(name).is_file():
+        return Path(name).resolve()
     known = notebooks(directory)
     if name in known:
         return known[name]
@@ -145,6 +159,10 @@ def split_values(text: str) -> list[str]:
 
 @dataclass
 class RunResult:
+    """One run: its executed notebook (`output`), outcome and recorded metrics (`results`); on Dask
+    also the attempts it took, the worker and the torch threads it ran with; `resumed` when an
+    earlier execution's recorded results were reused instead of running it again."""
+
     notebook: str
     parameters: dict
     output: Path
@@ -152,13 +170,66 @@ class RunResult:
     ok: bool
     error: str = ""
     results: dict = field(default_factory=dict)
+    attempts: int = 1
+    worker: str = ""
+    threads: int | None = None
+    resumed: bool = False
 
 
-def _run_label(params: Mapping[str, object]) -> str:
+def run_label(params: Mapping[str, object]) -> str:
+    """The folder name of a run: 'sparsity=0.9__seed=1' ('' for no parameters)."""
     if not params:
         return ""
     text = "__".join(f"{k}={v}" for k, v in params.items())
     return "".join(ch if ch.isalnum() or ch in "=._-" else "-" for ch in text)[:120]
+
+
+def cpu_cores() -> int:
+    """The cores this process may run on (its CPU affinity where the platform tells it)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not Linux
+        return max(1, os.cpu_count() or 1)
+
+
+def threads_per_run(cores: int, concurrent: int) -> int:
+    """Torch threads for each of `concurrent` runs sharing `cores` cores: cores // concurrent, at least 1.
+
+    >>> threads_per_run(2, 2), threads_per_run(16, 3), threads_per_run(2, 4)
+    (1, 5, 1)
+    """
+    return max(1, cores // max(1, concurrent))
+
+
+def thread_env(threads: int) -> dict[str, str]:
+    """The kernel environment that fixes torch's thread count before torch loads.
+
+    >>> thread_env(2)["OMP_NUM_THREADS"], thread_env(2)["OMP_WAIT_POLICY"]
+    ('2', 'PASSIVE')
+    """
+    check_int("", "threads", threads, 1, MAX_THREADS)
+    n = str(threads)
+    return {"OMP_NUM_THREADS": n, "MKL_NUM_THREADS": n, "OPENBLAS_NUM_THREADS": n, "COMPRESSLAB_THREADS": n,
+            "OMP_WAIT_POLICY": "PASSIVE"}
+
+
+def _plain(value: object) -> object:
+    return json.loads(json.dumps(value, default=str))
+
+
+def recorded(target: Path, stem: str, params: Mapping[str, object]) -> dict | None:
+    """The metrics recorded in `target` by an earlier run of notebook `stem` with `params` (every
+    one of them recorded with the same value), else None."""
+    path = target / f"{stem}{SUFFIX}"
+    if not path.is_file():
+        return None
+    try:
+        payload = read(path)
+    except ValueError:
+        return None
+    same = payload["notebook"] == stem and all(
+        k in payload["parameters"] and _plain(payload["parameters"][k]) == _plain(v) for k, v in params.items())
+    return payload["metrics"] if same and payload["metrics"] else None
 
 
 def execute(
@@ -170,11 +241,15 @@ def execute(
     html: bool = True,
     log=print,
     progress_label: str | None = None,
+    threads: int | None = None,
+    environ: Mapping[str, str] | None = None,
 ) -> RunResult:
     """Run one notebook with papermill into `out_dir` (executed .ipynb, results JSON, HTML).
 
     With `progress_label`, the running cell, its section and the elapsed time are shown on stderr
-    (one updating line on a terminal, a line per section otherwise)."""
+    (one updating line on a terminal, a line per section otherwise). With `threads`, the kernel's
+    torch uses that many threads (`thread_env`); otherwise it inherits this process's settings.
+    `environ`: the environment the kernel starts from (default: this process's)."""
     import papermill
     from papermill.exceptions import PapermillExecutionError
 
@@ -183,34 +258,24 @@ def execute(
         check_cell_timeout(cell_timeout)
     params = {"profile": profile, **dict(values or {})}
     check_parameters(path, params)
+    env = kernel_env(out_dir, threads, environ)
     out_dir.mkdir(parents=True, exist_ok=True)
     output = out_dir / path.name
     results_path = out_dir / f"{path.stem}{SUFFIX}"
     results_path.unlink(missing_ok=True)  # never report an earlier run's numbers
-    env_before = {k: os.environ.get(k) for k in ("COMPRESSLAB_HEADLESS", "COMPRESSLAB_RESULTS_DIR", "COMPRESSLAB_QUIET", "PATH", "MPLBACKEND")}
-    os.environ["COMPRESSLAB_HEADLESS"] = "1"
-    os.environ["COMPRESSLAB_RESULTS_DIR"] = str(out_dir.resolve())
-    os.environ.setdefault("COMPRESSLAB_QUIET", "1")
-    os.environ["MPLBACKEND"] = "module://matplotlib_inline.backend_inline"
-    os.environ["PATH"] = os.path.dirname(sys.executable) + os.pathsep + os.environ.get("PATH", "")
     start = time.perf_counter()
     ok, error = True, ""
     try:
         papermill.execute_notebook(
-            str(path), str(output), parameters=params, kernel_name="python3", progress_bar=False,
-            execution_timeout=cell_timeout or CELL_TIMEOUT[profile], cwd=str(path.parent), log_output=False,
+            str(path.resolve()), str(output), parameters=params, kernel_name="python3", progress_bar=False,
+            execution_timeout=cell_timeout or CELL_TIMEOUT[profile], log_output=False,
             engine_name=register_engine(), progress_label=progress_label,
+            kernel_env=env, kernel_cwd=str(path.resolve().parent),
         )
     except PapermillExecutionError as err:
         ok, error = False, f"cell {err.exec_count}: {err.ename}: {err.evalue}"
     except Exception as err:  # noqa: BLE001 - timeouts and kernel deaths are reported the same way
         ok, error = False, f"{type(err).__name__}: {err}"
-    finally:
-        for key, value in env_before.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
     seconds = time.perf_counter() - start
     results = read(results_path)["metrics"] if results_path.exists() else {}  # kept for failed checks too
     if ok and not results:
@@ -221,6 +286,19 @@ def execute(
         except Exception as err:  # noqa: BLE001 - a failed export must not hide the run's result
             log(f"  (HTML export failed: {err})")
     return RunResult(path.stem, params, output, seconds, ok, error, results)
+
+
+def kernel_env(out_dir: Path, threads: int | None = None, environ: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The environment of a run's kernel: `environ` (default this process's), headless and quiet,
+    recording into `out_dir`, this interpreter first on PATH, and `thread_env(threads)` when given."""
+    env = dict(os.environ if environ is None else environ)
+    env.update({"COMPRESSLAB_HEADLESS": "1", "COMPRESSLAB_RESULTS_DIR": str(out_dir.resolve()),
+                "MPLBACKEND": "module://matplotlib_inline.backend_inline",
+                "PATH": os.path.dirname(sys.executable) + os.pathsep + env.get("PATH", "")})
+    env.setdefault("COMPRESSLAB_QUIET", "1")
+    if threads is not None:
+        env.update(thread_env(threads))
+    return env
 
 
 def export_html(notebook: Path) -> Path:
@@ -239,11 +317,29 @@ def default_out_dir() -> Path:
 
 def run_many(
     names: Sequence[str], profile: str, grid: Mapping[str, Sequence[str]], out_dir: Path | None = None,
-    cell_timeout: int | None = None, log=print, show_progress: bool = True,
+    cell_timeout: int | None = None, log=print, show_progress: bool = True, *, workers: int | None = None,
+    scheduler: str | None = None, client=None, retries: int = 0, resume: bool = False, threads: int | None = None,
 ) -> tuple[list[RunResult], Path]:
-    """Run notebooks x parameter grid; write summary.md / summary.html; return the results and out dir.
+    """Run notebooks x parameter grid; write summary.md, .html and .csv; return the results and out dir.
 
-    `show_progress`: the running cell and section of each notebook, live on stderr."""
+    By default one run after another in this process (`show_progress`: the running cell and
+    section, live on stderr). On Dask (running/sweep.py): `workers` local worker processes, the
+    cluster whose scheduler is at `scheduler`, or an existing distributed `client`; `retries`
+    resubmissions of a run lost with its worker; a progress bar over runs. `resume`: reuse the
+    results already recorded in `out_dir` for the same notebook and parameters. `threads`: torch
+    threads per run (default: inherited when sequential, cores / concurrent runs on Dask).
+    A failed run never stops the others."""
+    from compresslab.running import sweep
+
+    config = sweep.SweepConfig(workers, scheduler, retries, threads)
+    check_bool("", "resume", resume)
+    on_dask = client is not None or config.workers is not None or config.scheduler is not None
+    if client is not None and (config.workers is not None or config.scheduler is not None):
+        raise ValueError("give client (an existing Dask client) or workers/scheduler, not both")
+    if retries and not on_dask:
+        raise ValueError(f"retries={retries} applies to runs on Dask workers: give workers, scheduler or client")
+    if resume and out_dir is None:
+        raise ValueError("resume needs out_dir: the output folder of the sweep to resume")
     paths = list(notebooks().values()) if list(names) == ["all"] else [resolve(n) for n in names]
     combos = expand_grid(grid)
     check_choice("", "profile", profile, PROFILES)
@@ -254,56 +350,37 @@ def run_many(
         for combo in combos:
             check_parameters(path, {"profile": profile, **combo}, known)
     out_dir = out_dir or default_out_dir()
-    runs: list[RunResult] = []
-    total = len(paths) * len(combos)
-    for i, (path, combo) in enumerate(itertools.product(paths, combos), start=1):
-        label = _run_label(combo)
-        target = out_dir / path.stem / label if label else out_dir / path.stem
-        log(f"[{i}/{total}] {path.stem} {label} (profile={profile}) running ...")
-        result = execute(path, target, combo, profile, cell_timeout, log=log,
-                         progress_label=f"[{i}/{total}] {path.stem} {label}".rstrip() if show_progress else None)
-        runs.append(result)
+    plan = [(path, combo, out_dir / path.stem / run_label(combo) if combo else out_dir / path.stem)
+            for path, combo in itertools.product(paths, combos)]
+    total = len(plan)
+    runs: list[RunResult | None] = [None] * total
+    for i, (path, combo, target) in enumerate(plan):
+        metrics = recorded(target, path.stem, {"profile": profile, **combo}) if resume else None
+        if metrics is not None:
+            runs[i] = RunResult(path.stem, {"profile": profile, **combo}, target / path.name, 0.0, True,
+                                results=metrics, resumed=True)
+            log(f"[{i + 1}/{total}] {path.stem} {run_label(combo)} resumed: results recorded in {target}")
+    todo = [i for i, run in enumerate(runs) if run is None]
+    if on_dask and todo:
+        done = sweep.run_sweep(config, client, [plan[i] for i in todo], profile, cell_timeout, log, show_progress,
+                               [i + 1 for i in todo], total)
+        for i, result in zip(todo, done):
+            runs[i] = result
+    elif todo and threads is not None:
+        log(f"torch threads per run: {threads} (OMP_NUM_THREADS, MKL_NUM_THREADS, OPENBLAS_NUM_THREADS, "
+            "COMPRESSLAB_THREADS)")
+    for i in todo if not on_dask else ():
+        path, combo, target = plan[i]
+        label = run_label(combo)
+        log(f"[{i + 1}/{total}] {path.stem} {label} (profile={profile}) running ...")
+        result = execute(path, target, combo, profile, cell_timeout, log=log, threads=threads,
+                         progress_label=f"[{i + 1}/{total}] {path.stem} {label}".rstrip() if show_progress else None)
+        runs[i] = result
         if result.ok:
-            log(f"[{i}/{total}] {path.stem} {label} ok in {result.seconds:.0f} s -> {result.output}")
+            log(f"[{i + 1}/{total}] {path.stem} {label} ok in {result.seconds:.0f} s -> {result.output}")
         else:
-            log(f"[{i}/{total}] {path.stem} {label} FAILED after {result.seconds:.0f} s: {result.error}\n"
+            log(f"[{i + 1}/{total}] {path.stem} {label} FAILED after {result.seconds:.0f} s: {result.error}\n"
                 f"    executed notebook: {result.output}")
-    write_summary(out_dir, runs)
-    return runs, out_dir
-
-
-HEADLINE_LIMIT = 12
-
-
-def write_summary(out_dir: Path, runs: Sequence[RunResult]) -> None:
-    """summary.md and summary.html: a row per run with status, time and scalar headline metrics."""
-    table = load_runs(out_dir) if any(r.ok for r in runs) else None
-    rows = []
-    for r in runs:
-        row = {"notebook": r.notebook, "status": "ok" if r.ok else "failed", "seconds": round(r.seconds, 1)}
-        row.update({f"param.{k}": v for k, v in r.parameters.items()})
-        scalars = [(k, v) for k, v in r.results.items() if isinstance(v, (int, float, str, bool)) or v is None]
-        row.update(dict(scalars[:HEADLINE_LIMIT]))
-        if not r.ok:
-            row["error"] = r.error[:200]
-        rows.append(row)
-    columns: list[str] = []
-    for row in rows:
-        columns.extend(c for c in row if c not in columns)
-    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
-    for row in rows:
-        lines.append("| " + " | ".join(_fmt(row.get(c, "")) for c in columns) + " |")
-    out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "summary.md").write_text("# compresslab run summary\n\n" + "\n".join(lines) + "\n")
-    import pandas as pd
-
-    html = pd.DataFrame(rows, columns=columns).to_html(index=False, na_rep="")
-    if table is not None and len(table):
-        html += "<h2>All recorded metrics</h2>" + table.to_html(index=False, na_rep="")
-    (out_dir / "summary.html").write_text(f"<html><body><h1>compresslab run summary</h1>{html}</body></html>")
-
-
-def _fmt(value: object) -> str:
-    if isinstance(value, float):
-        return f"{value:.4g}"
-    return str(value).replace("|", "/")
+    finished = [r for r in runs if r is not None]
+    write_summary(out_dir, finished)
+    return finished, out_dir
