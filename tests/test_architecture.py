@@ -14,6 +14,7 @@ import pytest
 PACKAGE = Path(__file__).resolve().parent.parent / "compresslab"
 MAX_LINES = 450
 UI_LIBRARIES = {"matplotlib", "ipywidgets", "IPython", "seaborn"}
+NOTEBOOK_LIBRARIES = {"papermill", "nbformat", "nbclient", "nbconvert"}  # running and exercises only
 # layer -> the package layers it must never import (at any depth, lazily or not)
 FORBIDDEN = {
     "core": {"techniques", "deploy", "views", "running", "exercises"},
@@ -89,6 +90,12 @@ def test_arrows_point_down_only(path):
 def test_lower_layers_import_no_ui_library_at_module_level(path):
     wrong = sorted({name for name in _imports(_tree(path), top_level_only=True) if name.split(".")[0] in UI_LIBRARIES})
     assert not wrong, f"{_rel(path)} imports {wrong} at module level; only views may"
+
+
+@pytest.mark.parametrize("path", [p for p in _modules() if _layer(p) not in ("running", "exercises")], ids=_rel)
+def test_only_running_and_exercises_touch_notebook_files(path):
+    wrong = sorted({name for name in _imports(_tree(path)) if name.split(".")[0] in NOTEBOOK_LIBRARIES})
+    assert not wrong, f"{_rel(path)} imports {wrong}; only running and exercises read or execute notebooks"
 
 
 def test_importing_the_lower_layers_loads_no_ui_library():
