@@ -23,7 +23,8 @@ __all__ = [
 
 @dataclass(frozen=True)
 class Param:
-    """One parameter: kind int | float | choice | ints | floats | fractions (a dict name -> [0, 1)),
+    """One parameter: kind int | float | choice | choices (a list of choices) | ints | floats |
+    fractions (a dict name -> [0, 1)),
     bounds lo/hi (open where lo_open/hi_open), choices, whether None is allowed, whether a list may be empty."""
 
     kind: str
@@ -39,6 +40,8 @@ class Param:
         """The allowed values in words, e.g. 'float in (0, 1]' or "one of ('mnist', 'fashion_mnist')"."""
         if self.kind == "choice":
             text = f"one of {self.choices}"
+        elif self.kind == "choices":
+            text = f"list of values from {self.choices}"
         else:
             lo = "" if self.lo is None else f"{'(' if self.lo_open else '['}{self.lo}"
             hi = "" if self.hi is None else f"{self.hi}{')' if self.hi_open else ']'}"
@@ -53,6 +56,13 @@ class Param:
             return
         if self.kind == "choice":
             check_choice(owner, name, value, self.choices)
+        elif self.kind == "choices":
+            if not isinstance(value, (list, tuple)):
+                raise TypeError(f"{owner}.{name}={show(value)} must be a {self.describe()}")
+            if not value and not self.empty_ok:
+                raise ValueError(f"{owner}.{name}={show(value)} must be a non-empty {self.describe()}")
+            for i, v in enumerate(value):
+                check_choice(owner, f"{name}[{i}]", v, self.choices)
         elif self.kind in ("int", "float"):
             self._one(owner, name, value, self.kind)
         elif self.kind in ("ints", "floats"):
@@ -131,6 +141,15 @@ SPECS: dict[str, dict[str, Param]] = {
         "distill_temperature": Param("float", 1e-3, 1e4, optional=True), "distill_alpha": WEIGHT,
         "conv_bits": CODE_BITS, "fc_bits": CODE_BITS, "conv_index_bits": CODE_BITS, "fc_index_bits": CODE_BITS,
         "init": _choice("linear", "density", "random"), "seed": SEED,
+    },
+    "07_deployment": {
+        "profile": PROFILE, "dataset": DATASET,
+        "architectures": Param("choices", choices=("lenet300", "lenet5")),
+        "headline": _choice("lenet300", "lenet5"), "compressed_arch": _choice("lenet300", "lenet5"),
+        "runtimes": Param("choices", choices=("onnxruntime", "openvino", "executorch", "litert", "coreml", "tensorrt"),
+                          empty_ok=True),
+        "calibration_size": Param("int", 1, 60000), "rounds": Param("int", 1, 1000),
+        "drift_window": Param("int", 10, 10000), "drift_method": _choice("ks", "threshold"), "seed": SEED,
     },
 }
 
