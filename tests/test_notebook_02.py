@@ -34,3 +34,5 @@ def test_lottery_ticket_quick(run_notebook, png_per_cell):
     assert m["ticket_vs_dense_points"] == pytest.approx(100 * (m["ticket_accuracy"] - m["dense_accuracy"]))
     assert all(0 < s <= m["train_steps"] for s in m["ticket_early_stop_steps"])
     assert len(m["ticket_accuracy_by_level"]) == levels + 1
+    # the accuracy change against the dense model carries its paired-bootstrap interval
+    assert m["acc_change_ci_low"] <= m["acc_change_ci_high"]

@@ -41,3 +41,5 @@ def test_knowledge_distillation_quick(run_notebook):
     # the gradient falls like 1/T^2 (64x over that range; allow slack below the limit)
     assert m["soft_gradient_ratio_scaled"] < 1.5
     assert m["soft_gradient_ratio_unscaled"] > 20
+    # the distilled-vs-alone change carries its paired interval
+    assert m["acc_change_ci_low"] <= m["acc_change_points"] <= m["acc_change_ci_high"]

@@ -15,8 +15,9 @@ def test_svd_factorization_quick(run_notebook, png_per_cell):
     run = run_notebook("05_svd_factorization")
     m = run.results
     per_cell = png_per_cell(run.output)
-    # six figures (spectra, error vs params, latency vs rank, speed bars, conv, the panel's view), each once
-    assert max(per_cell) == 1 and sum(per_cell) == 6
+    # seven figures (spectra, error vs params, latency vs rank, speed bars, conv, tensor-decomposition speed
+    # bars, the panel's view), each once
+    assert max(per_cell) == 1 and sum(per_cell) == 7
     assert m["profile"] == "quick" and m["model"] == "mlp1200"
     ranks = m["ranks"]
     assert set(ranks) == set(FC)
@@ -38,8 +39,23 @@ def test_svd_factorization_quick(run_notebook, png_per_cell):
     assert m["energy_accuracy"] > m["dense_accuracy"] - 0.05
     for key in ("speedup_b1", "speedup_b256"):
         assert m[key] > 0
+    assert isinstance(m["timing_reliable"], bool)
+    if m["timing_reliable"] and m["profile"] == "full":  # a speed claim only on a quiet measurement
+        assert m["speedup_b256"] > 1.0
+    # the accuracy change of the headline model comes with its paired-bootstrap interval
+    assert m["acc_change_ci_low"] <= 100 * (m["finetuned_accuracy"] - m["dense_accuracy"]) <= m["acc_change_ci_high"]
     # a measured timing: only its form is checked (timings are reported, not asserted)
     assert m["layer_crossover_b256"] is None or 1 <= m["layer_crossover_b256"] <= 1200
     # LeNet-5 conv2 at rank 8, channel split: 8 (20*5*5 + 50) weights + 50 biases
     assert m["conv_params_reduction"] == pytest.approx(1 - (8 * 550 + 50) / 25_050)
     assert m["conv_truncated_accuracy"] > 0.5 and m["conv_finetuned_accuracy"] > 0.5
+    # Tucker-2 and CP against the spatial split at one weight budget (a quarter of each conv's weights)
+    td = m["tensor_decomposition"]
+    assert set(td) == {f"{net}/{mode}" for net in ("lenet5", "small_cnn") for mode in ("spatial", "tucker2", "cp")}
+    for key, row in td.items():
+        assert row["conv_params_after"] <= 0.25 * row["conv_params_before"] + 200, key  # + biases
+        assert 0 <= row["rel_error"] < 1, key
+        assert row["finetuned_accuracy"] > 0.5, key
+        assert row["acc_change_ci_low"] <= row["acc_change_points"] <= row["acc_change_ci_high"], key
+        assert row["speedup_b1"] > 0 and row["speedup_batch"] > 0, key
+    assert isinstance(m["tensor_timing_reliable"], bool)

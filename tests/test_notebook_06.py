@@ -33,3 +33,5 @@ def test_deep_compression_quick(run_notebook, png_per_cell):
     # accuracy: a sane floor for 8k images and 2 epochs, and compression costs little
     assert 0.8 < m["dense_accuracy"] <= 1.0
     assert m["loaded_accuracy"] > m["dense_accuracy"] - 0.03
+    # the accuracy change against the dense model carries its paired-bootstrap interval
+    assert m["acc_change_ci_low"] <= m["acc_change_ci_high"]

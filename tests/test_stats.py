@@ -73,3 +73,21 @@ def test_bad_inputs_name_the_argument(kwargs, match):
         paired_difference(**args)
     with pytest.raises(ValueError, match="a_only"):
         mcnemar_exact_p(-1, 3)
+
+
+def test_correct_gives_per_image_correctness_that_matches_evaluate():
+    from conftest import make_tiny_dataset
+
+    from compresslab.core import models, training
+    from compresslab.core.stats import paired_difference
+
+    ds = make_tiny_dataset()
+    torch.manual_seed(0)
+    model = models.create("mlp", hidden=(16,))
+    right = training.correct(model, ds.test, batch_size=7)
+    assert right.dtype == torch.bool and right.shape == (len(ds.test),)
+    assert float(right.float().mean()) == pytest.approx(training.evaluate(model, ds.test).accuracy)
+    with torch.no_grad():
+        logits = model(ds.test.tensors(len(ds.test))[0])
+    assert torch.equal(right, logits.argmax(1) == ds.test.tensors(len(ds.test))[1])
+    assert paired_difference(right, right).delta_points == 0.0

@@ -20,7 +20,20 @@ from torch import nn
 
 from compresslab.core.models import is_convnet, to_model_layout
 
-__all__ = ["Latency", "latency", "SpeedTable", "time_ratio", "latency_rounds"]
+__all__ = ["Latency", "latency", "SpeedTable", "time_ratio", "latency_rounds", "QUIET_SPREAD", "BUSY_SPREAD",
+           "set_threads"]
+
+QUIET_SPREAD = 1.5  # p90/p10 below this on every compared variant: a speed claim may be asserted
+BUSY_SPREAD = 2.0  # p90/p10 above this: the machine was busy, ratios are unreliable
+
+
+def set_threads(threads: int | None = None) -> int:
+    """Set torch's intra-op thread count (None: leave it) and return the count now in force."""
+    if threads is not None:
+        if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
+            raise ValueError(f"threads={threads!r} must be a positive integer")
+        torch.set_num_threads(threads)
+    return torch.get_num_threads()
 
 
 def _table(rows: list[dict]):
@@ -115,18 +128,57 @@ class SpeedTable:
                 return row
         raise KeyError(f"no timing for label={label!r} at batch_size={batch_size}")
 
+    def spread(self, label: str, batch_size: int) -> float:
+        """p90 / p10 of one variant's timings (1 = perfectly steady; NaN if p10 is zero)."""
+        row = self._get(label, batch_size)
+        return time_ratio(row.p90_ms, row.p10_ms)
+
+    def reliable(self, labels: Sequence[str] | None = None, batch_sizes: Sequence[int] | None = None,
+                 limit: float = QUIET_SPREAD) -> bool:
+        """True when every compared timing is quiet: p90 / p10 < `limit` (default 1.5) for each
+        (label, batch) in the table (or in `labels` x `batch_sizes`). A notebook asserts a speed
+        claim only when this holds; otherwise it records the ratio as unreliable."""
+        rows = [r for r in self.rows if (labels is None or r.label in labels)
+                and (batch_sizes is None or r.batch_size in batch_sizes)]
+        return bool(rows) and all(time_ratio(r.p90_ms, r.p10_ms) < limit for r in rows)
+
+    def warning(self) -> str:
+        """The busy-machine warning when any timing has p90 / p10 > 2, else ''."""
+        worst = max((time_ratio(r.p90_ms, r.p10_ms) for r in self.rows), default=math.nan, key=_nan_low)
+        if not worst > BUSY_SPREAD:
+            return ""
+        return (f"p90/p10 reaches {worst:.1f} (> {BUSY_SPREAD:g}): the machine was busy: treat these ratios as "
+                "unreliable")
+
+    def caption(self) -> str:
+        """One line for under the table: threads, the steadiness rule, and the warning if any."""
+        threads = sorted({r.threads for r in self.rows})
+        text = (f"timed with {', '.join(map(str, threads))} intra-op thread(s) (torch.get_num_threads); "
+                f"whiskers and p10/p90: the spread; a ratio is trusted when p90/p10 < {QUIET_SPREAD:g}")
+        return text + (f". WARNING: {self.warning()}" if self.warning() else "")
+
     def table(self):
+        """One row per (variant, batch): median, p10, p90, their ratio, the speed-up (NaN, shown as
+        missing, when a time is zero), threads, and a 'busy' flag where p90/p10 > 2."""
         base = self.baseline or (self.rows[0].label if self.rows else "")
         out = []
         for r in self.rows:
+            spread = time_ratio(r.p90_ms, r.p10_ms)
             out.append({"variant": r.label, "batch": r.batch_size, "median ms": round(r.median_ms, 4),
                         "p10 ms": round(r.p10_ms, 4), "p90 ms": round(r.p90_ms, 4),
+                        "p90/p10": round(spread, 2), "busy (p90/p10 > 2)": bool(spread > BUSY_SPREAD),
                         f"speed-up vs {base}": round(self.speedup(r.label, r.batch_size), 2),
                         "threads": r.threads})
         return _table(out)
 
     def _repr_html_(self) -> str:
-        return self.table().to_html(index=False)
+        warning = self.warning()
+        note = f"<p><b>{warning}</b></p>" if warning else ""
+        return self.table().to_html(index=False, na_rep="n/a") + f"<p><small>{self.caption()}</small></p>" + note
+
+
+def _nan_low(x: float) -> float:
+    return -math.inf if x != x else x
 
 
 def time_ratio(numerator_ms: float, denominator_ms: float) -> float:

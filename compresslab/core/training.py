@@ -35,6 +35,7 @@ __all__ = [
     "Callback",
     "TrainHistory",
     "evaluate",
+    "correct",
     "accuracy_fn",
     "make_optimizer",
     "train",
@@ -197,6 +198,21 @@ def evaluate(model: nn.Module, split: Split, batch_size: int = 1000, device: tor
     n = len(split)
     return EvalResult(total_loss / n, correct / n, n - correct, n)
 
+
+@torch.no_grad()
+def correct(model: nn.Module, split: Split, batch_size: int = 1000) -> torch.Tensor:
+    """Per-image correctness (bool, one per example of `split`, in order): argmax(model(x)) == y.
+    Two models' vectors on the same split feed `core.stats.paired_difference`."""
+    if len(split) == 0:
+        raise ValueError("cannot score an empty split (0 examples)")
+    device = next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    convnet = models.is_convnet(model)
+    out = [(model(models.to_model_layout(x, convnet)).argmax(1) == y).cpu()
+           for x, y in split.batches(batch_size, device=device)]
+    model.train(was_training)
+    return torch.cat(out)
 
 
 def accuracy_fn(data: Dataset | None, finetune: TrainConfig | None = None) -> Callable[[nn.Module], float | None]:

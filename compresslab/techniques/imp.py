@@ -45,7 +45,12 @@ State = dict[str, torch.Tensor]
 
 def prune_survivors(w: torch.Tensor, mask: torch.Tensor, rate: float) -> torch.Tensor:
     """Next mask of one layer: of its n surviving weights (mask == 1), remove the round(rate * n) of
-    smallest |w| (at least one weight always survives). Zeros of `mask` stay zero."""
+    smallest |w| (at least one weight always survives). Zeros of `mask` stay zero.
+
+    >>> w = torch.tensor([0.3, -2.0, 0.0, 1.0, -0.5])
+    >>> prune_survivors(w, torch.tensor([1.0, 1.0, 0.0, 1.0, 1.0]), 0.5)  # 4 survivors: the 2 smallest go
+    tensor([0., 1., 0., 1., 0.])
+    """
     keep = mask.bool()
     n = int(keep.sum())
     k = min(int(round(rate * n)), max(n - 1, 0))
@@ -70,7 +75,11 @@ def prune_survivors_global(weights: dict[str, torch.Tensor], masks: Masks, rate:
 
 
 def layer_keep_counts(sizes: dict[str, int], rates: dict[str, float], level: int) -> dict[str, int]:
-    """Survivors per layer after `level` layer-wise levels: n_L = n_{L-1} - round(p * n_{L-1})."""
+    """Survivors per layer after `level` layer-wise levels: n_L = n_{L-1} - round(p * n_{L-1}).
+
+    >>> layer_keep_counts({"fc1": 235200, "fc2": 30000, "fc3": 1000}, {"fc1": 0.2, "fc2": 0.2, "fc3": 0.1}, 3)
+    {'fc1': 120422, 'fc2': 15360, 'fc3': 729}
+    """
     counts = dict(sizes)
     for _ in range(level):
         counts = {n: c - min(int(round(rates[n] * c)), max(c - 1, 0)) for n, c in counts.items()}

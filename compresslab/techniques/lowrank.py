@@ -10,7 +10,7 @@ A Linear (in -> out) becomes Linear(in -> r) then Linear(r -> out) (bias kept on
 A Conv2d (C -> N, k x k) is reshaped to N x (C k k) and becomes a k x k conv C -> r followed by a
 1 x 1 conv r -> N; or, with the spatial split of Jaderberg et al. (2014), the kernel is reshaped to
 (C k_h) x (N k_w) and becomes a k_h x 1 conv C -> r followed by a 1 x k_w conv r -> N.
-The one-matrix SVD primitives live in `svd`; their names are re-exported here.
+SVD primitives: `svd` (re-exported here); conv_mode 'tucker2' / 'cp' (conv only): `tensordecomp`.
 """
 
 from __future__ import annotations
@@ -36,6 +36,7 @@ from compresslab.core.validate import (
     check_int,
     check_names,
 )
+from compresslab.techniques import tensordecomp
 from compresslab.techniques.svd import (  # noqa: F401  (re-exported: notebooks and exercises use lowrank.svd, ...)
     SVD,
     _check_fraction,
@@ -52,23 +53,12 @@ from compresslab.techniques.svd import (  # noqa: F401  (re-exported: notebooks 
 )
 
 __all__ = [
-    "CONV_MODES",
-    "SCOPES",
-    "layer_matrix",
-    "factorized_params",
-    "factorize_layer",
-    "reconstructed_weight",
-    "LowRankConfig",
-    "target_layers",
-    "factorizable_layers",
-    "decompose",
-    "select_ranks",
-    "LowRankReport",
-    "apply_lowrank",
-    "spectra",
+    "CONV_MODES", "SCOPES", "layer_matrix", "factorized_params", "factorize_layer", "reconstructed_weight",
+    "LowRankConfig", "target_layers", "factorizable_layers", "decompose", "select_ranks", "LowRankReport",
+    "apply_lowrank", "spectra",
 ]
 
-CONV_MODES = ("channel", "spatial")
+CONV_MODES = ("channel", "spatial") + tensordecomp.TENSOR_MODES  # the last two: rank only, conv only
 SCOPES = ("layer", "model")
 
 
@@ -88,7 +78,7 @@ def layer_matrix(layer: nn.Module, conv_mode: str = "channel") -> torch.Tensor:
         raise ValueError(f"grouped convolutions (groups={layer.groups}) are not supported; groups must be 1")
     check_choice("", "conv_mode", conv_mode, CONV_MODES)
     n, c, kh, kw = w.shape
-    if conv_mode == "channel":
+    if conv_mode != "spatial":  # tucker2 / cp rank checks and spectra use the channel matrix
         return w.reshape(n, c * kh * kw)
     return w.permute(1, 2, 0, 3).reshape(c * kh, n * kw)
 
@@ -167,8 +157,8 @@ class LowRankConfig:
     the singular values that buy the most relative energy s_i^2 / ||W||_F^2 per parameter
     (param_ratio: until the total budget is spent; energy: until the mean kept energy >= energy).
     layers: names to factorize (None = every Linear and Conv2d); skip_unprofitable leaves a layer
-    dense when its rank r >= m n / (m + n) would not save parameters. finetune: TrainConfig or None.
-    """
+    dense when it would not save parameters. finetune: TrainConfig or None. conv_mode: 'channel' |
+    'spatial' (SVD splits) | 'tucker2' | 'cp' (tensordecomp; rank only; Linear layers still use the SVD)."""
 
     rank: int | dict | None = None
     energy: float | None = None
@@ -186,6 +176,8 @@ class LowRankConfig:
             raise ValueError(f"{owner}: give exactly one of rank, energy, param_ratio (got {given or 'none'})")
         check_choice(owner, "scope", self.scope, SCOPES)
         check_choice(owner, "conv_mode", self.conv_mode, CONV_MODES)
+        if self.conv_mode in tensordecomp.TENSOR_MODES and self.rank is None:
+            raise ValueError(f"{owner}.conv_mode={self.conv_mode!r} needs rank (energy and param_ratio are SVD rules)")
         if self.rank is not None:
             if self.scope != "layer":
                 raise ValueError(f"{owner}.rank fixes each layer's rank: use scope='layer' (scope='model' is for "
@@ -251,15 +243,15 @@ def select_ranks(model: nn.Module, config: LowRankConfig, svds: dict[str, SVD] |
     """The rank of every target layer under `config` (before the break-even check)."""
     layers = target_layers(model, config)
     mats = {n: layer_matrix(m, config.conv_mode) for n, m in layers.items()}
-    if config.rank is None:
-        svds = _svds_for(model, config, svds)
+    svds = _svds_for(model, config, svds) if config.rank is None else svds
     if config.rank is not None:
         ranks = {}
         for n, mat in mats.items():
             if isinstance(config.rank, dict) and n not in config.rank:
                 raise ValueError(f"rank has no entry for layer {n!r}; give one for each of {list(mats)}")
             r = config.rank[n] if isinstance(config.rank, dict) else config.rank
-            ranks[n] = _check_rank(r, min(mat.shape), f"rank for layer {n!r} ({tuple(mat.shape)})")
+            cp = config.conv_mode == "cp" and isinstance(layers[n], nn.Conv2d)  # a CP rank can exceed min(m, n)
+            ranks[n] = _check_rank(r, mat.numel() if cp else min(mat.shape), f"rank for layer {n!r} ({tuple(mat.shape)})")
         return ranks
     if config.scope == "layer":
         if config.energy is not None:
@@ -370,15 +362,24 @@ def apply_lowrank(
         new_params = r * (m + n) + bias if factorize else dense_params
         before, after = before + dense_params, after + new_params
         err = 0.0
+        tensor = isinstance(layer, nn.Conv2d) and config.conv_mode in tensordecomp.TENSOR_MODES
+        if tensor:  # Tucker-2 / CP: its own parameter count; saves when it has fewer weights
+            new = tensordecomp.decompose_conv(layer, r, config.conv_mode)
+            new_params = sum(p.numel() for p in new.parameters())
+            saves = new_params < dense_params
+            factorize = saves or not config.skip_unprofitable
+            new_params = new_params if factorize else dense_params
         if factorize:
-            new = factorize_layer(layer, r, config.conv_mode, svds[name])
-            diff = reconstructed_weight(new) - metrics.effective_weight(layer)
+            new = new if tensor else factorize_layer(layer, r, config.conv_mode, svds[name])
+            rebuilt = tensordecomp.decomposed_weight(new) if tensor else reconstructed_weight(new)
+            diff = rebuilt - metrics.effective_weight(layer)
             err = float(diff.norm() / metrics.effective_weight(layer).norm())
             _set_module(model, name, new)
         rows.append({"layer": name, "kind": type(layer).__name__, "matrix": f"{m}x{n}", "max_rank": min(m, n),
                      "rank": r, "break_even": round(even, 1), "saves": saves, "factorized": factorize,
-                     "energy": float(energy_curve(s)[r - 1]), "rel_error": err if factorize else 0.0,
-                     "eckart_young": eckart_young_error(s, r) / float(s.double().norm()) if factorize else 0.0,
+                     "energy": float(energy_curve(s)[min(r, len(s)) - 1]), "rel_error": err if factorize else 0.0,
+                     "eckart_young": eckart_young_error(s, r) / float(s.double().norm())
+                     if factorize and not tensor else 0.0,
                      "params_before": dense_params, "params_after": new_params})
     acc_truncated = acc(model)
     if config.finetune is not None:

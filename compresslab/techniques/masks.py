@@ -38,7 +38,13 @@ def _check_sparsity(sparsity: float, field_name: str = "sparsity") -> None:
 
 
 def magnitude_mask(w: torch.Tensor, sparsity: float) -> torch.Tensor:
-    """Mask (same shape, float 0/1) zeroing the k = round(sparsity * n) smallest |w|."""
+    """Mask (same shape, float 0/1) zeroing the k = round(sparsity * n) smallest |w|.
+
+    >>> w = torch.tensor([[0.5, -0.1, 2.0, 0.03], [-3.0, 0.05, 0.2, -0.7]])
+    >>> magnitude_mask(w, 0.5)  # the 4 smallest |w| (0.03, 0.05, 0.1, 0.2), as prune.l1_unstructured
+    tensor([[1., 0., 1., 0.],
+            [1., 0., 0., 1.]])
+    """
     _check_sparsity(sparsity)
     k = int(round(sparsity * w.numel()))
     mask = torch.ones_like(w, memory_format=torch.contiguous_format)  # view(-1) below needs contiguous
@@ -49,7 +55,12 @@ def magnitude_mask(w: torch.Tensor, sparsity: float) -> torch.Tensor:
 
 
 def global_magnitude_masks(weights: dict[str, torch.Tensor], sparsity: float) -> dict[str, torch.Tensor]:
-    """Masks that zero the round(sparsity * N) smallest |w| over all tensors together."""
+    """Masks that zero the round(sparsity * N) smallest |w| over all tensors together.
+
+    >>> weights = {"a": torch.tensor([1.0, -4.0]), "b": torch.tensor([0.5, 3.0, -2.0])}
+    >>> global_magnitude_masks(weights, 0.4)  # one threshold over all 5 weights: 0.5 and 1.0 go
+    {'a': tensor([0., 1.]), 'b': tensor([0., 1., 1.])}
+    """
     _check_sparsity(sparsity)
     if not weights:
         raise ValueError("weights is empty: nothing to prune")
@@ -63,7 +74,12 @@ def global_magnitude_masks(weights: dict[str, torch.Tensor], sparsity: float) ->
 
 
 def cubic_sparsity(step: int, initial: float, final: float, start: int, n: int, interval: int) -> float:
-    """Zhu & Gupta (2017): s_t = s_f + (s_i - s_f) * (1 - (t - t0) / (n * dt))^3, clamped to [t0, t0 + n dt]."""
+    """Zhu & Gupta (2017): s_t = s_f + (s_i - s_f) * (1 - (t - t0) / (n * dt))^3, clamped to [t0, t0 + n dt].
+
+    >>> steps = (0, 100, 200, 400, 1000)  # 4 pruning steps, 100 apart, from step 0: 0 -> 90%
+    >>> [round(cubic_sparsity(t, initial=0.0, final=0.9, start=0, n=4, interval=100), 4) for t in steps]
+    [0.0, 0.5203, 0.7875, 0.9, 0.9]
+    """
     _check_sparsity(initial, "initial")
     _check_sparsity(final, "final")
     if n < 1 or interval < 1:

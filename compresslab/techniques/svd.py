@@ -87,7 +87,15 @@ def svd_factorize(w: torch.Tensor, rank: int, decomposition: SVD | None = None) 
     """(a, b) with a @ b the best rank-`rank` approximation of `w` (m x n); a: m x r, b: r x n.
 
     a = U_r diag(sqrt(s_r)), b = diag(sqrt(s_r)) V_r^T (the singular values split evenly, so both
-    factors have the same scale, which helps fine-tuning). `decomposition`: svd(w), if already known."""
+    factors have the same scale, which helps fine-tuning). `decomposition`: svd(w), if already known.
+
+    >>> w = torch.diag(torch.tensor([3.0, 2.0, 1.0], dtype=torch.float64))
+    >>> a, b = svd_factorize(w, 2)
+    >>> a.shape, b.shape
+    (torch.Size([3, 2]), torch.Size([2, 3]))
+    >>> torch.linalg.norm(w - a @ b).item()  # = eckart_young_error: the dropped singular value
+    1.0
+    """
     _check_matrix(w)
     _check_rank(rank, min(w.shape))
     if decomposition is None:
@@ -107,25 +115,41 @@ def singular_values(w: torch.Tensor) -> torch.Tensor:
 
 
 def energy_curve(s: torch.Tensor) -> torch.Tensor:
-    """E(r) = sum_{i <= r} s_i^2 / sum_i s_i^2 for r = 1..len(s) (the kept 'energy')."""
+    """E(r) = sum_{i <= r} s_i^2 / sum_i s_i^2 for r = 1..len(s) (the kept 'energy').
+
+    >>> energy_curve(torch.tensor([3.0, 2.0, 1.0]))  # 9/14, 13/14, 14/14
+    tensor([0.6429, 0.9286, 1.0000], dtype=torch.float64)
+    """
     sq = s.double() ** 2
     return torch.cumsum(sq, 0) / sq.sum()
 
 
 def rank_for_energy(s: torch.Tensor, energy: float) -> int:
-    """The smallest r with E(r) >= energy, energy in (0, 1]."""
+    """The smallest r with E(r) >= energy, energy in (0, 1].
+
+    >>> rank_for_energy(torch.tensor([3.0, 2.0, 1.0]), 0.9)  # E(1) = 0.64 < 0.9 <= E(2) = 0.93
+    2
+    """
     _check_fraction(energy, "energy")
     curve = energy_curve(s)
     return min(int((curve < energy - 1e-12).sum()) + 1, len(s))
 
 
 def eckart_young_error(s: torch.Tensor, rank: int) -> float:
-    """||W - W_r||_F = sqrt(sum_{i > r} s_i^2), the error of the best rank-r approximation."""
+    """||W - W_r||_F = sqrt(sum_{i > r} s_i^2), the error of the best rank-r approximation.
+
+    >>> eckart_young_error(torch.tensor([3.0, 2.0, 1.0]), 1)  # sqrt(2^2 + 1^2)
+    2.23606797749979
+    """
     return float((s.double()[rank:] ** 2).sum().sqrt())
 
 
 def break_even_rank(m: int, n: int) -> float:
-    """m n / (m + n): a rank-r factorization of an m x n matrix saves parameters iff r < this."""
+    """m n / (m + n): a rank-r factorization of an m x n matrix saves parameters iff r < this.
+
+    >>> break_even_rank(300, 100)  # a 300 x 100 layer saves parameters only at rank < 75
+    75.0
+    """
     return m * n / (m + n)
 
 

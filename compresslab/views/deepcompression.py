@@ -148,6 +148,8 @@ def sharing_view(pruned: nn.Module, data: Dataset, conv_bits: int, fc_bits: int,
     fig = centroid_histograms(weights, {f"{init} init, after k-means ({name})": used})
     dense_bytes = 4 * metrics.parameter_count(shared)
     accuracy = evaluate(shared, data.test).accuracy
-    return View(fig, {"conv bits": conv_bits, "fc bits": fc_bits, "init": init, "file bytes": len(content),
+    has_conv = any(isinstance(m, nn.Conv2d) for m in layers.values())
+    knobs = {"conv bits": conv_bits} if has_conv else {}  # conv_bits means nothing without a conv layer
+    return View(fig, {**knobs, "fc bits": fc_bits, "init": init, "file bytes": len(content),
                       "compression x": round(dense_bytes / len(content), 1),
                       "test accuracy (no fine-tuning)": round(accuracy, 4)})

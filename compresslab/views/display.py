@@ -79,19 +79,38 @@ def lines(
 
 
 def speed_bars(table, title: str = "Measured latency (median)") -> Figure:
-    """Grouped bars of median latency per variant, one panel per batch size (from SpeedTable.table())."""
+    """Grouped bars of median latency per variant, one panel per batch size (from SpeedTable.table()),
+    with p10-p90 whiskers, the speed-up on each bar ('n/a' for a zero time), the thread count in the
+    title, and a warning in the figure when any p90/p10 > 2 (a busy machine: unreliable ratios)."""
     batches = sorted(table["batch"].unique())
     fig, axes = _figure(ncols=len(batches), width=4.8)
+    busy = False
     for ax, batch in zip(axes[0], batches):
         sub = table[table["batch"] == batch]
-        bars = ax.bar(range(len(sub)), sub["median ms"], color=[PALETTE[i % 10] for i in range(len(sub))])
+        med = sub["median ms"].to_numpy(dtype=float)
+        err = None
+        if {"p10 ms", "p90 ms"} <= set(sub.columns):
+            low, high = sub["p10 ms"].to_numpy(dtype=float), sub["p90 ms"].to_numpy(dtype=float)
+            err = np.vstack([np.clip(med - low, 0, None), np.clip(high - med, 0, None)])
+            busy |= bool(np.any(high > 2 * low))
+        bars = ax.bar(range(len(sub)), med, yerr=err, capsize=3, error_kw={"lw": 1},
+                      color=[PALETTE[i % 10] for i in range(len(sub))])
         ax.set_xticks(range(len(sub)), sub["variant"], rotation=30, ha="right", fontsize=8)
         speed_col = [c for c in sub.columns if c.startswith("speed-up")][0]
-        for bar, ratio in zip(bars, sub[speed_col]):
-            ax.annotate(f"{ratio:.2f}x", (bar.get_x() + bar.get_width() / 2, bar.get_height()),
-                        ha="center", va="bottom", fontsize=8)
-        ax.set(title=f"batch {batch}", ylabel="ms per batch")
-    fig.suptitle(title)
+        top = float(np.nanmax(err[1] + med)) if err is not None else float(np.nanmax(med))
+        tops = med + err[1] if err is not None else med
+        for bar, ratio, y in zip(bars, sub[speed_col], tops):
+            text = "n/a" if ratio != ratio else f"{ratio:.2f}x"
+            ax.annotate(text, (bar.get_x() + bar.get_width() / 2, y), xytext=(0, 2),
+                        textcoords="offset points", ha="center", va="bottom", fontsize=8)
+        ax.set_ylim(0, 1.15 * top if top > 0 else 1)
+        ax.set(title=f"batch {batch}", ylabel="ms per batch (median, p10-p90)")
+    threads = sorted(set(table["threads"])) if "threads" in table.columns else []
+    if threads and "thread" not in title:  # the caller may already have said it
+        title += f" ({', '.join(map(str, threads))} thread(s))"
+    if busy:
+        title += "\nWARNING: p90/p10 > 2, the machine was busy:\ntreat these ratios as unreliable"
+    fig.suptitle(title, color="darkred" if busy else "black", fontsize=10)
     fig.tight_layout()
     return fig
 

@@ -132,13 +132,19 @@ def ticket_view(
     stopping), its per-layer density, and the first layer's kept weights per input pixel."""
     fig, axes = _figure(ncols=3 if pixel_map is not None else 2, width=4.3, height=3.5)
     ax = axes[0, 0]
-    for h, name, color in ((dense_history, "dense", "black"), (history, label, PALETTE[0])):
+    runs = [(dense_history, "dense", "black")]
+    if label != "dense":  # level 0 is the dense run itself: one curve, one legend entry
+        runs.append((history, label, PALETTE[0]))
+    shown = []
+    for h, name, color in runs:
         steps, acc = np.asarray(h["steps"]), 100 * np.asarray(h["test_accuracy"])
         best = int(np.argmin(h["val_loss"]))
         ax.plot(steps, acc, color=color, lw=1.3, label=name)
         ax.plot(steps[best], acc[best], "*", color=color, ms=11, mec="black", mew=0.5)
-    top = max(100 * max(history["test_accuracy"]), 100 * max(dense_history["test_accuracy"]))
-    ax.set(xlabel="training step", ylabel="test accuracy (%)", ylim=(top - 4, top + 0.3), title="learning curve")
+        shown.extend(acc.tolist())
+    # every point of both curves inside the axis, with a little room
+    ax.set(xlabel="training step", ylabel="test accuracy (%)", ylim=(min(shown) - 0.5, max(shown) + 0.3),
+           title="learning curve")
     ax.legend(fontsize=8)
     ax = axes[0, 1]
     names = list(layer_density)

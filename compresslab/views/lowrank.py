@@ -71,13 +71,17 @@ def rank_latency(rows: Sequence[Mapping], dense_ms: Mapping[int, float], break_e
                  title: str = "") -> Figure:
     """One panel per batch size: median latency of a factorized layer vs its rank (rows: rank, batch,
     ms), the dense layer's latency (dashed), the break-even rank (dotted), and on the right axis the
-    MACs of the factorized layer relative to the dense one, r (m + n) / (m n) (rows: macs_ratio)."""
+    MACs of the factorized layer relative to the dense one, r (m + n) / (m n) (rows: macs_ratio);
+    a p10-p90 band when the rows carry p10 and p90 (ms)."""
     batches = sorted(dense_ms)
     fig, axes = _figure(ncols=len(batches), width=4.8, height=3.6)
     for ax, batch in zip(axes[0], batches):
         sub = sorted((r for r in rows if r["batch"] == batch), key=lambda r: r["rank"])
         ranks = [r["rank"] for r in sub]
         ax.plot(ranks, [r["ms"] for r in sub], marker="o", ms=4, color=PALETTE[0], label="factorized")
+        if sub and all("p10" in r and "p90" in r for r in sub):  # the spread of each timing, p10 to p90
+            ax.fill_between(ranks, [r["p10"] for r in sub], [r["p90"] for r in sub], color=PALETTE[0], alpha=0.2,
+                            lw=0, label="p10-p90")
         ax.axhline(dense_ms[batch], color="black", ls="--", lw=1, label="dense")
         ax.axvline(break_even, color=PALETTE[3], ls=":", lw=1.5, label="break-even rank")
         ax.set(xlabel="rank r", ylabel="ms per batch (median)", title=f"batch {batch}", ylim=(0, None))

@@ -33,6 +33,7 @@ __all__ = [
     "toggle",
     "headless",
     "show",
+    "format_value",
     "panel",
     "build_panel",
 ]
@@ -143,7 +144,23 @@ def show(view: View | Figure | Mapping) -> None:
     if view.metrics:
         from compresslab.core.results import summary_table
 
-        display(summary_table(view.metrics).style.hide(axis="index").format(precision=4))
+        display(summary_table(view.metrics).style.hide(axis="index").format(format_value, subset=["value"]))
+
+
+def format_value(value: object) -> str:
+    """A metric as a reader writes it: whole numbers without decimals (21706), other floats with
+    4 significant digits (0.1235, 97.53, 1.234e-05), NaN as 'n/a'.
+
+    >>> [format_value(v) for v in (21706.0, 3, 0.123456, 97.5312, float("nan"), True, "x")]
+    ['21706', '3', '0.1235', '97.53', 'n/a', 'True', 'x']
+    """
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return str(value)
+    if value != value:
+        return "n/a"
+    if isinstance(value, int) or (float(value).is_integer() and abs(value) < 1e15):
+        return str(int(value))
+    return f"{value:.4g}"
 
 
 def _check_values(controls: Mapping[str, Control], values: Mapping[str, object]) -> None:

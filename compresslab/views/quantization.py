@@ -145,11 +145,15 @@ def quant_histogram(w: torch.Tensor, q: torch.Tensor, grid: Sequence[float], qmi
     ax = axes[0, 1]
     levels = np.arange(qmin, qmax + 1)
     counts = np.bincount(codes - qmin, minlength=len(levels))
-    ax.bar(levels, np.maximum(counts, 0.5), width=0.8 if len(levels) <= 64 else 1.0, color=PALETTE[1])
-    ax.set_yscale("log")
+    # a linear axis: on a log axis a bar of thousands of weights looks as empty as a bar of ten
+    bars = ax.bar(levels, counts, width=0.8 if len(levels) <= 64 else 1.0, color=PALETTE[1])
+    if len(levels) <= 16:
+        for bar, count in zip(bars, counts):
+            ax.annotate(f"{count}", (bar.get_x() + bar.get_width() / 2, bar.get_height()), ha="center",
+                        va="bottom", fontsize=7)
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     used = int((counts > 0).sum())
-    ax.set(xlabel="integer level q", ylabel="weights on this level (log)", title=f"{used} of {len(levels)} levels used")
+    ax.set(xlabel="integer level q", ylabel="weights on this level", title=f"{used} of {len(levels)} levels used")
     fig.tight_layout()
     return fig
 
@@ -184,7 +188,17 @@ def render_quantization(model, split, calibration, layer: str, weight_bits: int,
     figure = quant_histogram(w, codes, grid, fq.qmin, fq.qmax,
                                    title=f"{layer}: {weight_bits}-bit {granularity}, {observer}{note}")
     row = next(r for r in report.layers if r["layer"] == layer)
+    unclamped = Q.quantize_affine(w, scale, zero_point, -2**30, 2**30, fq.axis)
+    clipped = 100 * float((unclamped != codes).float().mean())
+    per_range = w[0].numel() if scale.dim() else w.numel()
+    notes = {}
+    if observer == "percentile" and per_range < 10_000:
+        # nearest rank ceil(0.9999 n) = n for n < 10,000: the 99.99th percentile is the maximum itself
+        notes["why percentile = minmax here"] = (f"each range covers {per_range} weights (< 10,000), so its "
+                                                 "99.99th percentile is its maximum: nothing is clipped")
     return View(figure, {
+        f"{layer} weights clipped by the range %": round(clipped, 3),
+        **notes,
         "test accuracy %": round(100 * evaluate(quantized, split).accuracy, 2),
         f"{layer} weight SQNR dB": row["weight SQNR dB"],
         f"{layer} output SQNR dB": row["output SQNR dB"],
