@@ -14,13 +14,17 @@ sentence naming what to install; `adapter(name)` raises `MissingRuntime` with th
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import importlib
 import importlib.util
+import io
+import logging
 import os
 import sys
+import warnings
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -32,6 +36,7 @@ from compresslab.core.validate import check_choice, check_int
 
 __all__ = [
     "PRECISIONS",
+    "quiet",
     "MissingRuntime",
     "DeployOptions",
     "Deployed",
@@ -223,3 +228,22 @@ def missing_message(runtime: str, install: str, detail: str = "") -> str:
     """
     why = f" ({detail.splitlines()[0][:120]})" if detail and "No module named" not in detail else ""
     return f"{runtime} is not installed here{why}: {install}."
+
+
+@contextlib.contextmanager
+def quiet(loggers: Sequence[str], stderr: bool = False) -> Iterator[None]:
+    """Silence a runtime's chatter while it converts or loads: the named loggers at ERROR, warnings
+    ignored, stdout (and with `stderr`, stderr) swallowed; everything restored afterwards."""
+    found = [logging.getLogger(name) for name in loggers]
+    levels = [lg.level for lg in found]
+    for lg in found:
+        lg.setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()), \
+                (contextlib.redirect_stderr(io.StringIO()) if stderr else contextlib.nullcontext()):
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        for lg, level in zip(found, levels):
+            lg.setLevel(level)
+

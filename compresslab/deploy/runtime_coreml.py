@@ -10,11 +10,7 @@ post-training palettizer, which computes the same k-means lookup tables.
 
 from __future__ import annotations
 
-import contextlib
 import copy
-import io
-import logging
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,7 +18,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from compresslab.deploy.base import Adapter, Deployed, DeployOptions, plain_copy, register
+from compresslab.deploy.base import Adapter, Deployed, DeployOptions, plain_copy, quiet, register
 
 __all__ = ["CoreMLAdapter", "CoreMLDeployed", "MACOS_ONLY", "convert", "compress", "palettize_torch"]
 
@@ -30,21 +26,8 @@ MACOS_ONLY = ("Core ML prediction runs only on macOS (and iOS): here the model i
               "compressed, and its on-device latency needs a Mac")
 
 
-@contextlib.contextmanager
 def _quiet():
-    names = ("coremltools", "root", "coremltools.optimize.torch._utils.k_means")
-    loggers = [logging.getLogger(n) for n in names]
-    levels = [lg.level for lg in loggers]
-    for lg in loggers:
-        lg.setLevel(logging.ERROR)
-    try:
-        with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()), \
-                contextlib.redirect_stderr(io.StringIO()):
-            warnings.simplefilter("ignore")
-            yield
-    finally:
-        for lg, level in zip(loggers, levels):
-            lg.setLevel(level)
+    return quiet(("coremltools", "root", "coremltools.optimize.torch._utils.k_means"), stderr=True)
 
 
 def convert(model: nn.Module, example: torch.Tensor, precision: str = "fp32"):

@@ -13,36 +13,21 @@ reloads its program whenever the pool changed since it was loaded (warm-up calls
 
 from __future__ import annotations
 
-import contextlib
-import io
-import logging
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from compresslab.deploy.base import Adapter, Deployed, DeployOptions, plain_copy, register
+from compresslab.deploy.base import Adapter, Deployed, DeployOptions, plain_copy, quiet, register
 
 __all__ = ["ExecuTorchAdapter", "ExecuTorchDeployed", "MAX_BATCH", "set_threads"]
 
 MAX_BATCH = 256  # exported with an example of this batch: XNNPACK's buffers are planned for it
 
 
-@contextlib.contextmanager
 def _quiet():
-    loggers = [logging.getLogger(n) for n in ("torch.utils._pytree", "executorch", "root")]
-    levels = [lg.level for lg in loggers]
-    for lg in loggers:
-        lg.setLevel(logging.ERROR)
-    try:
-        with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
-            warnings.simplefilter("ignore")
-            yield
-    finally:
-        for lg, level in zip(loggers, levels):
-            lg.setLevel(level)
+    return quiet(("torch.utils._pytree", "executorch", "root"))
 
 
 _POOL = {"generation": 0}

@@ -13,17 +13,21 @@ environment, and this adapter reports it missing wherever it is not installed.
 
 from __future__ import annotations
 
-import contextlib
-import io
-import logging
 import os
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from compresslab.deploy.base import Adapter, Deployed, DeployOptions, plain_copy, register, to_numpy
+from compresslab.deploy.base import (
+    Adapter,
+    Deployed,
+    DeployOptions,
+    plain_copy,
+    quiet,
+    register,
+    to_numpy,
+)
 
 __all__ = ["LiteRTAdapter", "LiteRTDeployed", "quantize_input", "dequantize_output"]
 
@@ -45,17 +49,8 @@ def dequantize_output(q: np.ndarray, scale: float, zero_point: int) -> np.ndarra
     return (q.astype(np.float32) - zero_point) * scale
 
 
-@contextlib.contextmanager
 def _quiet():
-    logger = logging.getLogger("absl")
-    level = logger.level
-    logger.setLevel(logging.ERROR)
-    try:
-        with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
-            warnings.simplefilter("ignore")
-            yield
-    finally:
-        logger.setLevel(level)
+    return quiet(("absl",))
 
 
 def _interpreter(path: Path, threads: int):

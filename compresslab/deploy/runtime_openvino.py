@@ -9,16 +9,20 @@ Files: the .xml graph and .bin weights saved with compress_to_fp16=False (float3
 
 from __future__ import annotations
 
-import contextlib
-import io
-import logging
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from compresslab.deploy.base import Adapter, Deployed, DeployOptions, plain_copy, register, to_numpy
+from compresslab.deploy.base import (
+    Adapter,
+    Deployed,
+    DeployOptions,
+    plain_copy,
+    quiet,
+    register,
+    to_numpy,
+)
 
 __all__ = ["OpenVinoAdapter", "OpenVinoDeployed", "compile_ov"]
 
@@ -58,20 +62,8 @@ class OpenVinoDeployed(Deployed):
         return value.get_type_name() if hasattr(value, "get_type_name") else str(value)
 
 
-@contextlib.contextmanager
 def _quiet():
-    loggers = [logging.getLogger("nncf")]
-    levels = [lg.level for lg in loggers]
-    for lg in loggers:
-        lg.setLevel(logging.ERROR)
-    try:
-        with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()), \
-                contextlib.redirect_stderr(io.StringIO()):
-            warnings.simplefilter("ignore")
-            yield
-    finally:
-        for lg, level in zip(loggers, levels):
-            lg.setLevel(level)
+    return quiet(("nncf",), stderr=True)
 
 
 @register
