@@ -88,13 +88,15 @@ class JupyterLab:
         shutil.rmtree(self.private, ignore_errors=True)
 
     def url(self, notebook: str) -> str:
-        return f"http://127.0.0.1:{self.port}/lab/tree/{notebook}?token={self.token}"
+        """The notebook in a fresh workspace (`reset`): no tab of an earlier notebook is restored."""
+        return f"http://127.0.0.1:{self.port}/lab/tree/{notebook}?reset&token={self.token}"
 
 
 # JavaScript run in the page. `jupyterapp` is exposed by --LabApp.expose_app_in_browser.
-_KERNEL_READY = """() => {
+_KERNEL_READY = """(path) => {
   const w = window.jupyterapp && window.jupyterapp.shell.currentWidget;
-  return !!(w && w.sessionContext && w.sessionContext.session && w.sessionContext.session.kernel
+  return !!(w && w.context && w.context.path === path && w.sessionContext && w.sessionContext.session
+            && w.sessionContext.session.kernel
             && w.sessionContext.session.kernel.connectionStatus === 'connected'
             && w.sessionContext.session.kernel.status === 'idle');
 }"""
@@ -154,7 +156,7 @@ class PanelReport:
 def run_all(page, lab: JupyterLab, notebook: str, timeout_s: float) -> float:
     """Open `notebook`, run all its cells from the UI, wait until every code cell has run."""
     page.goto(lab.url(notebook))
-    page.wait_for_function(_KERNEL_READY, timeout=timeout_s * 1000)
+    page.wait_for_function(_KERNEL_READY, arg=notebook, timeout=timeout_s * 1000)
     page.evaluate(_LISTEN)
     start = time.monotonic()
     page.evaluate("() => window.jupyterapp.commands.execute('notebook:run-all-cells')")
