@@ -65,11 +65,11 @@ def _quick_copy(source: Path, root: Path) -> str:
     return source.name
 
 
-def _check(lab_page, name: str, expected_panels: int) -> PanelReport:
+def _check(lab_page, name: str, expected_panels: int, update_bound: float = UPDATE_BOUND_S) -> PanelReport:
     lab, page, root, shots = lab_page
     report = PanelReport(name)
     report.run_seconds = run_all(page, lab, name, RUN_TIMEOUT_S)
-    exercise_panels(page, report, UPDATE_BOUND_S, shots)
+    exercise_panels(page, report, update_bound, shots)
     page.screenshot(path=str(shots / f"{Path(name).stem}.png"))
     assert report.panels == expected_panels, f"{name}: {report.panels} panels shown, {expected_panels} expected"
     return report
@@ -125,8 +125,9 @@ def test_broken_panels_are_caught(lab_page):
     nb.cells = [nbformat.v4.new_code_cell(BROKEN)]
     nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
     nbformat.write(nb, lab_page[2] / "broken_panels.ipynb")
-    report = _check(lab_page, "broken_panels.ipynb", expected_panels=3)
-    problems = report.problems(UPDATE_BOUND_S)
+    # its renders take milliseconds: a short bound keeps the wait for the dead slider short
+    report = _check(lab_page, "broken_panels.ipynb", expected_panels=3, update_bound=10.0)
+    problems = report.problems(10.0)
     assert any("displayed more than once" in p for p in problems), problems
     assert any("'y'" in p and "changed nothing" in p for p in problems), problems
     assert not any("'x'" in p and "changed nothing" in p for p in problems), problems
