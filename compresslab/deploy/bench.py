@@ -15,6 +15,7 @@ from pathlib import Path
 
 import torch
 
+from compresslab.core import latency
 from compresslab.core.data import Split
 from compresslab.core.latency import Latency, time_ratio
 
@@ -45,9 +46,9 @@ def cpu_features(cpuinfo: str | os.PathLike = "/proc/cpuinfo") -> dict[str, obje
 
 
 def set_threads(threads: int) -> dict[str, object]:
-    """torch's intra-op threads set explicitly; returns what each runtime will be given."""
-    torch.set_num_threads(threads)
-    return {"torch": torch.get_num_threads(), "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS"),
+    """torch's intra-op threads set explicitly (core.latency.set_threads); returns what each runtime
+    will be given."""
+    return {"torch": latency.set_threads(threads), "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS"),
             "OMP_WAIT_POLICY": os.environ.get("OMP_WAIT_POLICY"), "runtimes (per session)": threads}
 
 
