@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from compresslab.core.data import REPO_ROOT
+from compresslab.core.profiles import PROFILES
 from compresslab.core.results import SUFFIX, read
 from compresslab.core.validate import check_bool, check_choice, check_int
 from compresslab.running.params import check_values
@@ -54,7 +55,6 @@ __all__ = [
 ]
 
 NOTEBOOK_DIR = REPO_ROOT / "notebooks"
-PROFILES = ("quick", "full")
 CELL_TIMEOUT = {"quick": 600, "full": 3600}
 MAX_THREADS = 1024
 
