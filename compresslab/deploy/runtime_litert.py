@@ -31,8 +31,8 @@ from compresslab.deploy.base import (
 
 __all__ = ["LiteRTAdapter", "LiteRTDeployed", "quantize_input", "dequantize_output"]
 
-INSTALL = ('install it in a separate environment with `pip install -e ".[litert]"` (see the README: '
-           "it pins an older typing_extensions than Jupyter needs)")
+INSTALL = ("make a second environment layered on this one with `tools/litert_env.sh .venv-litert` and run "
+           "with its interpreter (see the README: LiteRT pins an older typing_extensions than Jupyter needs)")
 
 
 def quantize_input(x: np.ndarray, scale: float, zero_point: int) -> np.ndarray:

@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# Make a LiteRT environment layered on the current one: a second venv (default .venv-litert) that sees
+# this environment's packages (torch, compresslab, pytest, ...) through a .pth file and adds only
+# litert-torch + ai-edge-litert and their own dependencies, with torch, torchao, torchvision and numpy
+# held at this environment's versions. LiteRT's typing_extensions 4.12.2 then shadows the newer one
+# only inside the second venv, so the main environment stays consistent (`pip check` clean).
+#
+#   tools/litert_env.sh [DIR]      then: DIR/bin/python -m pytest tests/test_deploy_litert.py
+set -euo pipefail
+target=${1:-.venv-litert}
+python=${PYTHON:-python}
+main_site=$("$python" -c "import sysconfig; print(sysconfig.get_paths()['purelib'])")
+held=$(mktemp)
+trap 'rm -f "$held"' EXIT
+"$python" -m pip freeze 2>/dev/null | grep -i -E "^(torch|torchao|torchvision|numpy)==" > "$held"
+"$python" -m venv "$target"
+litert_site=$("$target/bin/python" -c "import sysconfig; print(sysconfig.get_paths()['purelib'])")
+echo "import site; site.addsitedir('$main_site')" > "$litert_site/zz_main_environment.pth"
+"$target/bin/python" -m pip install --quiet -c "$held" "litert-torch>=0.10" "ai-edge-litert>=2.3"
+"$target/bin/python" -c "import ai_edge_litert, litert_torch, torch; print('LiteRT environment ready:', '$target', 'torch', torch.__version__)"
