@@ -23,7 +23,8 @@ def pytest_configure(config: pytest.Config) -> None:
     if (REPO / "data" / "MNIST" / "raw" / "train-images-idx3-ubyte.gz").exists():
         return
     if SHARED_DATA.exists():
-        scratch = Path(config.cache.mkdir("compresslab-data")) if config.cache else REPO / ".cache" / "data"
+        scratch = (Path(config.cache.mkdir("compresslab-data")) if getattr(config, "cache", None)
+                   else REPO / ".cache" / "data")
         for folder in ("MNIST", "FashionMNIST"):
             if not (scratch / folder).exists():
                 shutil.copytree(SHARED_DATA / folder, scratch / folder)

@@ -50,3 +50,20 @@ def test_set_threads_sets_and_reports():
         set_threads(before)
     with pytest.raises(ValueError, match="threads"):
         set_threads(0)
+
+
+def test_p10_and_p90_stay_within_the_measured_times(monkeypatch):
+    """Three calls of 1, 1 and 10 ms: the percentiles lie in [1, 10] (statistics' default 'exclusive'
+    method puts p90 at 15.4 ms, above every call), p10 = 1 and p90 = 1 + 0.8 * 9 by interpolation."""
+    from compresslab.core import latency as lat
+
+    clock = {"now": 0.0}
+    durations = iter([0.001, 0.001, 0.010])  # seconds each timed call takes
+
+    def call(x):
+        clock["now"] += next(durations)
+
+    monkeypatch.setattr(lat.time, "perf_counter", lambda: clock["now"])
+    row = lat.latency(call, batch_sizes=(1,), input_shape=(1,), repeats=3, warmup=0, min_seconds=0.0)[0]
+    assert 1.0 - 1e-9 <= row.p10_ms <= row.median_ms <= row.p90_ms <= 10.0 + 1e-9
+    assert row.p10_ms == pytest.approx(1.0) and row.p90_ms == pytest.approx(1.0 + 0.8 * 9.0)

@@ -98,7 +98,10 @@ def latency(
                     fn(x)
                     times.append(time.perf_counter() - t0)
                 times_ms = sorted(1000 * t for t in times)
-                q = statistics.quantiles(times_ms, n=10) if len(times_ms) > 1 else [times_ms[0]] * 9
+                # 'inclusive': p10 and p90 stay within the measured times (the default 'exclusive' method extrapolates
+                # beyond them for few calls, down to a negative p10)
+                q = (statistics.quantiles(times_ms, n=10, method="inclusive") if len(times_ms) > 1
+                     else [times_ms[0]] * 9)
                 results.append(Latency(label, batch, statistics.median(times_ms), q[0], q[-1],
                                        len(times_ms), torch.get_num_threads()))
     finally:
