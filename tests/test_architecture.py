@@ -17,9 +17,10 @@ UI_LIBRARIES = {"matplotlib", "ipywidgets", "IPython", "seaborn"}
 NOTEBOOK_LIBRARIES = {"papermill", "nbformat", "nbclient", "nbconvert"}  # running and exercises only
 # layer -> the package layers it must never import (at any depth, lazily or not)
 FORBIDDEN = {
-    "core": {"techniques", "deploy", "views", "running", "exercises"},
-    "techniques": {"deploy", "views", "running", "exercises"},
-    "deploy": {"views", "running", "exercises"},
+    "core": {"techniques", "deploy", "combine", "views", "running", "exercises"},
+    "techniques": {"deploy", "combine", "views", "running", "exercises"},
+    "deploy": {"combine", "views", "running", "exercises"},
+    "combine": {"views", "running", "exercises"},
     "views": {"deploy", "running", "exercises"},
 }
 # the runner sits below exercises (grading runs notebooks); only the CLI, the entry point, sees both
@@ -86,7 +87,8 @@ def test_arrows_point_down_only(path):
     assert not wrong, f"{_rel(path)} ({_layer(path)}) imports a higher layer: {wrong}"
 
 
-@pytest.mark.parametrize("path", [p for p in _modules() if _layer(p) in ("core", "techniques", "deploy")], ids=_rel)
+@pytest.mark.parametrize("path", [p for p in _modules() if _layer(p) in ("core", "techniques", "deploy", "combine")],
+                         ids=_rel)
 def test_lower_layers_import_no_ui_library_at_module_level(path):
     wrong = sorted({name for name in _imports(_tree(path), top_level_only=True) if name.split(".")[0] in UI_LIBRARIES})
     assert not wrong, f"{_rel(path)} imports {wrong} at module level; only views may"
@@ -99,11 +101,11 @@ def test_only_running_and_exercises_touch_notebook_files(path):
 
 
 def test_importing_the_lower_layers_loads_no_ui_library():
-    modules = [_dotted(p) for p in _modules() if _layer(p) in ("core", "techniques", "deploy")]
+    modules = [_dotted(p) for p in _modules() if _layer(p) in ("core", "techniques", "deploy", "combine")]
     code = ("import sys\n" + "".join(f"import {m}\n" for m in modules)
             + f"print(sorted(set({sorted(UI_LIBRARIES)!r}) & {{m.split('.')[0] for m in sys.modules}}))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert out.stdout.strip() == "[]", f"importing core/techniques/deploy loaded {out.stdout.strip()}"
+    assert out.stdout.strip() == "[]", f"importing core/techniques/deploy/combine loaded {out.stdout.strip()}"
 
 
 @pytest.mark.parametrize("path", _modules(), ids=_rel)

@@ -72,6 +72,11 @@ def test_declarations_reject_what_they_should():
         ints.check("nb", "bit_widths", [8, 1])
     with pytest.raises(ValueError, match="non-empty"):
         ints.check("nb", "bit_widths", [])
+    folder = params.SPECS["08_pareto_frontier"]["results_dir"]  # a text parameter: any string, "" for none
+    folder.check("nb", "results_dir", "")
+    folder.check("nb", "results_dir", "sweeps/08")
+    with pytest.raises(TypeError, match="nb.results_dir=3 must be a str"):
+        folder.check("nb", "results_dir", 3)
 
 
 def test_list_shows_the_allowed_values(capsys):

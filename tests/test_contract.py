@@ -26,7 +26,18 @@ from compresslab.core.report import Report
 from compresslab.core.training import TrainConfig, train
 from compresslab.deploy import pt2e
 from compresslab.techniques import deepcompression as dc
-from compresslab.techniques import distillation, lottery, lowrank, pruning, quantization, sharing
+from compresslab.techniques import (
+    distillation,
+    groupquant,
+    lottery,
+    lowbit,
+    lowrank,
+    pruning,
+    quantization,
+    sharing,
+    smoothquant,
+    wanda,
+)
 
 TINY = TrainConfig(epochs=1, batch_size=64, lr=0.05)
 
@@ -51,10 +62,15 @@ def _cases() -> dict:
                          distillation.DistillConfig(train=TINY), {"teacher": _mlp(2, (32,))}),
         "lowrank": (lowrank.apply_lowrank, _mlp, lowrank.LowRankConfig(rank=4, layers=("fc1",), finetune=TINY), {}),
         "sharing": (sharing.apply_sharing, _mlp, sharing.ShareConfig(fc_bits=3, finetune=TINY), {}),
+        "lowbit": (lowbit.apply_lowbit, _mlp, lowbit.LowBitConfig(kind="ternary", finetune=TINY), {}),
         "deep_compression": (dc.apply_deep_compression, _mlp,
                              dc.DeepCompressionConfig(prune=pruning.PruneConfig(sparsity=0.8, scope="layer",
                                                                                   schedule="iterative", iterations=1),
                                                       share=sharing.ShareConfig(fc_bits=3)), {}),
+        "groupquant": (groupquant.apply_groupquant, _mlp,
+                       groupquant.GroupQuantConfig(bits=4, group_size=16, method="gptq", calibration=64), {}),
+        "smoothquant": (smoothquant.apply_smoothquant, _mlp, smoothquant.SmoothQuantConfig(calibration=64), {}),
+        "wanda": (wanda.apply_wanda, _mlp, wanda.WandaConfig(sparsity=0.5, calibration=64), {}),
         "int8": (pt2e.apply_int8, _mlp,
                  pt2e.DeployConfig(batch_sizes=(32,), calibration_size=64, compile=False, benchmark=False), {}),
     }
@@ -150,6 +166,7 @@ def test_sizes_follow_what_each_technique_stores(outcomes):
     assert sizes["lowrank"].params < before.params  # physically smaller
     assert sizes["sharing"].stored_bytes < before.fp32_bytes / 5  # 3-bit indices instead of 32-bit floats
     assert sizes["ptq"].stored_bytes < before.fp32_bytes / 3  # 8-bit weights
+    assert sizes["lowbit"].stored_bytes < before.fp32_bytes / 15  # ternary codes, 1.6 bits each
     assert sizes["deep_compression"].stored_bytes == outcomes["deep_compression"][3].file_bytes
     assert sizes["int8"].stored_bytes == outcomes["int8"][3].int8_bytes["total_bytes"]
 

@@ -12,6 +12,8 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+from compresslab.core.gpt import gpt
+
 __all__ = [
     "mlp",
     "lenet300",
@@ -83,6 +85,7 @@ MODELS = {
     "mlp1200": lambda dropout=0.0: mlp((1200, 1200), dropout=dropout),
     "mlp800": lambda dropout=0.0: mlp((800, 800), dropout=dropout),
     "mlp": lambda hidden=(100,), dropout=0.0: mlp(tuple(hidden), dropout=dropout),
+    "gpt": gpt,  # the byte-level transformer of notebook 09 (core.gpt)
 }
 
 

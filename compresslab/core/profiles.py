@@ -21,6 +21,7 @@ from typing import TypeVar
 import torch
 
 from compresslab.core import data as data_mod
+from compresslab.core import textdata
 from compresslab.core.cache import Baseline, pretrained
 from compresslab.core.data import Dataset
 from compresslab.core.training import TrainConfig, seed_everything
@@ -88,6 +89,8 @@ class Run:
     def describe(self) -> str:
         """'<dataset>: <n> training[, <n> validation] and <n> test images; torch threads: <t>'."""
         ds = self.data
+        if isinstance(ds, textdata.TextDataset):
+            return f"{ds.summary()}; torch threads: {torch.get_num_threads()}"
         val = f", {len(ds.val):,} validation (carved from training)" if ds.val is not None else ""
         return (f"{ds.name}: {len(ds.train):,} training{val} and {len(ds.test):,} test images; "
                 f"torch threads: {torch.get_num_threads()}")
@@ -99,13 +102,19 @@ def start(profile: str, dataset: str, seed: int, quick: Mapping[str, int] | None
           full: Mapping[str, int] | None = None, data_seed: int = 0, root: str | None = None) -> Run:
     """Check the profile, seed every RNG with `seed`, start the clocks and load `dataset`.
 
-    quick / full: `data.load` arguments (train_subset, test_subset, val_size) of each profile;
+    quick / full: `data.load` arguments (train_subset, test_subset, val_size) of each profile, or for
+    the text corpus `textdata.CORPUS` the `textdata.load_corpus` budgets (`textdata.LOAD_OPTIONS`);
     data_seed: the seed of the data's shuffle and validation split (`data.load(seed=...)`).
     """
     is_quick = check_profile(profile)
     started, cpu_started = time.perf_counter(), time.process_time()
     seed_everything(seed)
     options = dict((quick if is_quick else full) or {})
+    if dataset == textdata.CORPUS:
+        unknown = sorted(set(options) - set(textdata.LOAD_OPTIONS))
+        if unknown:
+            raise ValueError(f"unknown load_corpus option(s) {unknown}; give {', '.join(textdata.LOAD_OPTIONS)}")
+        return Run(profile, seed, textdata.load_corpus(root=root, **options), started, cpu_started)
     unknown = sorted(set(options) - {"train_subset", "test_subset", "val_size"})
     if unknown:
         raise ValueError(f"unknown data.load option(s) {unknown}; give train_subset, test_subset or val_size")

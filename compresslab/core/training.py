@@ -38,6 +38,7 @@ __all__ = [
     "correct",
     "accuracy_fn",
     "make_optimizer",
+    "flat_targets",
     "train",
 ]
 
@@ -180,22 +181,36 @@ def _jitter(x: torch.Tensor, pixels: int, gen: torch.Generator) -> torch.Tensor:
     return out
 
 
+def flat_targets(logits: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(N, C) logits and (N,) targets: a sequence model's (B, T, C) / (B, T) flattened over every
+    position, so one cross-entropy covers classifiers and next-token prediction alike.
+
+    >>> [tuple(t.shape) for t in flat_targets(torch.zeros(2, 3, 5), torch.zeros(2, 3, dtype=torch.long))]
+    [(6, 5), (6,)]
+    """
+    if logits.dim() > 2:
+        return logits.reshape(-1, logits.shape[-1]), targets.reshape(-1)
+    return logits, targets
+
+
 @torch.no_grad()
 def evaluate(model: nn.Module, split: Split, batch_size: int = 1000, device: torch.device | str | None = None) -> EvalResult:
-    """Mean cross-entropy, accuracy and error count of `model` on `split` (ValueError if it is empty)."""
+    """Mean cross-entropy, accuracy and error count of `model` on `split` (ValueError if it is empty).
+
+    For a sequence model every position counts as one prediction (n = number of targets)."""
     if len(split) == 0:
         raise ValueError("cannot evaluate on an empty split (0 examples)")
     device = device or next(model.parameters()).device
     was_training = model.training
     model.eval()
     convnet = models.is_convnet(model)
-    total_loss, correct = 0.0, 0
+    total_loss, correct, n = 0.0, 0, 0
     for x, y in split.batches(batch_size, device=device):
-        logits = model(models.to_model_layout(x, convnet))
+        logits, y = flat_targets(model(models.to_model_layout(x, convnet)), y)
         total_loss += F.cross_entropy(logits, y, reduction="sum").item()
         correct += (logits.argmax(1) == y).sum().item()
+        n += y.numel()
     model.train(was_training)
-    n = len(split)
     return EvalResult(total_loss / n, correct / n, n - correct, n)
 
 
@@ -252,7 +267,8 @@ def train(
 ) -> TrainHistory:
     """Train `model` in place for `config.epochs` (fractions allowed) with minibatch SGD/Adam.
 
-    loss = loss_fn(logits, targets, inputs), cross-entropy by default. The model's device is used.
+    loss = loss_fn(logits, targets, inputs), cross-entropy by default (over every position of a
+    sequence model's (B, T, C) logits, see `flat_targets`). The model's device is used.
     Evaluates on data.val (if any) and data.test at each epoch end or every `eval_every` steps.
     start_step > 0 resumes the run at that step (rewinding to step k): only steps start_step..total-1
     are trained, with the learning rate and batch order the full run has there (a fresh optimizer
@@ -263,7 +279,7 @@ def train(
     if len(data.train) == 0:
         raise ValueError("data.train is empty (0 examples): nothing to train on")
     progress = (not quiet_default()) if progress is None else progress
-    loss_fn = loss_fn or (lambda logits, y, x: F.cross_entropy(logits, y))
+    loss_fn = loss_fn or (lambda logits, y, x: F.cross_entropy(*flat_targets(logits, y)))
     device = next(model.parameters()).device
     convnet = models.is_convnet(model)
     models.prepare_model(model)

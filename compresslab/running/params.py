@@ -24,7 +24,7 @@ __all__ = [
 @dataclass(frozen=True)
 class Param:
     """One parameter: kind int | float | choice | choices (a list of choices) | ints | floats |
-    fractions (a dict name -> [0, 1)),
+    fractions (a dict name -> [0, 1)) | text (a string, e.g. a folder; "" for none),
     bounds lo/hi (open where lo_open/hi_open), choices, whether None is allowed, whether a list may be empty."""
 
     kind: str
@@ -38,7 +38,9 @@ class Param:
 
     def describe(self) -> str:
         """The allowed values in words, e.g. 'float in (0, 1]' or "one of ('mnist', 'fashion_mnist')"."""
-        if self.kind == "choice":
+        if self.kind == "text":
+            text = "str"
+        elif self.kind == "choice":
             text = f"one of {self.choices}"
         elif self.kind == "choices":
             text = f"list of values from {self.choices}"
@@ -54,7 +56,10 @@ class Param:
         """Raise ValueError / TypeError naming `owner.name`, the value and what is allowed."""
         if value is None and self.optional:
             return
-        if self.kind == "choice":
+        if self.kind == "text":
+            if not isinstance(value, str):
+                raise TypeError(f"{owner}.{name}={show(value)} must be a {self.describe()}")
+        elif self.kind == "choice":
             check_choice(owner, name, value, self.choices)
         elif self.kind == "choices":
             if not isinstance(value, (list, tuple)):
@@ -106,7 +111,8 @@ SPECS: dict[str, dict[str, Param]] = {
         "profile": PROFILE, "model_name": _choice("lenet300", "lenet5"), "dataset": DATASET,
         "sparsity": FRACTION, "scope": _choice("global", "layer"),
         "schedule": _choice("one_shot", "iterative", "gradual"), "iterations": Param("int", 1, 100),
-        "structured_sparsity": FRACTION, "seed": SEED,
+        "structured_sparsity": FRACTION, "teacher_temperature": Param("float", 1e-3, 1e4, optional=True),
+        "seed": SEED,
     },
     "02_lottery_ticket_rewinding": {
         "profile": PROFILE, "model_name": _choice("lenet300", "lenet5"), "dataset": DATASET,
@@ -150,6 +156,23 @@ SPECS: dict[str, dict[str, Param]] = {
                           empty_ok=True),
         "calibration_size": Param("int", 1, 60000), "rounds": Param("int", 1, 1000),
         "drift_window": Param("int", 10, 10000), "drift_method": _choice("ks", "threshold"), "seed": SEED,
+    },
+    "08_pareto_frontier": {
+        "profile": PROFILE, "dataset": DATASET, "model_name": _choice("lenet300", "lenet5"),
+        "runtime": _choice("onnxruntime", "openvino"), "finetune_epochs": EPOCHS, "sparsity": FRACTION,
+        "student_hidden": Param("int", 1, 10000), "ternary_ratio": Param("float", 0, 10, lo_open=True),
+        "dc_iterations": Param("int", 1, 100), "dc_fc_bits": CODE_BITS,
+        "sram_kb": Param("float", 0, 10**7, lo_open=True), "rounds": Param("int", 1, 1000),
+        "results_dir": Param("text"), "budget_kb": Param("float", 0, 10**7, lo_open=True),
+        "budget_ms": Param("float", 0, 10**4, lo_open=True), "budget_accuracy": Param("float", 0, 100),
+        "budget_batch": _choice(1, 256), "seed": SEED,
+    },
+    "09_language_model": {
+        "profile": PROFILE, "method": _choice("rtn", "gptq"), "bits": _choice(8, 4, 3),
+        "group_size": _choice(0, 16, 32, 64, 128), "bit_widths": Param("ints", 2, 8),
+        "group_sizes": Param("ints", 0, 128), "calibration": Param("int", 1, 4096), "alpha": WEIGHT,
+        "sparsity": OPEN_FRACTION, "distill_temperature": TEMPERATURE, "distill_alpha": WEIGHT,
+        "lowrank_ratio": SHARE, "sample_bytes": Param("int", 1, 2000), "rounds": Param("int", 1, 1000), "seed": SEED,
     },
 }
 

@@ -1,0 +1,140 @@
+"""Do the full-profile targets of notebooks 01 and 06 hold on every seed and thread count?
+
+Runs the headline recipe of each notebook (the same configs as the notebooks' cells, on the full
+MNIST data, baselines from the cache) once per combination of seeds x torch threads, each
+combination in a fresh process whose intra-op thread count is set before torch starts, and prints
+one table per target:
+
+- 01: LeNet-300-100, 92% global iterative pruning (5 rounds); target: accuracy change >= -0.2 points.
+- 06: Deep Compression of LeNet-300-100 (target 40x, error +0.1 points at most) and LeNet-5 (39x).
+
+    OMP_WAIT_POLICY=PASSIVE python benchmarks/bench_margins.py --seeds 0 1 2 --threads 1 2
+
+The thread count changes the floating-point summation order, hence the trained weights; the seed
+changes the baseline, the pruning masks' ties, the data order and the k-means seeding.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+TARGETS = {"01_lenet300": "accuracy change >= -0.2 points",
+           "06_lenet300": "compression >= 40x and error increase <= 0.1 points",
+           "06_lenet5": "compression >= 39x"}
+
+
+def run_01(seed: int, temperature: float | None) -> dict:
+    """Notebook 01's headline: the iterative schedule at 92% global sparsity (cells 4 and 17), fine-tuned
+    with the dense model as teacher at `temperature` (alpha 0.9; the notebook's default is 2), or on
+    the labels alone when `temperature` is None."""
+    import copy
+
+    from compresslab.core import profiles, stats, training
+    from compresslab.techniques import distillation, pruning
+
+    run = profiles.start("full", "mnist", seed)
+    baseline = profiles.baseline_for("lenet300", run, epochs=15)
+    finetune = training.TrainConfig(epochs=8, lr=0.05, lr_schedule="cosine", weight_decay=1e-4, seed=seed + 1)
+    cfg = pruning.PruneConfig(sparsity=0.92, scope="global", schedule="iterative", iterations=5, finetune=finetune)
+    loss = (None if temperature is None
+            else distillation.distillation_loss_fn(copy.deepcopy(baseline.model), temperature, 0.9))
+    pruned, report = pruning.apply_pruning(baseline.model, cfg, run.data, loss_fn=loss)
+    diff = stats.paired_difference(training.correct(baseline.model, run.data.test),
+                                   training.correct(pruned, run.data.test))
+    return {"dense_accuracy": 100 * baseline.accuracy, "accuracy": report.accuracy_after,
+            "change_points": report.accuracy_after - 100 * baseline.accuracy,
+            "ci_low": diff.low_points, "ci_high": diff.high_points, "sparsity": report.sparsity}
+
+
+def run_06(model_name: str, seed: int) -> dict:
+    """Notebook 06's pipeline at the paper's defaults (cells 4, 7, 19 and 23)."""
+    from compresslab.core import profiles, training
+    from compresslab.techniques import deepcompression as dc
+    from compresslab.techniques import pruning, sharing
+
+    run = profiles.start("full", "mnist", seed)
+    baseline = profiles.baseline_for(model_name, run, epochs={"lenet300": 15, "lenet5": 8}[model_name])
+    rates = {"lenet300": {"fc1": 0.92, "fc2": 0.91, "fc3": 0.74},
+             "lenet5": {"conv1": 0.34, "conv2": 0.88, "fc1": 0.92, "fc2": 0.81}}[model_name]
+    prune_finetune = training.TrainConfig(epochs={"lenet300": 6, "lenet5": 3}[model_name], lr=0.05,
+                                          lr_schedule="cosine", weight_decay=1e-4, seed=seed + 1)
+    share_finetune = training.TrainConfig(epochs=2, lr=1e-3, lr_schedule="cosine", seed=seed + 2)
+    config = dc.DeepCompressionConfig(
+        prune=pruning.PruneConfig(scope="layer", layer_sparsity=rates, schedule="iterative", iterations=5,
+                                  finetune=prune_finetune),
+        share=sharing.ShareConfig(conv_bits=8, fc_bits=5, init="linear", seed=seed, finetune=share_finetune),
+        encode=dc.EncodeConfig(conv_index_bits=5, fc_index_bits=5), distill_temperature=2.0, distill_alpha=0.9)
+    loss = config.retrain_loss(baseline.model)
+    pruned, _ = dc.prune_stage(baseline.model, config, run.data, loss_fn=loss)
+    shared, share_report = dc.share_stage(pruned, config, run.data, loss_fn=loss)
+    with tempfile.TemporaryDirectory() as tmp:
+        encoded = dc.encode_stage(shared, config, Path(tmp) / "m.cldc")
+    dense_bytes = 4 * sum(p.numel() for p in baseline.model.parameters())
+    return {"dense_accuracy": 100 * baseline.accuracy, "accuracy": share_report.accuracy_after,
+            "error_increase_points": 100 * baseline.accuracy - share_report.accuracy_after,
+            "file_bytes": encoded.file_bytes, "compression_x": dense_bytes / encoded.file_bytes}
+
+
+def child(target: str, seed: int, threads: int, temperature: float | None) -> dict:
+    import torch
+
+    torch.set_num_threads(threads)
+    start = time.perf_counter()
+    row = run_01(seed, temperature) if target == "01_lenet300" else run_06(target.split("_")[1], seed)
+    return {"target": target, "seed": seed, "threads": torch.get_num_threads(),
+            "seconds": round(time.perf_counter() - start, 1), **row}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--targets", nargs="+", default=list(TARGETS), choices=list(TARGETS))
+    parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    parser.add_argument("--threads", nargs="+", type=int, default=[1, 2])
+    parser.add_argument("--kd-temperature", type=lambda v: None if v == "none" else float(v), default=2.0,
+                        help="01 only: the teacher's temperature in fine-tuning ('none': labels only)")
+    parser.add_argument("--out", type=Path, default=None, help="append one JSON line per run here")
+    parser.add_argument("--child", nargs=3, metavar=("TARGET", "SEED", "THREADS"), help=argparse.SUPPRESS)
+    parser.add_argument("--tag", default="", help="a label copied into every row")
+    args = parser.parse_args(argv)
+    if args.child:
+        print(json.dumps(child(args.child[0], int(args.child[1]), int(args.child[2]), args.kd_temperature)))
+        return 0
+    rows = []
+    for target in args.targets:
+        for threads in args.threads:
+            for seed in args.seeds:
+                env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads),
+                       "COMPRESSLAB_QUIET": "1"}
+                extra = ["--kd-temperature", str(args.kd_temperature).lower()]
+                out = subprocess.run([sys.executable, __file__, "--child", target, str(seed), str(threads), *extra],
+                                     env=env, capture_output=True, text=True, check=False)
+                if out.returncode != 0:
+                    print(out.stderr[-3000:], file=sys.stderr)
+                    return out.returncode
+                row = {**json.loads(out.stdout.strip().splitlines()[-1]), "tag": args.tag,
+                       "kd_temperature": args.kd_temperature}
+                rows.append(row)
+                print(json.dumps(row), flush=True)
+                if args.out:
+                    with args.out.open("a") as fh:
+                        fh.write(json.dumps(row) + "\n")
+    for target in args.targets:
+        print(f"\n{target}: {TARGETS[target]}")
+        for row in (r for r in rows if r["target"] == target):
+            keys = [k for k in ("change_points", "ci_low", "ci_high", "error_increase_points", "compression_x")
+                    if k in row]
+            print(f"  seed {row['seed']} threads {row['threads']}: "
+                  + ", ".join(f"{k} {row[k]:+.2f}" if "points" in k or "ci" in k else f"{k} {row[k]:.2f}"
+                              for k in keys) + f" ({row['seconds']:.0f} s)")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,324 @@
+"""Weight-only quantization with per-group scales: round-to-nearest (RTN) and GPTQ.
+
+A Linear weight W (out x in) is cut along its input dimension into groups of g columns; every row's
+group gets its own asymmetric b-bit grid (scale s and zero point z, `quantops.choose_qparams` over
+the group's [min, max] widened to include 0; s stored as FP16):
+
+    q = clamp(round(w / s) + z, 0, 2^b - 1),    w_hat = s (q - z).
+
+RTN rounds every weight on its own. GPTQ (Frantar et al. 2022) quantizes one column at a time and
+moves each column's rounding error onto the columns not yet quantized, so the layer's outputs on
+calibration inputs X change least: with H = 2 X^T X / n (+ damping) and U the upper Cholesky factor
+of H^-1,
+
+    e = (w_i - w_hat_i) / U_ii,    W[:, j] -= e U_ij  for j > i.
+
+With a diagonal H, U is diagonal and GPTQ is exactly RTN. Stored bytes: the packed b-bit codes, an
+FP16 scale and a b-bit zero point per group, the rest of the model in FP32 (`file_bytes`).
+"""
+
+from __future__ import annotations
+
+import copy
+import io
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import nn
+
+from compresslab.core import metrics
+from compresslab.core.data import Dataset
+from compresslab.core.report import Report
+from compresslab.core.training import EvalResult, LossFn, evaluate
+from compresslab.core.validate import check_choice, check_float, check_int
+from compresslab.techniques.quantops import choose_qparams, dequantize_affine, quantize_affine
+
+__all__ = [
+    "METHODS",
+    "GroupQuant",
+    "check_group_size",
+    "quantize_groups",
+    "dequantize_groups",
+    "rtn",
+    "hessian",
+    "gptq",
+    "output_error",
+    "pack_codes",
+    "unpack_codes",
+    "file_bytes",
+    "layer_inputs",
+    "GroupQuantConfig",
+    "GroupQuantReport",
+    "apply_groupquant",
+]
+
+METHODS = ("rtn", "gptq")
+
+
+@dataclass
+class GroupQuant:
+    """Codes q (out x in, int32 in [0, 2^b - 1]), scale and zero (out x in/g), bits, group size."""
+
+    q: torch.Tensor
+    scale: torch.Tensor
+    zero: torch.Tensor
+    bits: int
+    group_size: int
+
+    def dequantize(self) -> torch.Tensor:
+        return dequantize_groups(self)
+
+
+def check_group_size(in_features: int, group_size: int) -> int:
+    """The group size in use: `group_size`, or in_features for 0 (one group per row, per-channel)."""
+    check_int("GroupQuant", "group_size", group_size, 0, None)
+    g = group_size or in_features
+    if in_features % g:
+        raise ValueError(f"GroupQuant.group_size={group_size} must divide in_features={in_features} "
+                         "(or be 0 for one group per row)")
+    return g
+
+
+def _qparams(w: torch.Tensor, bits: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Asymmetric (scale, zero) per row of w over its [min, max]; the scale rounded to FP16."""
+    scale, zero = choose_qparams(w.amin(1), w.amax(1), bits, "asymmetric")
+    scale = scale.half().float()
+    lo = w.amin(1).clamp(max=0)
+    return scale, torch.clamp(-torch.round(lo / scale), 0, 2**bits - 1).to(torch.int32)
+
+
+def quantize_groups(w: torch.Tensor, bits: int, group_size: int) -> GroupQuant:
+    """Round-to-nearest b-bit codes of w (out x in) with one (scale, zero) per row and group of columns.
+
+    >>> w = torch.tensor([[-1.0, 0.5, 2.0, 4.0]])  # groups of 2: [-1, 0.5] and [2, 4] (widened to [0, 4])
+    >>> gq = quantize_groups(w, bits=2, group_size=2)
+    >>> gq.scale.tolist(), gq.zero.tolist(), gq.q.tolist()  # s = 1.5/3, z = 2;  s = 4/3, z = 0
+    ([[0.5, 1.3330078125]], [[2, 0]], [[0, 3, 2, 3]])
+    >>> gq.dequantize().tolist()
+    [[-1.0, 0.5, 2.666015625, 3.9990234375]]
+    """
+    check_int("GroupQuant", "bits", bits, 2, 8)
+    out_f, in_f = w.shape
+    g = check_group_size(in_f, group_size)
+    groups = w.detach().float().reshape(out_f * (in_f // g), g)
+    scale, zero = _qparams(groups, bits)
+    q = quantize_affine(groups, scale, zero, 0, 2**bits - 1, axis=0)
+    return GroupQuant(q.reshape(out_f, in_f), scale.reshape(out_f, -1), zero.reshape(out_f, -1), bits, g)
+
+
+def dequantize_groups(gq: GroupQuant) -> torch.Tensor:
+    """w_hat = s (q - z), each group with its own s and z."""
+    out_f, in_f = gq.q.shape
+    groups = gq.q.reshape(-1, gq.group_size)
+    w = dequantize_affine(groups, gq.scale.reshape(-1), gq.zero.reshape(-1), axis=0)
+    return w.reshape(out_f, in_f)
+
+
+def rtn(w: torch.Tensor, bits: int, group_size: int) -> torch.Tensor:
+    """The round-to-nearest reconstruction of w (dequantize(quantize_groups(w)))."""
+    return dequantize_groups(quantize_groups(w, bits, group_size))
+
+
+def hessian(x: torch.Tensor) -> torch.Tensor:
+    """H = 2 X^T X / n of the layer inputs x (n x in, or (..., in) flattened): the Hessian of the
+    squared output error ||X W^T - X W_hat^T||^2 / n with respect to one row of W_hat."""
+    x = x.reshape(-1, x.shape[-1]).double()
+    return 2.0 * x.T @ x / x.shape[0]
+
+
+def gptq(w: torch.Tensor, h: torch.Tensor, bits: int, group_size: int, damp: float = 0.01) -> GroupQuant:
+    """GPTQ codes of w (out x in) given the Hessian h (in x in) of the layer inputs.
+
+    Columns go in order; a group's (scale, zero) is chosen from its columns as they are when the
+    group starts (already carrying the error of earlier columns). damp * mean(diag h) is added to
+    the diagonal; inputs that are always 0 (diag h = 0) get their weights set to 0.
+
+    >>> w = torch.tensor([[0.3, -0.8, 0.1, 0.55]])
+    >>> h = torch.diag(torch.tensor([1.0, 2.0, 3.0, 4.0]))  # diagonal Hessian: GPTQ == RTN
+    >>> torch.equal(gptq(w, h, 3, 2).q, quantize_groups(w, 3, 2).q)
+    True
+    """
+    check_int("GroupQuant", "bits", bits, 2, 8)
+    check_float("GroupQuant", "damp", damp, 0, 1)
+    out_f, in_f = w.shape
+    if h.shape != (in_f, in_f):
+        raise ValueError(f"hessian shape {tuple(h.shape)} does not match in_features={in_f}")
+    g = check_group_size(in_f, group_size)
+    w = w.detach().double().clone()
+    h = h.double().clone()
+    dead = torch.diag(h) == 0
+    h[dead, dead] = 1.0
+    w[:, dead] = 0.0
+    h += damp * torch.diag(h).mean() * torch.eye(in_f, dtype=h.dtype)
+    u = torch.linalg.cholesky(torch.cholesky_inverse(torch.linalg.cholesky(h)), upper=True)
+    q = torch.empty(out_f, in_f, dtype=torch.int32)
+    scales, zeros = torch.empty(out_f, in_f // g), torch.empty(out_f, in_f // g, dtype=torch.int32)
+    qmax = 2**bits - 1
+    for i in range(in_f):
+        if i % g == 0:
+            scale, zero = _qparams(w[:, i:i + g].float(), bits)
+            scales[:, i // g], zeros[:, i // g] = scale, zero
+        col = w[:, i].float()
+        q[:, i] = quantize_affine(col, scale, zero, 0, qmax)
+        err = (w[:, i] - dequantize_affine(q[:, i], scale, zero).double()) / u[i, i]
+        w[:, i + 1:] -= err[:, None] * u[i, i + 1:][None, :]
+    return GroupQuant(q, scales, zeros, bits, g)
+
+
+def output_error(x: torch.Tensor, w: torch.Tensor, w_hat: torch.Tensor) -> float:
+    """||X W^T - X W_hat^T||_F^2 / ||X W^T||_F^2: the relative error of the layer's outputs on x."""
+    x = x.reshape(-1, x.shape[-1]).double()
+    ref = x @ w.double().T
+    return float((ref - x @ w_hat.double().T).pow(2).sum() / ref.pow(2).sum().clamp_min(1e-300))
+
+
+def pack_codes(q: torch.Tensor, bits: int) -> bytes:
+    """The codes' low `bits` bits, packed densely (ceil(n b / 8) bytes), least significant bit first.
+
+    >>> pack_codes(torch.tensor([1, 2, 3, 0]), 2)  # 01 10 11 00 -> 0b00111001
+    b'9'
+    """
+    check_int("pack_codes", "bits", bits, 1, 8)
+    codes = q.reshape(-1).to(torch.int64).numpy()
+    if codes.size and (codes.min() < 0 or codes.max() >= 2**bits):
+        raise ValueError(f"codes must be in [0, {2**bits - 1}] to pack in {bits} bits")
+    bit_planes = (codes[:, None] >> np.arange(bits)) & 1
+    return np.packbits(bit_planes.astype(np.uint8).reshape(-1), bitorder="little").tobytes()
+
+
+def unpack_codes(raw: bytes, bits: int, n: int) -> torch.Tensor:
+    """The inverse of pack_codes: n codes (int32) from their packed bytes."""
+    plane = np.unpackbits(np.frombuffer(raw, dtype=np.uint8), bitorder="little")[: n * bits].reshape(n, bits)
+    return torch.from_numpy((plane.astype(np.int64) << np.arange(bits)).sum(1).astype(np.int32))
+
+
+def file_bytes(model: nn.Module, quants: Mapping[str, GroupQuant]) -> int:
+    """Bytes of torch.save of the model as stored: each quantized layer's packed codes, FP16 scales and
+    packed zero points, every other tensor of the state dict in FP32."""
+    state: dict[str, object] = {}
+    for name, tensor in model.state_dict().items():
+        layer, _, leaf = name.rpartition(".")
+        if layer in quants and leaf == "weight":
+            gq = quants[layer]
+            state[name] = {"codes": pack_codes(gq.q, gq.bits), "scale": gq.scale.half(),
+                           "zero": pack_codes(gq.zero, gq.bits), "shape": tuple(gq.q.shape), "group": gq.group_size}
+        else:
+            state[name] = tensor.detach().float()
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
+    return len(buffer.getvalue())
+
+
+@torch.no_grad()
+def layer_inputs(model: nn.Module, layer: nn.Module, x: torch.Tensor, batch_size: int = 32) -> torch.Tensor:
+    """The inputs `layer` receives while `model` runs on x (flattened to rows of in_features)."""
+    seen: list[torch.Tensor] = []
+    handle = layer.register_forward_hook(lambda m, inp, out: seen.append(inp[0].detach().reshape(-1, inp[0].shape[-1])))
+    try:
+        for i in range(0, len(x), batch_size):
+            model(x[i:i + batch_size])
+    finally:
+        handle.remove()
+    return torch.cat(seen)
+
+
+@dataclass(frozen=True)
+class GroupQuantConfig:
+    """bits in [2, 8]; group_size: columns per group (0: one group per row); method 'rtn' or 'gptq';
+    damp: GPTQ's diagonal damping (fraction of mean diag H); calibration: windows of data.train
+    GPTQ sees; layers: names of the Linear layers to quantize (None: every Linear but the last)."""
+
+    bits: int = 4
+    group_size: int = 32
+    method: str = "rtn"
+    damp: float = 0.01
+    calibration: int = 64
+    layers: tuple[str, ...] | None = None
+
+    def __post_init__(self) -> None:
+        owner = "GroupQuantConfig"
+        check_int(owner, "bits", self.bits, 2, 8)
+        check_int(owner, "group_size", self.group_size, 0, 1 << 20)
+        check_choice(owner, "method", self.method, METHODS)
+        check_float(owner, "damp", self.damp, 0, 1)
+        check_int(owner, "calibration", self.calibration, 1, 1 << 20)
+        if self.layers is not None and (not isinstance(self.layers, tuple) or not self.layers):
+            raise ValueError(f"{owner}.layers={self.layers!r} must be a non-empty tuple of layer names or None")
+
+
+@dataclass(kw_only=True, repr=False)
+class GroupQuantReport(Report):
+    """Report of apply_groupquant: accuracy is next-symbol accuracy (percent) on data.test; the
+    cross-entropy in bits per symbol before and after; per layer the relative output error on the
+    calibration inputs."""
+
+    loss_bits_before: float | None = None
+    loss_bits_after: float | None = None
+    file_bytes: int = 0
+
+    technique = "group quantization"
+
+    def headline_extra(self) -> list[str]:
+        c = self.config
+        parts = [f"{c.method.upper()} INT{c.bits}, groups of {c.group_size or 'a row'}", f"file {self.file_bytes:,} bytes"]
+        if self.loss_bits_after is not None:
+            parts.append(f"{self.loss_bits_before:.4f} &rarr; {self.loss_bits_after:.4f} bits per symbol")
+        return parts
+
+
+def apply_groupquant(
+    model: nn.Module, config: GroupQuantConfig, data: Dataset | None = None, *, inplace: bool = False,
+    progress: bool | None = None, loss_fn: LossFn | None = None, before: EvalResult | None = None,
+) -> tuple[nn.Module, GroupQuantReport]:
+    """Weight-only quantize (a copy of) `model`'s Linear layers; their weights become w_hat in FP32
+    (simulated quantization: the same outputs an INT kernel would give), the stored size is the packed file.
+
+    GPTQ needs `data`: its first config.calibration training windows, passed through the model with
+    the earlier layers already quantized (each layer sees the inputs it will see at run time).
+    loss_fn must be None (nothing is trained). before: `evaluate(model, data.test)` when already known
+    (a grid of variants of one model saves a pass over the test split per variant)."""
+    if loss_fn is not None:
+        raise ValueError("loss_fn must be None: apply_groupquant trains nothing")
+    if config.method == "gptq" and data is None:
+        raise ValueError("GroupQuantConfig.method='gptq' needs data (calibration windows from data.train)")
+    start = time.perf_counter()
+    model = model if inplace else copy.deepcopy(model)
+    model.eval()
+    if before is None and data is not None:
+        before = evaluate(model, data.test)
+    size_before = metrics.model_size(model)
+    linears = {n: m for n, m in model.named_modules() if isinstance(m, nn.Linear)}
+    names = list(config.layers) if config.layers is not None else list(linears)[:-1]
+    unknown = [n for n in names if n not in linears]
+    if unknown:
+        raise ValueError(f"GroupQuantConfig.layers: {unknown} are not Linear layers; choose from {list(linears)}")
+    calib = data.train.tensors(config.calibration)[0] if data is not None else None
+    quants: dict[str, GroupQuant] = {}
+    rows = []
+    for name in names:
+        layer = linears[name]
+        w = layer.weight.detach().clone()
+        x = layer_inputs(model, layer, calib) if calib is not None else None
+        if config.method == "gptq":
+            gq = gptq(w, hessian(x), config.bits, config.group_size, config.damp)
+        else:
+            gq = quantize_groups(w, config.bits, config.group_size)
+        quants[name] = gq
+        with torch.no_grad():
+            layer.weight.copy_(gq.dequantize())
+        rows.append({"layer": name, "shape": f"{w.shape[0]}x{w.shape[1]}", "bits": config.bits, "group": gq.group_size,
+                     "output_error": None if x is None else output_error(x, w, layer.weight.detach())})
+    stored = file_bytes(model, quants)
+    after = evaluate(model, data.test) if data is not None else None
+    ln2 = float(np.log(2))
+    report = GroupQuantReport(
+        config=config, size_before=size_before, size_after=metrics.model_size(model, stored_bytes=stored),
+        accuracy_before=None if before is None else 100 * before.accuracy,
+        accuracy_after=None if after is None else 100 * after.accuracy,
+        loss_bits_before=None if before is None else before.loss / ln2,
+        loss_bits_after=None if after is None else after.loss / ln2,
+        file_bytes=stored, seconds=time.perf_counter() - start, layers=rows)
+    return model, report

@@ -1,0 +1,141 @@
+"""Ternary and binary weights, model level: `apply_lowbit(model, LowBitConfig, data)`.
+
+Each chosen layer's weight gets a parametrization (lowbitops.FakeLowBit): the forward pass computes
+with alpha * t (ternary, one alpha per layer) or alpha_c * sign(w) (binary, one alpha per output
+channel), the backward pass is the straight-through estimator. Fine-tuning goes through
+`training.train` (pass a distillation loss as `loss_fn` to learn from a teacher). At the end the
+parametrization is baked in: the model's weights *are* the low-bit values, in float32, ready to be
+packed (`packedfile`, 1.6 bits per ternary weight, 1 bit per binary one) or exported.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import time
+from dataclasses import dataclass, field
+
+from torch import nn
+from torch.nn.utils import parametrize
+
+from compresslab.core import metrics
+from compresslab.core.data import Dataset
+from compresslab.core.models import prunable_layers
+from compresslab.core.report import Report, percent
+from compresslab.core.training import LossFn, TrainConfig, accuracy_fn, train
+from compresslab.core.validate import check_choice, check_config, check_float, check_names
+from compresslab.techniques.lowbitops import LOWBIT_KINDS, FakeLowBit, binarize, ternarize
+
+__all__ = ["LowBitConfig", "LowBitReport", "bits_per_weight", "lowbit_layers", "bake", "apply_lowbit"]
+
+
+def _default_finetune() -> TrainConfig:
+    return TrainConfig(epochs=2, lr=0.01, lr_schedule="cosine")
+
+
+@dataclass(frozen=True)
+class LowBitConfig:
+    """kind: 'ternary' or 'binary'; threshold_ratio: r of the ternary threshold r * mean|w| in (0, 10];
+    layers: names to quantize (None = every Linear/Conv2d); finetune: STE training (None = none)."""
+
+    kind: str = "ternary"
+    threshold_ratio: float = 0.7
+    layers: tuple | None = None
+    finetune: TrainConfig | None = field(default_factory=_default_finetune)
+
+    def __post_init__(self) -> None:
+        owner = "LowBitConfig"
+        check_choice(owner, "kind", self.kind, LOWBIT_KINDS)
+        check_float(owner, "threshold_ratio", self.threshold_ratio, 0, 10, lo_open=True)
+        check_names(owner, "layers", self.layers)
+        check_config(owner, "finetune", self.finetune, TrainConfig, optional=True)
+
+
+def bits_per_weight(layer: nn.Module, kind: str) -> float:
+    """Stored bits per weight: 8/5 per ternary code + one 32-bit scale per layer; 1 per binary sign
+    + one 32-bit scale per output channel."""
+    n = layer.weight.numel()
+    if kind == "ternary":
+        return 8 * math.ceil(n / 5) / n + 32 / n
+    return 8 * math.ceil(n / 8) / n + 32 * layer.weight.shape[0] / n
+
+
+def lowbit_layers(model: nn.Module) -> dict[str, nn.Module]:
+    """The layers of `model` whose weight carries a FakeLowBit parametrization."""
+    return {n: m for n, m in prunable_layers(model).items() if parametrize.is_parametrized(m, "weight")
+            and any(isinstance(p, FakeLowBit) for p in m.parametrizations.weight)}
+
+
+def bake(model: nn.Module) -> nn.Module:
+    """Replace each parametrized weight by its low-bit value (float32 tensor of alpha * codes), in place."""
+    for layer in lowbit_layers(model).values():
+        parametrize.remove_parametrizations(layer, "weight", leave_parametrized=True)
+    return model
+
+
+@dataclass(kw_only=True, repr=False)
+class LowBitReport(Report):
+    """Report of apply_lowbit: accuracies (percent) of the float model and of the baked low-bit model;
+    per layer: weights, zero share, scales, stored bits per weight. Stored bytes: the packed codes and
+    scales of the chosen layers + FP32 for everything else. history: the STE training, if any."""
+
+    kind: str = "ternary"
+    history: dict | None = None
+
+    technique = "low-bit"
+
+    def headline_extra(self) -> list[str]:
+        layers = len(self.layers)
+        return [f"{self.kind} weights in {layers} layer(s)"]
+
+
+def _rows(model: nn.Module, names: list[str], kind: str, ratio: float) -> tuple[list[dict], dict[str, float]]:
+    rows, bits = [], {}
+    for name in names:
+        layer = prunable_layers(model)[name]
+        w = layer.weight.detach()
+        if kind == "ternary":
+            codes, alpha = ternarize(w, ratio)
+            scales = alpha.reshape(1)
+        else:
+            codes, scales = binarize(w)
+        bits[name] = bits_per_weight(layer, kind)
+        rows.append({"layer": name, "weights": w.numel(), "zero weights %": round(100 * float((codes == 0).float().mean()), 2),
+                     "scales": scales.numel(), "scale min": float(scales.min()), "scale max": float(scales.max()),
+                     "bits/weight incl. scales": round(bits[name], 4)})
+    return rows, bits
+
+
+def apply_lowbit(model: nn.Module, config: LowBitConfig, data: Dataset | None = None, *, inplace: bool = False,
+                 progress: bool | None = None, loss_fn: LossFn | None = None) -> tuple[nn.Module, LowBitReport]:
+    """Ternarize or binarize the weights of a copy of `model`, train through the STE if
+    config.finetune and data (loss_fn: the training loss, cross-entropy when None), bake the low-bit
+    weights in. Returns the model (plain layers, low-bit float32 weights) and the report."""
+    fraction = accuracy_fn(data, config.finetune)
+    start = time.perf_counter()
+    before = fraction(model)
+    size_before = metrics.model_size(model)
+    model = model if inplace else copy.deepcopy(model)
+    layers = prunable_layers(model)
+    names = list(config.layers) if config.layers is not None else list(layers)
+    unknown = sorted(set(names) - set(layers))
+    if unknown:
+        raise ValueError(f"LowBitConfig.layers names {unknown}, which are not Linear/Conv2d layers of the model "
+                         f"(it has {sorted(layers)})")
+    for name in names:
+        if hasattr(layers[name], "weight_mask"):
+            raise ValueError(f"layer {name!r} still carries a pruning mask: call masks.make_permanent first")
+        parametrize.register_parametrization(layers[name], "weight", FakeLowBit(config.kind, config.threshold_ratio))
+    history = None
+    if config.finetune is not None and data is not None:
+        history = train(model, data, config.finetune, loss_fn=loss_fn, progress=progress).to_dict()
+    bake(model)
+    model.eval()
+    rows, bits = _rows(model, names, config.kind, config.threshold_ratio)
+    stored = sum(bits.get(n, 32.0) * lay.weight.numel() / 8 for n, lay in layers.items())  # every code is stored
+    stored += 4 * (metrics.parameter_count(model) - sum(lay.weight.numel() for lay in layers.values()))
+    after = fraction(model)
+    return model, LowBitReport(
+        config=config, kind=config.kind, accuracy_before=percent(before), accuracy_after=percent(after),
+        size_before=size_before, size_after=metrics.model_size(model, stored_bytes=stored),
+        layers=rows, history=history, seconds=time.perf_counter() - start)

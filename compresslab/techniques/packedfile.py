@@ -1,0 +1,234 @@
+"""A small packed weight file for every rung of the precision ladder: the real artifact whose bytes
+the Pareto notebook counts.
+
+Per Linear/Conv layer the file stores the weight as codes of one kind, its scales, and the FP32 bias:
+
+    fp32 / fp16 / bf16   the values themselves (4 / 2 / 2 bytes each), no scale
+    int8 / int4          symmetric per-channel codes q = round(w / s_c), s_c = max|w_c| / q_max
+                         (q_max 127 / 7; int4 codes are stored q + 8, two per byte)
+    ternary              codes t in {-1, 0, 1}, 5 per byte (t + 1 as base-3 digits: 3^5 = 243 <= 256),
+                         one FP32 scale per layer
+    binary               signs, 8 per byte, one FP32 scale per output channel
+
+sparse=True stores a bitmap of the non-zero positions (1 bit per weight) and codes for those only.
+Layout: magic b"CLPK1", a 4-byte header length, a JSON header (names, kinds, shapes, blob lengths),
+then the raw blobs in header order. `read` checks the magic and every length before using them.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import struct
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from compresslab.core.io import write_bytes_atomic
+from compresslab.core.models import prunable_layers
+from compresslab.core.validate import check_choice
+from compresslab.techniques.lowbitops import binarize, ternarize
+
+__all__ = ["KINDS", "MAGIC", "pack_trits", "unpack_trits", "PackedLayer", "pack_layer", "pack_model",
+           "write", "read", "unpack_into", "save_model"]
+
+KINDS = ("fp32", "fp16", "bf16", "int8", "int4", "ternary", "binary")
+MAGIC = b"CLPK1"
+_QMAX = {"int8": 127, "int4": 7}
+
+
+def pack_trits(codes: np.ndarray) -> bytes:
+    """Ternary codes (-1, 0, 1) packed 5 per byte as base-3 digits of (code + 1).
+
+    >>> list(pack_trits(np.array([1, 0, -1, 0, 1, -1])))  # 2 + 1*3 + 0*9 + 1*27 + 2*81; then -1 and four 0 pads
+    [194, 120]
+    """
+    digits = np.asarray(codes, dtype=np.int64).ravel() + 1
+    if digits.size and (digits.min() < 0 or digits.max() > 2):
+        raise ValueError("ternary codes must be -1, 0 or 1")
+    pad = (-digits.size) % 5
+    groups = np.concatenate([digits, np.ones(pad, np.int64)]).reshape(-1, 5)
+    return (groups @ (3 ** np.arange(5))).astype(np.uint8).tobytes()
+
+
+def unpack_trits(blob: bytes, n: int) -> np.ndarray:
+    """The inverse of pack_trits: n codes in {-1, 0, 1} (int8)."""
+    values = np.frombuffer(blob, dtype=np.uint8).astype(np.int64)
+    if values.size and values.max() > 242:
+        raise ValueError("a ternary byte is larger than 242 (3^5 - 1): the file is damaged")
+    digits = (values[:, None] // (3 ** np.arange(5))) % 3
+    if digits.size < n:
+        raise ValueError(f"the ternary blob holds {digits.size} codes, {n} needed")
+    return (digits.ravel()[:n] - 1).astype(np.int8)
+
+
+@dataclass
+class PackedLayer:
+    """One layer as stored: kind, weight shape, codes blob, optional non-zero bitmap, scales, bias."""
+
+    kind: str
+    shape: tuple[int, ...]
+    codes: bytes
+    scale: np.ndarray  # float32: () per layer, (out,) per channel, (0,) none
+    bias: np.ndarray | None
+    mask: bytes | None = None  # packbits of the non-zero positions (sparse storage)
+
+    @property
+    def numel(self) -> int:
+        return int(np.prod(self.shape))
+
+    def nnz(self) -> int:
+        return self.numel if self.mask is None else int(np.unpackbits(np.frombuffer(self.mask, np.uint8))[:self.numel].sum())
+
+    def weight(self) -> torch.Tensor:
+        """The dequantized float32 weight."""
+        n = self.nnz()
+        if self.kind in ("fp32", "fp16", "bf16"):
+            raw = torch.frombuffer(bytearray(self.codes), dtype={"fp32": torch.float32, "fp16": torch.float16,
+                                                                  "bf16": torch.bfloat16}[self.kind])
+            values = raw.float().numpy()
+        elif self.kind == "int8":
+            values = np.frombuffer(self.codes, np.int8).astype(np.float32)
+        elif self.kind == "int4":
+            nib = np.frombuffer(self.codes, np.uint8)
+            values = (np.stack([nib & 15, nib >> 4], 1).ravel()[:n].astype(np.int64) - 8).astype(np.float32)
+        elif self.kind == "ternary":
+            values = unpack_trits(self.codes, n).astype(np.float32)
+        else:
+            values = np.where(np.unpackbits(np.frombuffer(self.codes, np.uint8))[:n] > 0, 1.0, -1.0).astype(np.float32)
+        if values.size != n:
+            raise ValueError(f"a {self.kind} layer holds {values.size} values, {n} expected")
+        full = np.zeros(self.numel, np.float32)
+        if self.mask is None:
+            full[:] = values
+        else:
+            full[np.unpackbits(np.frombuffer(self.mask, np.uint8))[:self.numel] > 0] = values
+        w = full.reshape(self.shape)
+        if self.scale.size:
+            w = w * (self.scale.reshape(-1, *[1] * (len(self.shape) - 1)) if self.scale.ndim else self.scale)
+        return torch.from_numpy(np.ascontiguousarray(w, dtype=np.float32))
+
+
+def pack_layer(w: torch.Tensor, bias: torch.Tensor | None, kind: str, sparse: bool = False,
+               ratio: float = 0.7) -> PackedLayer:
+    """Pack one weight (see the module docstring for each kind's codes and scales)."""
+    check_choice("", "kind", kind, KINDS)
+    w = w.detach().float().cpu()
+    b = None if bias is None else bias.detach().float().cpu().numpy()
+    flat_keep = None
+    if kind in ("fp32", "fp16", "bf16"):
+        values, scale = w, np.zeros(0, np.float32)
+    elif kind in _QMAX:
+        s = (w.abs().reshape(w.shape[0], -1).amax(1) / _QMAX[kind]).clamp_min(torch.finfo(torch.float32).eps)
+        values = torch.round(w / s.reshape(-1, *[1] * (w.dim() - 1))).clamp(-_QMAX[kind], _QMAX[kind])
+        scale = s.numpy().astype(np.float32)
+    elif kind == "ternary":
+        values, alpha = ternarize(w, ratio)
+        scale = np.asarray(float(alpha), np.float32)
+    else:
+        values, alpha = binarize(w)
+        scale = alpha.numpy().astype(np.float32)
+    mask = None
+    flat = values.reshape(-1)
+    if sparse:
+        flat_keep = (w.reshape(-1) != 0) if kind == "binary" else (flat != 0)
+        mask = np.packbits(flat_keep.numpy().astype(np.uint8)).tobytes()
+        flat = flat[flat_keep]
+    if kind == "fp32":
+        codes = flat.numpy().astype(np.float32).tobytes()
+    elif kind in ("fp16", "bf16"):
+        t = flat.to(torch.float16 if kind == "fp16" else torch.bfloat16).contiguous()
+        codes = t.view(torch.int16).numpy().tobytes()
+    elif kind == "int8":
+        codes = flat.numpy().astype(np.int8).tobytes()
+    elif kind == "int4":
+        q = flat.numpy().astype(np.int64) + 8
+        q = np.concatenate([q, np.zeros(q.size % 2, np.int64)]).reshape(-1, 2)
+        codes = (q[:, 0] | (q[:, 1] << 4)).astype(np.uint8).tobytes()
+    elif kind == "ternary":
+        codes = pack_trits(flat.numpy())
+    else:
+        codes = np.packbits((flat.numpy() > 0).astype(np.uint8)).tobytes()
+    return PackedLayer(kind, tuple(w.shape), codes, scale, b, mask)
+
+
+def pack_model(model: nn.Module, kind: str | dict[str, str], sparse: bool = False,
+               ratio: float = 0.7) -> dict[str, PackedLayer]:
+    """Every Linear/Conv2d layer of `model` packed with `kind` (one kind, or per layer name)."""
+    out = {}
+    for name, layer in prunable_layers(model).items():
+        k = kind.get(name, "fp32") if isinstance(kind, dict) else kind
+        out[name] = pack_layer(layer.weight, layer.bias, k, sparse, ratio)
+    return out
+
+
+def write(path: str | os.PathLike, layers: dict[str, PackedLayer]) -> int:
+    """Write the packed layers to `path` (atomically); return the file's bytes."""
+    header, blobs = [], []
+    for name, lay in layers.items():
+        scale = np.asarray(lay.scale, np.float32)
+        parts = [lay.codes, lay.mask or b"", scale.tobytes(), b"" if lay.bias is None else
+                 np.asarray(lay.bias, np.float32).tobytes()]
+        header.append({"name": name, "kind": lay.kind, "shape": list(lay.shape), "scale_shape": list(scale.shape),
+                       "sparse": lay.mask is not None, "bias": lay.bias is not None, "lengths": [len(p) for p in parts]})
+        blobs.extend(parts)
+    head = json.dumps(header, separators=(",", ":")).encode()
+    payload = MAGIC + struct.pack("<I", len(head)) + head + b"".join(blobs)
+    write_bytes_atomic(Path(path), payload)
+    return len(payload)
+
+
+def read(path: str | os.PathLike) -> dict[str, PackedLayer]:
+    """Read a packed file back (ValueError naming the file if it is not one or is damaged)."""
+    path = Path(path)
+    raw = path.read_bytes()
+    if not raw.startswith(MAGIC) or len(raw) < len(MAGIC) + 4:
+        raise ValueError(f"{path}: not a packed weight file (magic {MAGIC!r} expected)")
+    (n,) = struct.unpack("<I", raw[len(MAGIC):len(MAGIC) + 4])
+    start = len(MAGIC) + 4
+    try:
+        header = json.loads(raw[start:start + n].decode())
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise ValueError(f"{path}: damaged header ({err})") from None
+    pos, out = start + n, {}
+    for entry in header:
+        parts = []
+        for length in entry["lengths"]:
+            if length < 0 or pos + length > len(raw):
+                raise ValueError(f"{path}: layer {entry['name']!r} runs past the end of the file")
+            parts.append(raw[pos:pos + length])
+            pos += length
+        codes, mask, scale, bias = parts
+        out[entry["name"]] = PackedLayer(
+            entry["kind"], tuple(entry["shape"]), codes,
+            np.frombuffer(scale, np.float32).reshape(entry["scale_shape"]).copy(),
+            np.frombuffer(bias, np.float32).copy() if entry["bias"] else None, mask if entry["sparse"] else None)
+    if pos != len(raw):
+        raise ValueError(f"{path}: {len(raw) - pos} trailing bytes after the last layer")
+    return out
+
+
+def unpack_into(model: nn.Module, layers: dict[str, PackedLayer]) -> nn.Module:
+    """Load the dequantized weights (and biases) into `model` in place (same architecture)."""
+    found = prunable_layers(model)
+    if set(found) != set(layers):
+        raise ValueError(f"the file holds layers {sorted(layers)}, the model has {sorted(found)}")
+    with torch.no_grad():
+        for name, lay in layers.items():
+            layer = found[name]
+            w = lay.weight()
+            if tuple(layer.weight.shape) != tuple(w.shape):
+                raise ValueError(f"layer {name!r}: file shape {tuple(w.shape)} != model {tuple(layer.weight.shape)}")
+            layer.weight.copy_(w.to(layer.weight.dtype))
+            if lay.bias is not None and layer.bias is not None:
+                layer.bias.copy_(torch.from_numpy(lay.bias).reshape(layer.bias.shape))
+    return model
+
+
+def save_model(model: nn.Module, path: str | os.PathLike, kind: str | dict[str, str], sparse: bool = False,
+               ratio: float = 0.7) -> int:
+    """pack_model + write: the file's bytes."""
+    return write(path, pack_model(model, kind, sparse, ratio))
