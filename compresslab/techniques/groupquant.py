@@ -50,6 +50,8 @@ __all__ = [
     "unpack_codes",
     "file_bytes",
     "layer_inputs",
+    "Layerwise",
+    "layerwise_setup",
     "GroupQuantConfig",
     "GroupQuantReport",
     "apply_groupquant",
@@ -225,6 +227,37 @@ def layer_inputs(model: nn.Module, layer: nn.Module, x: torch.Tensor, batch_size
     return torch.cat(seen)
 
 
+@dataclass
+class Layerwise:
+    """The set-up of a one-layer-after-another verb (GPTQ, Wanda): the model it works on (a copy unless
+    in place, in eval mode), its evaluation before, its size before, the Linear layers to treat (in
+    model order) and the calibration windows (None without data)."""
+
+    model: nn.Module
+    before: EvalResult | None
+    size_before: metrics.Size
+    layers: dict[str, nn.Linear]
+    calibration: torch.Tensor | None
+
+
+def layerwise_setup(model: nn.Module, data: Dataset | None, layers: tuple[str, ...] | None, calibration: int,
+                    owner: str, inplace: bool = False, before: EvalResult | None = None) -> Layerwise:
+    """Copy (unless `inplace`), evaluate (unless `before` is given), pick the Linear layers named in
+    `layers` (None: every Linear but the last, the output head; an unknown name raises, naming
+    `owner`.layers) and take the first `calibration` training windows."""
+    model = model if inplace else copy.deepcopy(model)
+    model.eval()
+    if before is None and data is not None:
+        before = evaluate(model, data.test)
+    linears = {n: m for n, m in model.named_modules() if isinstance(m, nn.Linear)}
+    names = list(layers) if layers is not None else list(linears)[:-1]
+    unknown = [n for n in names if n not in linears]
+    if unknown:
+        raise ValueError(f"{owner}.layers: {unknown} are not Linear layers; choose from {list(linears)}")
+    calib = data.train.tensors(calibration)[0] if data is not None else None
+    return Layerwise(model, before, metrics.model_size(model), {n: linears[n] for n in names}, calib)
+
+
 @dataclass(frozen=True)
 class GroupQuantConfig:
     """bits in [2, 8]; group_size: columns per group (0: one group per row); method 'rtn' or 'gptq';
@@ -285,21 +318,11 @@ def apply_groupquant(
     if config.method == "gptq" and data is None:
         raise ValueError("GroupQuantConfig.method='gptq' needs data (calibration windows from data.train)")
     start = time.perf_counter()
-    model = model if inplace else copy.deepcopy(model)
-    model.eval()
-    if before is None and data is not None:
-        before = evaluate(model, data.test)
-    size_before = metrics.model_size(model)
-    linears = {n: m for n, m in model.named_modules() if isinstance(m, nn.Linear)}
-    names = list(config.layers) if config.layers is not None else list(linears)[:-1]
-    unknown = [n for n in names if n not in linears]
-    if unknown:
-        raise ValueError(f"GroupQuantConfig.layers: {unknown} are not Linear layers; choose from {list(linears)}")
-    calib = data.train.tensors(config.calibration)[0] if data is not None else None
+    setup = layerwise_setup(model, data, config.layers, config.calibration, "GroupQuantConfig", inplace, before)
+    model, before, size_before, calib = setup.model, setup.before, setup.size_before, setup.calibration
     quants: dict[str, GroupQuant] = {}
     rows = []
-    for name in names:
-        layer = linears[name]
+    for name, layer in setup.layers.items():
         w = layer.weight.detach().clone()
         x = layer_inputs(model, layer, calib) if calib is not None else None
         if config.method == "gptq":

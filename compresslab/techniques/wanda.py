@@ -14,7 +14,6 @@ No retraining: the weights that stay are unchanged.
 
 from __future__ import annotations
 
-import copy
 import time
 from dataclasses import dataclass
 
@@ -26,7 +25,7 @@ from compresslab.core.data import Dataset
 from compresslab.core.report import Report
 from compresslab.core.training import EvalResult, LossFn, evaluate
 from compresslab.core.validate import check_choice, check_float, check_int
-from compresslab.techniques.groupquant import layer_inputs
+from compresslab.techniques.groupquant import layer_inputs, layerwise_setup
 from compresslab.techniques.masks import magnitude_mask, make_permanent, set_masks
 
 __all__ = [
@@ -156,20 +155,10 @@ def apply_wanda(
     if config.criterion == "wanda" and data is None:
         raise ValueError("WandaConfig.criterion='wanda' needs data (calibration windows from data.train)")
     start = time.perf_counter()
-    model = model if inplace else copy.deepcopy(model)
-    model.eval()
-    if before is None and data is not None:
-        before = evaluate(model, data.test)
-    size_before = metrics.model_size(model)
-    linears = {n: m for n, m in model.named_modules() if isinstance(m, nn.Linear)}
-    names = list(config.layers) if config.layers is not None else list(linears)[:-1]
-    unknown = [n for n in names if n not in linears]
-    if unknown:
-        raise ValueError(f"WandaConfig.layers: {unknown} are not Linear layers; choose from {list(linears)}")
-    calib = data.train.tensors(config.calibration)[0] if data is not None else None
+    setup = layerwise_setup(model, data, config.layers, config.calibration, "WandaConfig", inplace, before)
+    model, before, size_before, calib = setup.model, setup.before, setup.size_before, setup.calibration
     rows, zeros, total, kept = [], 0, 0, 0
-    for name in names:
-        layer = linears[name]
+    for name, layer in setup.layers.items():
         w = layer.weight.detach()
         if config.criterion == "wanda":
             scores = wanda_scores(w, input_norms(layer_inputs(model, layer, calib)))
