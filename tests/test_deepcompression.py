@@ -186,15 +186,58 @@ def _with_meta(good_bytes: bytes, raw_meta: bytes, version: int) -> bytes:
     return content + struct.pack("<I", zlib.crc32(content))
 
 
-def test_version_1_files_with_plain_metadata_still_load(good_bytes):
+def test_version_1_and_2_files_still_load(good_bytes):
+    # versions 1 and 2 have no value_bytes field and store every value as float32, like this file
     _, version, _, meta_len, _ = cf._HEAD.unpack_from(good_bytes)
-    assert version == dc.VERSION == 2
-    plain = zlib.decompress(good_bytes[cf._HEAD.size:cf._HEAD.size + meta_len])
+    assert version == dc.VERSION == 3
+    meta = json.loads(zlib.decompress(good_bytes[cf._HEAD.size:cf._HEAD.size + meta_len]))
+    assert all(layer[-1] == 4 for layer in meta["layers"])  # random centroids are not float16 values
+    meta["layers"] = [layer[:-1] for layer in meta["layers"]]
+    plain = json.dumps(meta).encode()
     _, state_v1, _ = dc.decode_bytes(_with_meta(good_bytes, plain, 1))
-    _, state_v2, _ = dc.decode_bytes(good_bytes)
-    assert state_v1.keys() == state_v2.keys() and all(torch.equal(state_v1[k], state_v2[k]) for k in state_v2)
+    _, state_v2, _ = dc.decode_bytes(_with_meta(good_bytes, zlib.compress(plain), 2))
+    _, state_v3, _ = dc.decode_bytes(good_bytes)
+    for state in (state_v1, state_v2):
+        assert state.keys() == state_v3.keys() and all(torch.equal(state[k], state_v3[k]) for k in state_v3)
     with pytest.raises(ValueError, match="bad metadata"):  # version 2 metadata must be zlib data
         dc.decode_bytes(_with_meta(good_bytes, plain, 2))
+    with pytest.raises(ValueError, match="list of 16 values"):  # version 3 needs value_bytes
+        dc.decode_bytes(_with_meta(good_bytes, zlib.compress(plain), 3))
+
+
+@pytest.mark.parametrize("values, expected", [
+    ([0.5, -0.25, 1024.0], 2),  # exact float16 values
+    ([0.1], 4),  # 0.1 is not a float16
+    ([1e5], 4),  # beyond the float16 range
+    ([], 2),
+])
+def test_value_bytes_for_hand_cases(values, expected):
+    assert cf.value_bytes_for(np.array(values, np.float32), None) == expected
+
+
+def test_float16_codebooks_and_biases_halve_their_bytes_losslessly(shared_model, tmp_path):
+    half = copy.deepcopy(shared_model)
+    with torch.no_grad():  # the rounding that ShareConfig(value_dtype="float16") applies
+        for p in half.parameters():
+            p.copy_(p.half().float())
+    full_bytes, full_records = dc.encode_model(shared_model, index_bits=5, bits=5)
+    half_bytes, half_records = dc.encode_model(half, index_bits=5, bits=5)
+    assert [r.value_bytes for r in full_records] == [4, 4, 4] and [r.value_bytes for r in half_records] == [2, 2, 2]
+    values = sum(len(r.codebook) + r.bias.size for r in half_records)
+    # the same streams (rounding keeps the clusters apart here) and 2 bytes saved per value, give or
+    # take the metadata's compressed JSON
+    assert [len(r.weight_stream) for r in half_records] == [len(r.weight_stream) for r in full_records]
+    assert abs((len(full_bytes) - len(half_bytes)) - 2 * values) <= 8
+    path = tmp_path / "half.cldc"
+    dc.save(half, path, index_bits=5, bits=5)
+    loaded = dc.load(path)
+    for k, v in half.state_dict().items():
+        assert torch.equal(v, loaded.state_dict()[k]), k
+    magic, version, reserved, meta_len, total = cf._HEAD.unpack_from(half_bytes)
+    meta = json.loads(zlib.decompress(half_bytes[cf._HEAD.size:cf._HEAD.size + meta_len]))
+    meta["layers"][1][dc.META_FIELDS.index("value_bytes")] = 3
+    with pytest.raises(ValueError, match="value_bytes"):
+        dc.decode_bytes(_with_meta(half_bytes, zlib.compress(json.dumps(meta).encode()), 3))
 
 
 def test_damage_behind_a_valid_checksum_is_still_caught(good_bytes):

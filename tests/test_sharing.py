@@ -107,7 +107,7 @@ def test_apply_sharing_without_data_and_untie():
 
 @pytest.mark.parametrize("kw, msg", [
     ({"fc_bits": 0}, "fc_bits"), ({"conv_bits": 17}, "conv_bits"), ({"init": "kmeans++"}, "init"),
-    ({"iters": -1}, "iters"), ({"layer_bits": {"fc1": 2.5}}, "layer_bits"),
+    ({"iters": -1}, "iters"), ({"layer_bits": {"fc1": 2.5}}, "layer_bits"), ({"value_dtype": "int8"}, "value_dtype"),
 ])
 def test_bad_share_configs(kw, msg):
     with pytest.raises((ValueError, TypeError), match=msg):
@@ -126,6 +126,26 @@ def test_bad_arguments():
         from compresslab.core.training import TrainConfig
 
         S.apply_sharing(model, S.ShareConfig(finetune=TrainConfig(epochs=1)))
+
+
+def test_float16_values_round_centroids_and_biases_to_the_nearest_float16():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(16, 8), nn.ReLU(), nn.Linear(8, 4))
+    full, full_report = S.apply_sharing(model, S.ShareConfig(fc_bits=3))
+    half, half_report = S.apply_sharing(model, S.ShareConfig(fc_bits=3, value_dtype="float16"))
+    for p32, p16 in zip(full.parameters(), half.parameters()):
+        assert torch.equal(p16, p32.half().float())  # oracle: torch's own float32 -> float16 rounding
+        # round to nearest: within half a float16 ulp (2^-11 relative for normal numbers)
+        assert torch.all((p16 - p32).abs() <= p32.abs() * 2.0 ** -11 + 2.0 ** -25)
+    for name in ("0", "2"):
+        assert torch.equal(half_report.codebooks[name], full_report.codebooks[name].half().float())
+    # the size estimate: 2 bytes instead of 4 for every centroid and bias of the shared layers
+    values = sum(len(c) for c in full_report.codebooks.values()) + 8 + 4
+    assert full_report.size_after.stored_bytes - half_report.size_after.stored_bytes == 2 * values
+    with torch.no_grad():
+        model[0].bias[0] = 1e6
+    with pytest.raises(ValueError, match="float16 range"):
+        S.apply_sharing(model, S.ShareConfig(fc_bits=3, value_dtype="float16"))
 
 
 def test_share_only_some_layers():

@@ -146,7 +146,7 @@ SPECS: dict[str, dict[str, Param]] = {
         "prune_iterations": Param("int", 1, 100),
         "distill_temperature": Param("float", 1e-3, 1e4, optional=True), "distill_alpha": WEIGHT,
         "conv_bits": CODE_BITS, "fc_bits": CODE_BITS, "conv_index_bits": CODE_BITS, "fc_index_bits": CODE_BITS,
-        "init": _choice("linear", "density", "random"), "seed": SEED,
+        "init": _choice("linear", "density", "random"), "value_dtype": _choice("float16", "float32"), "seed": SEED,
     },
     "07_deployment": {
         "profile": PROFILE, "dataset": DATASET,

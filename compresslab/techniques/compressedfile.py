@@ -6,14 +6,17 @@ Each Linear/Conv2d layer is stored as
   * the positions of the non-zeros as relative indices: the gap to the previous non-zero in the
     flattened weight, in [1, 2^r - 1] for r index bits; a longer gap is split by filler zeros,
     each meaning "skip 2^r - 1 positions, no weight here". The gaps are Huffman-coded as well;
-  * its bias, plainly (float32).
+  * its bias, plainly.
+The codebook and the bias are float16 when all their values are exactly float16 (version 3 on;
+`sharing.ShareConfig(value_dtype="float16")` rounds them so), else float32: nothing is lost.
 Both Huffman codes are canonical, so only their code lengths are stored (up to the last used
 symbol, 4 bits each when all are <= 15). Han et al. store a filler as an explicit zero weight;
 here it is gap symbol 0, which needs no entry in the cluster-index stream.
 
 File layout (little-endian):
   magic (8 bytes) | version u16 | reserved u16 | meta length u32 | file length u64
-  | meta (UTF-8 JSON, zlib-compressed since version 2: architecture; per layer the META_FIELDS values)
+  | meta (UTF-8 JSON, zlib-compressed since version 2: architecture; per layer the META_FIELDS values,
+    the last of them, value_bytes, since version 3)
   | per-layer records (codebook, code lengths, cluster-index stream, gap stream, bias) | other tensors | CRC-32 of everything before it (u32)
 `load` reads the 24-byte header first and refuses anything that is not a regular file, then checks
 magic, version, length and checksum, validates every declared size against the file and against
@@ -45,6 +48,8 @@ from compresslab.core.models import prunable_layers
 from compresslab.core.validate import check_tensor
 from compresslab.techniques.filelayers import (  # noqa: F401  (re-exported: compressedfile.encode_layer, ...)
     META_FIELDS,
+    META_FIELDS_V2,
+    VALUE_DTYPES,
     LayerRecord,
     _check_index_bits,
     _pack_lengths,
@@ -55,6 +60,7 @@ from compresslab.techniques.filelayers import (  # noqa: F401  (re-exported: com
     encode_layer,
     relative_decode,
     relative_encode,
+    value_bytes_for,
 )
 from compresslab.techniques.huffman import HuffmanCode
 
@@ -66,6 +72,7 @@ __all__ = [
     "relative_decode",
     "LayerRecord",
     "META_FIELDS",
+    "value_bytes_for",
     "encode_layer",
     "decode_layer",
     "infer_architecture",
@@ -77,8 +84,8 @@ __all__ = [
 ]
 
 MAGIC = b"CLDEEPC\x00"
-VERSION = 2  # version 1 stored the metadata as plain JSON; both are read
-READABLE_VERSIONS = (1, 2)
+VERSION = 3  # 1: plain-JSON metadata; 2: zlib metadata; 3: float16 codebooks and biases where exact
+READABLE_VERSIONS = (1, 2, 3)
 _HEAD = struct.Struct("<8sHHIQ")
 _CRC = struct.Struct("<I")
 # limits checked before anything is allocated (far above what any model of the workbook needs)
@@ -199,11 +206,12 @@ def _parse_meta(raw: bytes, version: int) -> dict:
         raise ValueError(f"corrupt file: architecture {str(arch)[:60]} is not {{'name': str, 'kwargs': dict}}")
     if "sha256" in meta and not isinstance(meta["sha256"], str):
         raise ValueError("corrupt file: the recorded SHA-256 is not a string")
+    fields = META_FIELDS if version >= 3 else META_FIELDS_V2
     layers, elements, names = [], 0, set()
     for values in meta["layers"]:
-        if not isinstance(values, list) or len(values) != len(META_FIELDS):
-            raise ValueError(f"corrupt file: a layer entry is not a list of {len(META_FIELDS)} values")
-        m = dict(zip(META_FIELDS, values))
+        if not isinstance(values, list) or len(values) != len(fields):
+            raise ValueError(f"corrupt file: a layer entry is not a list of {len(fields)} values")
+        m = {"value_bytes": 4, **dict(zip(fields, values))}
         if not isinstance(m["name"], str) or m["name"] in names or m["kind"] not in ("linear", "conv"):
             raise ValueError(f"corrupt file: layer name {str(m['name'])[:40]!r} or kind {str(m['kind'])[:20]!r} is bad")
         names.add(m["name"])
@@ -219,6 +227,9 @@ def _parse_meta(raw: bytes, version: int) -> dict:
         for key in ("w_bytes", "i_bytes"):
             _int(m, key, 0, MAX_FILE_BYTES)
         _int(m, "bias", 0, MAX_ELEMENTS)
+        if m["value_bytes"] not in VALUE_DTYPES or isinstance(m["value_bytes"], bool):
+            raise ValueError(f"corrupt file: layer {m['name']!r} field value_bytes={str(m['value_bytes'])[:20]} "
+                             f"is not one of {sorted(VALUE_DTYPES)}")
         _int(m, "w_table", -k, k)
         _int(m, "i_table", -(1 << ib), 1 << ib)
         for key, alphabet in (("w_single", k), ("i_single", 1 << ib)):
@@ -266,21 +277,22 @@ def decode_bytes(content: bytes) -> tuple[dict, dict[str, torch.Tensor], list[La
         meta = _parse_meta(raw_meta, version)
         records, state = [], {}
         for m in meta["layers"]:
-            k = m["k"]
-            codebook, off = _take(buf, off, 4 * k, "codebook")
+            k, vb = m["k"], m["value_bytes"]
+            codebook, off = _take(buf, off, vb * k, "codebook")
             w_len, off = _take(buf, off, _table_bytes(m["w_table"]), "weight code")
             i_len, off = _take(buf, off, _table_bytes(m["i_table"]), "index code")
             w_stream, off = _take(buf, off, m["w_bytes"], "weight stream")
             i_stream, off = _take(buf, off, m["i_bytes"], "index stream")
             bias = None
             if m["bias"]:
-                raw_bias, off = _take(buf, off, 4 * m["bias"], "bias")
-                bias = _finite(np.frombuffer(raw_bias, "<f4").astype(np.float32), f"the bias of {m['name']!r}")
+                raw_bias, off = _take(buf, off, vb * m["bias"], "bias")
+                bias = _finite(np.frombuffer(raw_bias, VALUE_DTYPES[vb]).astype(np.float32), f"the bias of {m['name']!r}")
             rec = LayerRecord(m["name"], m["kind"], m["shape"], m["bits"], m["index_bits"],
-                              _finite(np.frombuffer(codebook, "<f4").astype(np.float32), f"the codebook of {m['name']!r}"),
+                              _finite(np.frombuffer(codebook, VALUE_DTYPES[vb]).astype(np.float32),
+                                      f"the codebook of {m['name']!r}"),
                               HuffmanCode(_unpack_lengths(w_len, m["w_table"], k), m["w_single"]),
                               HuffmanCode(_unpack_lengths(i_len, m["i_table"], 1 << m["index_bits"]), m["i_single"]),
-                              w_stream, i_stream, m["nnz"], m["n_gaps"], bias)
+                              w_stream, i_stream, m["nnz"], m["n_gaps"], bias, vb)
             _check_stream(rec.index_code, i_stream, rec.n_gaps, f"position gaps of layer {rec.name!r}")
             _check_stream(rec.weight_code, w_stream, rec.nnz, f"cluster indices of layer {rec.name!r}")
             weight, b = decode_layer(rec)

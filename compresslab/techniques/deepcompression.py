@@ -159,13 +159,13 @@ def layer_table(records: list[LayerRecord], file_bytes: int, dense_bytes: int) -
     """Rows in the shape of Han et al.'s Tables 2 and 3, plus a total row from the file size.
 
     Bits are per non-zero weight. P+Q: fixed-width cluster index (b) and gap (r) bits with the
-    codebook; P+Q+H: the Huffman-coded streams. Compress rate: stored bytes / dense FP32 bytes."""
+    codebook and bias at their stored precision; P+Q+H: the Huffman-coded streams. Compress rate: stored bytes / dense FP32 bytes."""
     rows = []
     for r in records:
         n_bias = 0 if r.bias is None else r.bias.size
         dense = 4 * (r.numel + n_bias)
         nnz = max(r.nnz, 1)
-        fixed_bits = r.nnz * r.bits + r.n_gaps * r.index_bits + 32 * (len(r.codebook) + n_bias)
+        fixed_bits = r.nnz * r.bits + r.n_gaps * r.index_bits + 8 * r.value_bytes * (len(r.codebook) + n_bias)
         stored = len(r.body())
         rows.append({
             "layer": r.name, "weights": r.numel, "weights kept %": round(100 * r.nnz / r.numel, 2),
@@ -174,6 +174,7 @@ def layer_table(records: list[LayerRecord], file_bytes: int, dense_bytes: int) -
             "index bits (P+Q+H)": round(8 * len(r.index_stream) / nnz, 2),
             "compress rate (P+Q) %": round(100 * fixed_bits / 8 / dense, 2),
             "compress rate (P+Q+H) %": round(100 * stored / dense, 2), "bytes": stored,
+            "codebook + bias": {2: "FP16", 4: "FP32"}[r.value_bytes],
         })
     weights = sum(r.numel for r in records)
     nnz = sum(r.nnz for r in records)
@@ -325,14 +326,14 @@ def byte_parts(records: list[LayerRecord], file_bytes: int) -> list[dict]:
     """Bytes of each part of the file, per layer, plus the header/metadata/checksum."""
     rows = []
     for r in records:
-        rows.append({"layer": r.name, "codebook": 4 * len(r.codebook),
+        rows.append({"layer": r.name, "codebook": r.value_bytes * len(r.codebook),
                      "code tables": _table_bytes(_table_size(r.weight_code.lengths))
                      + _table_bytes(_table_size(r.index_code.lengths)),
                      "cluster indices (Huffman)": len(r.weight_stream), "positions (Huffman)": len(r.index_stream),
-                     "bias (FP32)": 0 if r.bias is None else 4 * r.bias.size})
+                     "bias": 0 if r.bias is None else r.value_bytes * r.bias.size})
     body = sum(len(r.body()) for r in records)
     rows.append({"layer": "header", "codebook": 0, "code tables": 0, "cluster indices (Huffman)": 0,
-                 "positions (Huffman)": 0, "bias (FP32)": 0, "header + metadata + checksum": file_bytes - body})
+                 "positions (Huffman)": 0, "bias": 0, "header + metadata + checksum": file_bytes - body})
     for row in rows[:-1]:
         row["header + metadata + checksum"] = 0
     return rows

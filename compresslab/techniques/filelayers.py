@@ -2,7 +2,9 @@
 
 A layer is its codebook, the Huffman-coded cluster index of every non-zero weight, the
 Huffman-coded relative positions of the non-zeros (gaps of r index bits, longer gaps split by
-filler zeros), the code lengths of both codes, and its bias.
+filler zeros), the code lengths of both codes, and its bias. The codebook and the bias are stored
+as float16 when every one of their values is exactly a float16 (sharing with value_dtype="float16"
+rounds them so), else as float32: the file is lossless either way.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ __all__ = [
     "META_FIELDS",
     "encode_layer",
     "decode_layer",
+    "value_bytes_for",
 ]
 
 
@@ -82,7 +85,7 @@ class LayerRecord:
     shape: tuple[int, ...]
     bits: int
     index_bits: int
-    codebook: np.ndarray  # float32 [k]
+    codebook: np.ndarray  # float32 [k] (its values exact in the stored precision)
     weight_code: HuffmanCode
     index_code: HuffmanCode
     weight_stream: bytes
@@ -90,6 +93,7 @@ class LayerRecord:
     nnz: int
     n_gaps: int
     bias: np.ndarray | None
+    value_bytes: int = 4  # bytes per codebook and bias value in the file: 2 (float16) or 4 (float32)
 
     @property
     def numel(self) -> int:
@@ -100,19 +104,35 @@ class LayerRecord:
         w_tab, i_tab = _table_size(self.weight_code.lengths), _table_size(self.index_code.lengths)
         return [self.name, self.kind, list(self.shape), self.bits, self.index_bits, len(self.codebook), self.nnz,
                 self.n_gaps, self.weight_code.single, self.index_code.single, len(self.weight_stream),
-                len(self.index_stream), 0 if self.bias is None else int(self.bias.size), w_tab, i_tab]
+                len(self.index_stream), 0 if self.bias is None else int(self.bias.size), w_tab, i_tab,
+                self.value_bytes]
 
     def body(self) -> bytes:
-        parts = [self.codebook.astype("<f4").tobytes(), _pack_lengths(self.weight_code.lengths),
+        dtype = VALUE_DTYPES[self.value_bytes]
+        parts = [self.codebook.astype(dtype).tobytes(), _pack_lengths(self.weight_code.lengths),
                  _pack_lengths(self.index_code.lengths), self.weight_stream, self.index_stream]
         if self.bias is not None:
-            parts.append(self.bias.astype("<f4").tobytes())
+            parts.append(self.bias.astype(dtype).tobytes())
         return b"".join(parts)
 
 
-# the order of a layer's values in the metadata (fixed by the file version)
+# the order of a layer's values in the metadata (fixed by the file version; versions 1 and 2 lack
+# value_bytes and store every value as float32)
 META_FIELDS = ("name", "kind", "shape", "bits", "index_bits", "k", "nnz", "n_gaps", "w_single", "i_single",
-               "w_bytes", "i_bytes", "bias", "w_table", "i_table")
+               "w_bytes", "i_bytes", "bias", "w_table", "i_table", "value_bytes")
+META_FIELDS_V2 = META_FIELDS[:-1]
+VALUE_DTYPES = {2: "<f2", 4: "<f4"}  # value_bytes -> the little-endian dtype of the codebook and bias
+
+
+def value_bytes_for(*arrays: np.ndarray | None) -> int:
+    """2 when every value of `arrays` is exactly a float16 (so float16 storage loses nothing), else 4."""
+    for a in arrays:
+        if a is None or a.size == 0:
+            continue
+        with np.errstate(over="ignore"):
+            if not np.array_equal(a.astype(np.float16).astype(np.float32), a.astype(np.float32)):
+                return 4
+    return 2
 
 
 def _table_size(lengths: np.ndarray) -> int:
@@ -166,10 +186,11 @@ def encode_layer(name: str, weight: torch.Tensor, bias: torch.Tensor | None, bit
     weight_code = HuffmanCode.from_counts(symbol_counts(idx, len(codebook)))
     index_code = HuffmanCode.from_counts(symbol_counts(gaps, 1 << index_bits))
     kind = "conv" if weight.dim() == 4 else "linear"
-    return LayerRecord(name, kind, tuple(weight.shape), bits, index_bits, codebook.astype(np.float32),
+    codebook = codebook.astype(np.float32)
+    b = None if bias is None else bias.detach().cpu().float().numpy().reshape(-1).copy()
+    return LayerRecord(name, kind, tuple(weight.shape), bits, index_bits, codebook,
                        weight_code, index_code, weight_code.encode(idx), index_code.encode(gaps),
-                       len(positions), len(gaps),
-                       None if bias is None else bias.detach().cpu().float().numpy().reshape(-1).copy())
+                       len(positions), len(gaps), b, value_bytes_for(codebook, b))
 
 
 def decode_layer(record: LayerRecord) -> tuple[torch.Tensor, torch.Tensor | None]:

@@ -52,6 +52,8 @@ __all__ = [
 ]
 
 INITS = ("linear", "density", "random")
+VALUE_DTYPES = ("float32", "float16")
+FLOAT16_MAX = 65504.0
 
 
 def init_centroids(w: torch.Tensor, k: int, method: str = "linear", seed: int = 0) -> torch.Tensor:
@@ -207,6 +209,9 @@ class ShareConfig:
     8 and 5); layer_bits overrides per layer name. init: linear | density | random. finetune:
     TrainConfig for centroid fine-tuning (None = none). lr of SGD applies to the summed gradient.
     layers: names of the layers to share (None = every Linear/Conv2d); the others stay FP32.
+    value_dtype: precision of the shared layers' centroids and biases once fine-tuned: "float32", or
+    "float16" (each rounded to the nearest float16, so the Deep Compression file stores them in half
+    the bytes; the reported accuracy is that of the rounded model).
     """
 
     conv_bits: int = 8
@@ -217,6 +222,7 @@ class ShareConfig:
     seed: int = 0
     finetune: TrainConfig | None = None
     layers: tuple | None = None
+    value_dtype: str = "float32"
 
     def __post_init__(self) -> None:
         owner = "ShareConfig"
@@ -230,6 +236,7 @@ class ShareConfig:
         check_seed(owner, "seed", self.seed)
         check_config(owner, "finetune", self.finetune, TrainConfig, optional=True)
         check_names(owner, "layers", self.layers, allow_empty=True)
+        check_choice(owner, "value_dtype", self.value_dtype, VALUE_DTYPES)
 
     def bits_for(self, name: str, layer: nn.Module) -> int:
         if self.layer_bits and name in self.layer_bits:
@@ -241,7 +248,8 @@ class ShareConfig:
 class SharingReport(Report):
     """Report of apply_sharing. accuracy_shared: percent right after k-means, before fine-tuning;
     codebooks: each layer's centroids (not in to_dict). Stored bytes: b-bit cluster index per
-    non-zero weight + a 32-bit codebook entry per cluster + FP32 biases and unshared layers (where
+    non-zero weight + a codebook entry per cluster and the shared layers' biases at value_dtype
+    (32 or 16 bits) + FP32 unshared layers (where
     the zeros sit is not counted here: Deep Compression's relative indices store that)."""
 
     accuracy_shared: float | None = None
@@ -315,13 +323,36 @@ def apply_sharing(
                      "weight rmse (fine-tuned)": _rmse(w_shared, orig),
                      "relative error": float(err.norm() / orig[p.mask].norm()) if nz else 0.0})
     untie_weights(model)
+    value_bytes = round_values(model, layers, codebooks, config.value_dtype)
     bits = {name: config.bits_for(name, layer) for name, layer in layers.items()}
-    stored = metrics.model_size(model, bits_per_weight=bits).stored_bytes + sum(4 * len(c) for c in codebooks.values())
+    stored = (metrics.model_size(model, bits_per_weight=bits).stored_bytes
+              + sum(value_bytes * len(c) for c in codebooks.values())
+              - sum((4 - value_bytes) * layer.bias.numel() for layer in layers.values() if layer.bias is not None))
     report = SharingReport(
         config=config, accuracy_before=acc_before, accuracy_shared=acc_shared, accuracy_after=acc(model),
         size_before=size_before, size_after=metrics.model_size(model, stored_bytes=stored),
         seconds=time.perf_counter() - start, layers=rows, codebooks=codebooks)
     return model, report
+
+
+def round_values(model: nn.Module, layers: dict[str, nn.Module], codebooks: dict[str, torch.Tensor],
+                 value_dtype: str) -> int:
+    """Round the weights, biases and `codebooks` of `layers` (modules of `model`) to `value_dtype`
+    in place: w <- fp32(fp16(w)) for float16, nothing for float32. Returns the bytes per value."""
+    if value_dtype == "float32":
+        return 4
+    too_large = {name: float(t.detach().abs().max()) for name, layer in layers.items()
+                 for t in (layer.weight, layer.bias) if t is not None and t.numel() and t.abs().max() > FLOAT16_MAX}
+    if too_large:
+        raise ValueError(f"ShareConfig.value_dtype='float16': layers {too_large} hold values beyond the float16 "
+                         f"range (|v| <= {FLOAT16_MAX}); use value_dtype='float32'")
+    with torch.no_grad():
+        for name, layer in layers.items():
+            layer.weight.copy_(layer.weight.half().float())
+            if layer.bias is not None:
+                layer.bias.copy_(layer.bias.half().float())
+            codebooks[name] = codebooks[name].half().float()
+    return 2
 
 
 def _rmse(shared: torch.Tensor, original: torch.Tensor) -> float:

@@ -129,11 +129,14 @@ def stage_bars(stages: Sequence[Mapping]) -> Figure:
 # ---- panels ----
 
 def sharing_view(pruned: nn.Module, data: Dataset, conv_bits: int, fc_bits: int, init: str,
-                 layer: str | None = None, conv_index_bits: int = 8, fc_index_bits: int = 5):
-    """The widget callback: share `pruned` with these bits and init (k-means only, no fine-tuning);
-    the histogram of one layer with its centroids, and the file size and accuracy it gives."""
+                 layer: str | None = None, conv_index_bits: int = 8, fc_index_bits: int = 5,
+                 value_dtype: str = "float32"):
+    """The widget callback: share `pruned` with these bits and init (k-means only, no fine-tuning;
+    centroids and biases stored at `value_dtype`); the histogram of one layer with its centroids,
+    and the file size and accuracy it gives."""
 
-    config = DeepCompressionConfig(share=ShareConfig(conv_bits=conv_bits, fc_bits=fc_bits, init=init, iters=20),
+    config = DeepCompressionConfig(share=ShareConfig(conv_bits=conv_bits, fc_bits=fc_bits, init=init, iters=20,
+                                                     value_dtype=value_dtype),
                                    encode=EncodeConfig(conv_index_bits=conv_index_bits, fc_index_bits=fc_index_bits))
     shared, _ = apply_sharing(pruned, config.share)
     layers = prunable_layers(shared)
