@@ -64,9 +64,10 @@ def run_06(model_name: str, seed: int) -> dict:
     baseline = profiles.baseline_for(model_name, run, epochs={"lenet300": 15, "lenet5": 8}[model_name])
     rates = {"lenet300": {"fc1": 0.92, "fc2": 0.91, "fc3": 0.74},
              "lenet5": {"conv1": 0.34, "conv2": 0.88, "fc1": 0.92, "fc2": 0.81}}[model_name]
-    prune_finetune = training.TrainConfig(epochs={"lenet300": 6, "lenet5": 3}[model_name],
+    prune_finetune = training.TrainConfig(epochs={"lenet300": 10, "lenet5": 3}[model_name],
                                           lr={"lenet300": 0.1, "lenet5": 0.05}[model_name],
-                                          lr_schedule="cosine", weight_decay=1e-4, seed=seed + 1)
+                                          lr_schedule="cosine", weight_decay=1e-4, seed=seed + 1,
+                                          input_jitter={"lenet300": 1, "lenet5": 0}[model_name])
     share_finetune = training.TrainConfig(epochs=2, lr=1e-3, lr_schedule="cosine", seed=seed + 2)
     config = dc.DeepCompressionConfig(
         prune=pruning.PruneConfig(scope="layer", layer_sparsity=rates, schedule="iterative", iterations=5,
