@@ -50,3 +50,23 @@ def test_cpu_features_reads_flags(tmp_path):
     info.write_text("model name\t: Test CPU\nflags\t\t: fpu avx2 avx512f avx512_vnni avx512_bf16\n")
     f = deploy.cpu_features(info)
     assert f["model"] == "Test CPU" and f["vnni"] and f["bf16"] and f["avx512"] and not f["amx"]
+
+
+def test_native_stderr_is_held_back_and_shown_on_failure(capfd):
+    import os
+    import sys
+
+    from compresslab.deploy.base import native_stderr_captured
+
+    with native_stderr_captured():
+        os.write(2, b"threadpool.cpp: Resetting threadpool to 2 threads.\n")  # what C++ code does
+        sys.stderr.write("cpuinfo_utils.cpp: Reading file\n")  # what bindings that print through Python do
+    os.write(2, b"after\n")
+    assert capfd.readouterr().err == "after\n"  # held back, and descriptor 2 restored afterwards
+    with pytest.raises(RuntimeError, match="load failed"):
+        with native_stderr_captured():
+            os.write(2, b"runtime: program header is invalid\n")
+            sys.stderr.write("bindings: method forward not found\n")
+            raise RuntimeError("load failed")
+    err = capfd.readouterr().err
+    assert "program header is invalid" in err and "forward not found" in err  # a failure keeps the reason

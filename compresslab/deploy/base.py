@@ -231,6 +231,38 @@ def missing_message(runtime: str, install: str, detail: str = "") -> str:
 
 
 @contextlib.contextmanager
+def native_stderr_captured() -> Iterator[None]:
+    """Hold back a runtime's log lines on stderr: those its bindings write through Python's
+    sys.stderr and those native code writes straight to file descriptor 2. The text is dropped when
+    the block succeeds and written to stderr when it raises, so a failure keeps the runtime's reason."""
+    import tempfile
+
+    python_side = io.StringIO()
+    try:
+        sys.stderr.flush()
+        saved = os.dup(2)
+    except (OSError, ValueError, AttributeError):  # no usable descriptor 2 (an embedded interpreter)
+        saved = None
+    with tempfile.TemporaryFile() as held:
+        if saved is not None:
+            os.dup2(held.fileno(), 2)
+        try:
+            with contextlib.redirect_stderr(python_side):
+                yield
+        except BaseException:
+            if saved is not None:
+                os.dup2(saved, 2)
+                held.seek(0)
+                sys.stderr.write(held.read(1 << 16).decode(errors="replace"))
+            sys.stderr.write(python_side.getvalue()[-(1 << 16):])
+            raise
+        finally:
+            if saved is not None:
+                os.dup2(saved, 2)
+                os.close(saved)
+
+
+@contextlib.contextmanager
 def quiet(loggers: Sequence[str], stderr: bool = False) -> Iterator[None]:
     """Silence a runtime's chatter while it converts or loads: the named loggers at ERROR, warnings
     ignored, stdout (and with `stderr`, stderr) swallowed; everything restored afterwards."""

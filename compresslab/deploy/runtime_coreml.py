@@ -32,9 +32,9 @@ def _quiet():
 
 def convert(model: nn.Module, example: torch.Tensor, precision: str = "fp32"):
     """An ML program of `model` traced on `example` (fixed shape), computing in float32 or float16."""
-    import coremltools as ct
-
     with _quiet(), torch.no_grad():
+        import coremltools as ct  # its import logs version notices: inside the quiet block
+
         traced = torch.jit.trace(plain_copy(model), example)
         return ct.convert(traced, inputs=[ct.TensorType(name="x", shape=tuple(example.shape))],
                           convert_to="mlprogram", minimum_deployment_target=ct.target.iOS16,
@@ -44,9 +44,9 @@ def convert(model: nn.Module, example: torch.Tensor, precision: str = "fp32"):
 def compress(mlmodel, kind: str, nbits: int = 8, sparsity: float = 0.9):
     """Weight compression of an ML program: kind = "linear8" (8-bit linear quantization per channel),
     "palettize" (k-means lookup table of 2^nbits entries per layer) or "prune" (magnitude, sparse)."""
-    import coremltools.optimize.coreml as cto
-
     with _quiet():
+        import coremltools.optimize.coreml as cto
+
         if kind == "linear8":
             cfg = cto.OptimizationConfig(global_config=cto.OpLinearQuantizerConfig(mode="linear_symmetric"))
             return cto.linear_quantize_weights(mlmodel, cfg)

@@ -19,7 +19,15 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from compresslab.deploy.base import Adapter, Deployed, DeployOptions, plain_copy, quiet, register
+from compresslab.deploy.base import (
+    Adapter,
+    Deployed,
+    DeployOptions,
+    native_stderr_captured,
+    plain_copy,
+    quiet,
+    register,
+)
 
 __all__ = ["ExecuTorchAdapter", "ExecuTorchDeployed", "MAX_BATCH", "set_threads"]
 
@@ -36,18 +44,20 @@ _POOL = {"generation": 0}
 def set_threads(threads: int) -> int:
     """Resize ExecuTorch's (process-wide) thread pool if needed; return the pool's generation
     (incremented by every resize: programs loaded under an older generation must be reloaded)."""
-    from executorch.extension.pybindings import portable_lib
+    with native_stderr_captured():  # the runtime logs its CPU probing and every resize on stderr
+        from executorch.extension.pybindings import portable_lib
 
-    if portable_lib._threadpool_get_thread_count() != threads:
-        portable_lib._unsafe_reset_threadpool(threads)
-        _POOL["generation"] += 1
+        if portable_lib._threadpool_get_thread_count() != threads:
+            portable_lib._unsafe_reset_threadpool(threads)
+            _POOL["generation"] += 1
     return _POOL["generation"]
 
 
 def _load(path: Path):
     from executorch.runtime import Runtime
 
-    return Runtime.get().load_program(str(path)).load_method("forward")
+    with native_stderr_captured():  # the first load logs its CPU probing on stderr
+        return Runtime.get().load_program(str(path)).load_method("forward")
 
 
 @dataclass
@@ -105,7 +115,7 @@ class ExecuTorchAdapter(Adapter):
         workdir.mkdir(parents=True, exist_ok=True)
         model = plain_copy(model)
         example = example[:1].expand(MAX_BATCH, *example.shape[1:]).contiguous()
-        with _quiet():
+        with _quiet(), native_stderr_captured():
             if options.precision == "int8":
                 if calibration is None:
                     raise ValueError("precision='int8' needs calibration images")

@@ -12,10 +12,7 @@ dq(q) = (q - z) * s; a layer computes y = dq(q(x)) @ dq(W_q)^T + b with one scal
 
 from __future__ import annotations
 
-import contextlib
-import io
 import os
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,19 +20,25 @@ import numpy as np
 import torch
 from torch import nn
 
-from compresslab.deploy.base import Adapter, Deployed, DeployOptions, plain_copy, register, to_numpy
+from compresslab.deploy.base import (
+    Adapter,
+    Deployed,
+    DeployOptions,
+    plain_copy,
+    quiet,
+    register,
+    to_numpy,
+)
 
 __all__ = ["OnnxRuntimeAdapter", "OnnxDeployed", "export_onnx", "session", "qdq_layers", "first_layer_model"]
 
 INPUT = "x"
 
 
-@contextlib.contextmanager
 def _silent():
-    """The exporter prints progress lines and warnings about the graph: not about the model."""
-    with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
-        warnings.simplefilter("ignore")
-        yield
+    """The exporter and the quantizer print progress lines, warnings about the graph and advice on
+    the root logger: not about the model."""
+    return quiet(("root", "onnxruntime"))
 
 
 def export_onnx(model: nn.Module, example: torch.Tensor, path: str | os.PathLike) -> Path:
