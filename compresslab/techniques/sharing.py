@@ -298,6 +298,7 @@ def apply_sharing(
             raise ValueError(f"{what} names unknown layers {sorted(unknown)}; choose from {list(layers)}")
     if config.layers is not None:
         layers = {n: m for n, m in layers.items() if n in config.layers}
+    check_value_range(layers, config.value_dtype)  # before any clustering or training
     originals = {}
     for name, layer in layers.items():
         w = layer.weight.detach()
@@ -323,7 +324,7 @@ def apply_sharing(
                      "weight rmse (fine-tuned)": _rmse(w_shared, orig),
                      "relative error": float(err.norm() / orig[p.mask].norm()) if nz else 0.0})
     untie_weights(model)
-    value_bytes = round_values(model, layers, codebooks, config.value_dtype)
+    value_bytes = round_values(layers, codebooks, config.value_dtype)
     bits = {name: config.bits_for(name, layer) for name, layer in layers.items()}
     stored = (metrics.model_size(model, bits_per_weight=bits).stored_bytes
               + sum(value_bytes * len(c) for c in codebooks.values())
@@ -335,17 +336,23 @@ def apply_sharing(
     return model, report
 
 
-def round_values(model: nn.Module, layers: dict[str, nn.Module], codebooks: dict[str, torch.Tensor],
-                 value_dtype: str) -> int:
-    """Round the weights, biases and `codebooks` of `layers` (modules of `model`) to `value_dtype`
-    in place: w <- fp32(fp16(w)) for float16, nothing for float32. Returns the bytes per value."""
+def check_value_range(layers: dict[str, nn.Module], value_dtype: str) -> None:
+    """ValueError naming the layers whose weights or biases lie beyond the range of `value_dtype`."""
     if value_dtype == "float32":
-        return 4
+        return
     too_large = {name: float(t.detach().abs().max()) for name, layer in layers.items()
                  for t in (layer.weight, layer.bias) if t is not None and t.numel() and t.abs().max() > FLOAT16_MAX}
     if too_large:
         raise ValueError(f"ShareConfig.value_dtype='float16': layers {too_large} hold values beyond the float16 "
                          f"range (|v| <= {FLOAT16_MAX}); use value_dtype='float32'")
+
+
+def round_values(layers: dict[str, nn.Module], codebooks: dict[str, torch.Tensor], value_dtype: str) -> int:
+    """Round the weights, biases and `codebooks` of `layers` to `value_dtype` in place:
+    w <- fp32(fp16(w)) for float16, nothing for float32. Returns the bytes per stored value."""
+    if value_dtype == "float32":
+        return 4
+    check_value_range(layers, value_dtype)  # fine-tuning may have moved a value out of range
     with torch.no_grad():
         for name, layer in layers.items():
             layer.weight.copy_(layer.weight.half().float())
