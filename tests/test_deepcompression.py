@@ -235,9 +235,10 @@ def test_float16_codebooks_and_biases_halve_their_bytes_losslessly(shared_model,
         assert torch.equal(v, loaded.state_dict()[k]), k
     magic, version, reserved, meta_len, total = cf._HEAD.unpack_from(half_bytes)
     meta = json.loads(zlib.decompress(half_bytes[cf._HEAD.size:cf._HEAD.size + meta_len]))
-    meta["layers"][1][dc.META_FIELDS.index("value_bytes")] = 3
-    with pytest.raises(ValueError, match="value_bytes"):
-        dc.decode_bytes(_with_meta(half_bytes, zlib.compress(json.dumps(meta).encode()), 3))
+    for bad in (3, 2.0, True):  # not a byte count of the format, a float, a bool
+        meta["layers"][1][dc.META_FIELDS.index("value_bytes")] = bad
+        with pytest.raises(ValueError, match="value_bytes"):
+            dc.decode_bytes(_with_meta(half_bytes, zlib.compress(json.dumps(meta).encode()), 3))
 
 
 def test_damage_behind_a_valid_checksum_is_still_caught(good_bytes):

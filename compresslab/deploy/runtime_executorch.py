@@ -13,6 +13,7 @@ reloads its program whenever the pool changed since it was loaded (warm-up calls
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -44,13 +45,23 @@ _POOL = {"generation": 0}
 def set_threads(threads: int) -> int:
     """Resize ExecuTorch's (process-wide) thread pool if needed; return the pool's generation
     (incremented by every resize: programs loaded under an older generation must be reloaded)."""
-    with native_stderr_captured():  # the runtime logs its CPU probing and every resize on stderr
+    portable_lib = _portable_lib()
+    if portable_lib._threadpool_get_thread_count() != threads:  # on every call: keep this path free of work
+        with native_stderr_captured():  # the runtime logs every resize on stderr
+            portable_lib._unsafe_reset_threadpool(threads)
+        _POOL["generation"] += 1
+    return _POOL["generation"]
+
+
+@functools.cache
+def _portable_lib():
+    """ExecuTorch's runtime bindings, imported once, their thread pool started (which logs its CPU
+    probing on stderr)."""
+    with native_stderr_captured():
         from executorch.extension.pybindings import portable_lib
 
-        if portable_lib._threadpool_get_thread_count() != threads:
-            portable_lib._unsafe_reset_threadpool(threads)
-            _POOL["generation"] += 1
-    return _POOL["generation"]
+        portable_lib._threadpool_get_thread_count()
+    return portable_lib
 
 
 def _load(path: Path):

@@ -227,8 +227,8 @@ def _parse_meta(raw: bytes, version: int) -> dict:
         for key in ("w_bytes", "i_bytes"):
             _int(m, key, 0, MAX_FILE_BYTES)
         _int(m, "bias", 0, MAX_ELEMENTS)
-        if m["value_bytes"] not in VALUE_DTYPES or isinstance(m["value_bytes"], bool):
-            raise ValueError(f"corrupt file: layer {m['name']!r} field value_bytes={str(m['value_bytes'])[:20]} "
+        if _int(m, "value_bytes", min(VALUE_DTYPES), max(VALUE_DTYPES)) not in VALUE_DTYPES:
+            raise ValueError(f"corrupt file: layer {m['name']!r} field value_bytes={m['value_bytes']} "
                              f"is not one of {sorted(VALUE_DTYPES)}")
         _int(m, "w_table", -k, k)
         _int(m, "i_table", -(1 << ib), 1 << ib)
