@@ -174,3 +174,34 @@ def test_weight_bytes_counts_int8_constants():
 def test_bad_deploy_config(kwargs, field):
     with pytest.raises((ValueError, TypeError), match=field):
         deploy.DeployConfig(**kwargs)
+
+
+
+@pytest.mark.parametrize("weights", [torch.channels_last, torch.contiguous_format])
+def test_eager_is_nchw_and_channels_last_is_nhwc_whatever_the_weights_arrive_in(trained, built, weights, monkeypatch):
+    """'fp32 eager' computes with NCHW weights, 'fp32 channels_last' with NHWC ones, for a model
+    trained here (channels_last weights) and for the same model with NCHW weights alike."""
+    import copy
+
+    from compresslab.deploy import pt2e
+
+    int8, _ = built
+    model = copy.deepcopy(trained).to(memory_format=weights)
+    seen: dict[str, set] = {}
+    current = []
+    model.conv1.register_forward_hook(lambda m, i, o: seen.setdefault(current[0], set()).add(
+        m.weight.stride(1) == 1))  # channels innermost
+
+    def capture(variants, batch_sizes, shape, rounds, repeats, threads, baseline):
+        for label, (fn, cl) in variants.items():
+            if label.startswith("fp32") and label != "fp32 compiled":
+                current[:] = [label]
+                x = torch.randn(2, *shape)
+                fn(x.contiguous(memory_format=torch.channels_last) if cl else x)
+        raise StopIteration
+
+    monkeypatch.setattr(pt2e, "benchmark", capture)
+    config = deploy.DeployConfig(batch_sizes=(BATCH,), calibration_size=64, compile=False)
+    with pytest.raises(StopIteration):
+        pt2e._time_variants(model, int8, config, (1, 28, 28))
+    assert seen == {"fp32 eager": {False}, "fp32 channels_last": {True}}, seen

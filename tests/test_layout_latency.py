@@ -80,3 +80,32 @@ def test_no_ratio_of_a_zero_time():
     assert table.speedup("half", 1) == pytest.approx(2.0) and math.isnan(table.speedup("fast", 1))
     rows = table.table()
     assert list(rows["p10 ms"]) == [1.5, 0.0, 0.8] and list(rows["threads"]) == [1, 1, 1]
+
+
+class _StrideSpy(torch.nn.Module):
+    """A conv layer that records, per call, whether its weight and its input are channels-innermost."""
+
+    calls: list = []  # class attribute: shared with the copies the harness may time
+
+    def __init__(self):
+        super().__init__()
+        self.conv = torch.nn.Conv2d(3, 4, 3)
+
+    def forward(self, x):
+        _StrideSpy.calls.append((self.conv.weight.stride(1) == 1, _is_cl(x)))
+        return self.conv(x)
+
+
+@pytest.mark.parametrize("weights_cl", [False, True])
+@pytest.mark.parametrize("batches_cl", [False, True])
+def test_a_timed_module_computes_with_weights_in_the_batches_layout(weights_cl, batches_cl):
+    """oneDNN's speed follows the weights' layout, so the harness matches it to the batches' (on a copy)."""
+    spy = _StrideSpy()
+    if weights_cl:
+        spy.to(memory_format=torch.channels_last)
+    strides = [tuple(p.stride()) for p in spy.parameters()]
+    _StrideSpy.calls = []
+    metrics.latency(spy, batch_sizes=(2,), input_shape=(3, 6, 6), repeats=2, warmup=1, channels_last=batches_cl)
+    assert _StrideSpy.calls and set(_StrideSpy.calls) == {(batches_cl, batches_cl)}
+    assert [tuple(p.stride()) for p in spy.parameters()] == strides  # the caller's module is not changed
+    assert (metrics.in_layout(spy, batches_cl) is spy) == (weights_cl == batches_cl)  # copied only when needed

@@ -200,6 +200,7 @@ def pretrained(
         entry = _load_cached(path, key, model)
         if entry is not None:
             model.load_state_dict(entry["state_dict"], strict=True)
+            models.prepare_model(model)  # the layout `train` leaves: a cached convnet computes like a fresh one
             model.to(dev).eval()
             return Baseline(model, entry["accuracy"], key, True, entry["train_seconds"], entry["history"])
         model.to(dev)

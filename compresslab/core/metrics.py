@@ -14,7 +14,14 @@ from dataclasses import asdict, dataclass
 import torch
 from torch import nn
 
-from compresslab.core.latency import Latency, SpeedTable, latency, latency_rounds, time_ratio
+from compresslab.core.latency import (
+    Latency,
+    SpeedTable,
+    in_layout,
+    latency,
+    latency_rounds,
+    time_ratio,
+)
 from compresslab.core.models import prunable_layers
 
 __all__ = [
@@ -34,6 +41,7 @@ __all__ = [
     "SpeedTable",
     "time_ratio",
     "latency_rounds",
+    "in_layout",
 ]
 
 
