@@ -6,7 +6,8 @@ combination in a fresh process whose intra-op thread count is set before torch s
 one table per target:
 
 - 01: LeNet-300-100, 92% global iterative pruning (5 rounds); target: accuracy change >= -0.2 points.
-- 06: Deep Compression of LeNet-300-100 (target 40x, error +0.1 points at most) and LeNet-5 (39x), with
+- 06: Deep Compression of LeNet-300-100 (target 40x; the paper's error +0.1 points at most is recorded, not
+  asserted) and LeNet-5 (39x), with
   codebooks and biases stored in FP16 (the notebook's default value_dtype).
 
     OMP_WAIT_POLICY=PASSIVE python benchmarks/bench_margins.py --seeds 0 1 2 --threads 1 2
@@ -27,7 +28,7 @@ import time
 from pathlib import Path
 
 TARGETS = {"01_lenet300": "accuracy change >= -0.2 points",
-           "06_lenet300": "compression >= 40x and error increase <= 0.1 points",
+           "06_lenet300": "compression >= 40x (asserted), error increase <= 0.1 points (recorded)",
            "06_lenet5": "compression >= 39x"}
 
 
