@@ -6,9 +6,9 @@ combination in a fresh process whose intra-op thread count is set before torch s
 one table per target:
 
 - 01: LeNet-300-100, 92% global iterative pruning (5 rounds); target: accuracy change >= -0.2 points.
-- 06: Deep Compression of LeNet-300-100 (target 40x; the paper's error +0.1 points at most is recorded, not
-  asserted) and LeNet-5 (39x), with
-  codebooks and biases stored in FP16 (the notebook's default value_dtype).
+- 06: Deep Compression of LeNet-300-100 (target 40x; the paper's error +0.1 points at most is recorded,
+  not asserted) and LeNet-5 (39x), with codebooks and biases stored in FP16 (the notebook's default
+  value_dtype).
 
     OMP_WAIT_POLICY=PASSIVE python benchmarks/bench_margins.py --seeds 0 1 2 --threads 1 2
 
