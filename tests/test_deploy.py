@@ -176,7 +176,6 @@ def test_bad_deploy_config(kwargs, field):
         deploy.DeployConfig(**kwargs)
 
 
-
 @pytest.mark.parametrize("weights", [torch.channels_last, torch.contiguous_format])
 def test_eager_is_nchw_and_channels_last_is_nhwc_whatever_the_weights_arrive_in(trained, built, weights, monkeypatch):
     """'fp32 eager' computes with NCHW weights, 'fp32 channels_last' with NHWC ones, for a model

@@ -91,8 +91,8 @@ def latency(
     Runs under torch.inference_mode with `threads` intra-op threads (default: current setting).
     Keeps repeating until `min_seconds` have passed, so tiny kernels get enough samples.
     A module is timed with its 4-D weights in the batches' layout (`in_layout`): oneDNN's
-    convolution speed follows the weights' layout (LeNet-5 at batch 256 ran 2.3x slower with NCHW
-    weights than with channels_last ones, whatever the input's layout).
+    convolution speed follows the weights' layout (LeNet-5 at batch 256 ran 2 to 2.3x slower with
+    NCHW weights than with channels_last ones, whatever the input's layout).
     """
     if repeats < 1 or warmup < 0:
         raise ValueError(f"repeats={repeats} must be >= 1 and warmup={warmup} >= 0")
