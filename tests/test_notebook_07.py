@@ -21,6 +21,10 @@ def test_deployment_quick(run_notebook, png_per_cell):
     assert all(isinstance(v, str) and "\n" not in v for v in m["runtimes_missing"].values())
     # the QDQ arithmetic by hand equals ONNX Runtime's first layer
     assert m["qdq_first_layer_gap"] is not None and m["qdq_first_layer_gap"] < 1e-3
+    # what a CPU without VNNI's saturating kernel computes, by hand; measured there too
+    assert m["qdq_saturated_gap"] is not None and m["qdq_saturated_gap"] >= 0
+    no_vnni = m["cpu"]["avx2"] and not m["cpu"]["vnni"]
+    assert (m["qdq_fast_kernel_gap"] is not None) == bool(no_vnni)
     # every FP32 export reproduces PyTorch's logits; every row was scored and timed
     assert m["max_fp32_logit_diff"] < 1e-4
     rows = m["table"]

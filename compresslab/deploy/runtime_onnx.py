@@ -6,8 +6,14 @@ into integer kernels; int8_dynamic = int8 weights, activations quantized per bat
 (ConvInteger on conv nets: slower than FP32 there); fp16 = float16 weights (half the file; ORT's
 CPU optimizer casts back to float32, so it runs at FP32 speed).
 
-The QDQ arithmetic (what `qdq_layers` reads back from a file): q(x) = clamp(round(x / s) + z, -128, 127),
-dq(q) = (q - z) * s; a layer computes y = dq(q(x)) @ dq(W_q)^T + b with one scale per output channel.
+The QDQ arithmetic (what `onnx_qdq` reads back from a file and computes by hand): q(x) = clamp(round(x / s)
++ z, -128, 127), dq(q) = (q - z) * s; a layer computes y = dq(q(x)) @ dq(W_q)^T + b with one scale per
+output channel.
+
+Exact INT8 on every x86 CPU: ORT's fast U8S8 kernels sum pairs of int8 products in saturating 16-bit
+arithmetic on CPUs without VNNI (AVX2, AVX-512 without VNNI), so a layer's output can be off by whole
+units there. `session` then sets ORT's `session.x64quantprecision` (U8U8 kernels, exact, slower); with
+VNNI the fast kernels are already exact and are kept.
 """
 
 from __future__ import annotations
@@ -29,8 +35,9 @@ from compresslab.deploy.base import (
     register,
     to_numpy,
 )
+from compresslab.deploy.bench import cpu_features
 
-__all__ = ["OnnxRuntimeAdapter", "OnnxDeployed", "export_onnx", "session", "qdq_layers", "first_layer_model"]
+__all__ = ["OnnxRuntimeAdapter", "OnnxDeployed", "export_onnx", "session", "needs_exact_int8"]
 
 INPUT = "x"
 
@@ -52,8 +59,15 @@ def export_onnx(model: nn.Module, example: torch.Tensor, path: str | os.PathLike
     return path
 
 
-def session(path: str | os.PathLike, threads: int):
-    """An ORT CPU session with `threads` intra-op threads and 1 inter-op thread, all graph optimizations."""
+def needs_exact_int8(cpu: dict | None = None) -> bool:
+    """True on an x86 CPU without VNNI (`bench.cpu_features()`), where ORT's U8S8 kernels saturate."""
+    cpu = cpu_features() if cpu is None else cpu
+    return bool(cpu["avx2"] and not cpu["vnni"])
+
+
+def session(path: str | os.PathLike, threads: int, exact_int8: bool | None = None):
+    """An ORT CPU session with `threads` intra-op threads and 1 inter-op thread, all graph optimizations.
+    exact_int8: use ORT's U8U8 kernels (no 16-bit saturation); None decides by `needs_exact_int8()`."""
     import onnxruntime as ort
 
     opts = ort.SessionOptions()
@@ -61,6 +75,8 @@ def session(path: str | os.PathLike, threads: int):
     opts.inter_op_num_threads = 1
     opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     opts.log_severity_level = 3
+    if needs_exact_int8() if exact_int8 is None else exact_int8:
+        opts.add_session_config_entry("session.x64quantprecision", "1")
     return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
 
 
@@ -134,66 +150,8 @@ class OnnxRuntimeAdapter(Adapter):
             with _silent():
                 onnx.save(float16.convert_float_to_float16(onnx.load(str(fp32)), keep_io_types=True), str(path))
             notes.append("float16 weights; the CPU kernels compute in float32")
+        if options.precision.startswith("int8") and needs_exact_int8():
+            notes.append("U8U8 kernels (session.x64quantprecision): this CPU has no VNNI, where the fast "
+                         "U8S8 kernels saturate 16-bit sums")
         return OnnxDeployed(self.name, options.precision, path, options.threads, options, notes,
                             session=session(path, options.threads))
-
-
-def qdq_layers(path: str | os.PathLike) -> list[dict]:
-    """For each Gemm/MatMul/Conv of a QDQ file, in graph order: its input's (scale, zero point), its
-    int8 weight with per-channel scales and zero points, its float bias, and the names of its
-    input and output tensors."""
-    import onnx
-    from onnx import numpy_helper
-
-    graph = onnx.load(str(path)).graph
-    init = {t.name: numpy_helper.to_array(t) for t in graph.initializer}
-    producer = {out: node for node in graph.node for out in node.output}
-
-    def dq_params(tensor: str):
-        node = producer.get(tensor)
-        if node is None or node.op_type != "DequantizeLinear":
-            return None
-        value = init.get(node.input[0])
-        if value is None:  # an activation: DQ(Q(x)), read the Q's input
-            q = producer[node.input[0]]
-            value = q.input[0]
-        return {"value": value, "scale": init[node.input[1]], "zero_point": init[node.input[2]]}
-
-    layers = []
-    for node in graph.node:
-        if node.op_type not in ("Gemm", "MatMul", "Conv"):
-            continue
-        x, w = dq_params(node.input[0]), dq_params(node.input[1])
-        if x is None or w is None:
-            continue
-        bias = _bias(node.input[2], init, dq_params) if len(node.input) > 2 else None
-        layers.append({"op": node.op_type, "input": x["value"], "output": node.output[0],
-                       "input_scale": float(x["scale"]), "input_zero_point": int(x["zero_point"]),
-                       "weight_q": w["value"], "weight_scale": np.asarray(w["scale"]),
-                       "weight_zero_point": np.asarray(w["zero_point"]),
-                       "bias": bias, "trans_b": any(
-                           a.name == "transB" and a.i == 1 for a in node.attribute)})
-    return layers
-
-
-def _bias(name: str, init: dict, dq_params) -> np.ndarray | None:
-    """A float bias, or an int32 one behind a DequantizeLinear: (q - z) * s."""
-    if name in init:
-        return init[name]
-    dq = dq_params(name)
-    if dq is None or isinstance(dq["value"], str):
-        return None
-    return (dq["value"].astype(np.float64) - dq["zero_point"]) * dq["scale"]
-
-
-def first_layer_model(path: str | os.PathLike, out_path: str | os.PathLike) -> Path:
-    """The sub-graph of a QDQ file from its input to the first quantized layer's float output
-    (before any activation), written to `out_path`: what ORT computes for one layer, to check by hand."""
-    import onnx
-
-    layer = qdq_layers(path)[0]
-    model = onnx.load(str(path))
-    extractor = onnx.utils.Extractor(model)
-    sub = extractor.extract_model([model.graph.input[0].name], [layer["output"]])
-    onnx.save(sub, str(out_path))
-    return Path(out_path)
