@@ -60,19 +60,19 @@ def test_every_notebook_parameter_is_declared_and_its_default_allowed():
 
 
 def test_declarations_reject_what_they_should():
-    spec = params.SPECS["06_deep_compression"]
+    spec = params.spec_for("06_deep_compression")
     spec["layer_sparsity"].check("nb", "layer_sparsity", None)
     spec["layer_sparsity"].check("nb", "layer_sparsity", {"fc1": 0.9})
     with pytest.raises(ValueError, match=r"nb.layer_sparsity\['fc1'\]=1.0"):
         spec["layer_sparsity"].check("nb", "layer_sparsity", {"fc1": 1.0})
     with pytest.raises(TypeError, match="nb.conv_bits"):
         spec["conv_bits"].check("nb", "conv_bits", "8")
-    ints = params.SPECS["03_ptq_vs_qat"]["bit_widths"]
+    ints = params.spec_for("03_ptq_vs_qat")["bit_widths"]
     with pytest.raises(ValueError, match=r"bit_widths\[1\]=1"):
         ints.check("nb", "bit_widths", [8, 1])
     with pytest.raises(ValueError, match="non-empty"):
         ints.check("nb", "bit_widths", [])
-    folder = params.SPECS["08_pareto_frontier"]["results_dir"]  # a text parameter: any string, "" for none
+    folder = params.spec_for("08_pareto_frontier")["results_dir"]  # a text parameter: any string, "" for none
     folder.check("nb", "results_dir", "")
     folder.check("nb", "results_dir", "sweeps/08")
     with pytest.raises(TypeError, match="nb.results_dir=3 must be a str"):

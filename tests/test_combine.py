@@ -11,7 +11,7 @@ from compresslab.core import energy, results
 from compresslab.core.models import mlp
 from compresslab.core.training import TrainConfig, evaluate
 from compresslab.techniques import packedfile
-from compresslab.techniques.distillation import DistillConfig
+from compresslab.techniques.distillation import DistillConfig, DistillStep
 from compresslab.techniques.lowbit import LowBitConfig
 from compresslab.techniques.lowrank import LowRankConfig
 from compresslab.techniques.pruning import PruneConfig
@@ -32,7 +32,7 @@ def teacher(tiny_data):
 
 def test_recipe_chains_the_verbs(tiny_data, teacher):
     recipe = combine.Recipe("distill -> prune -> ternary", (
-        combine.Step("distill", combine.DistillStep(student_kwargs={"hidden": (16,)}, config=DistillConfig(train=FT))),
+        combine.Step("distill", DistillStep(student_kwargs={"hidden": (16,)}, config=DistillConfig(train=FT))),
         combine.Step("prune", PruneConfig(sparsity=0.5, scope="global", finetune=FT)),
         combine.Step("lowbit", LowBitConfig(kind="ternary", finetune=FT), teacher_temperature=4.0),
     ), precision="ternary", family="combination")
@@ -121,7 +121,7 @@ def test_recipe_validation():
         combine.Step("quantum", None)
     with pytest.raises(TypeError, match="Step.config=.* must be a PruneConfig"):
         combine.Step("prune", LowRankConfig(rank=2))
-    with pytest.raises(ValueError, match="teacher_temperature is for a lowbit step"):
+    with pytest.raises(ValueError, match=r"teacher_temperature is for a step of \['lowbit'\], not 'prune'"):
         combine.Step("prune", PruneConfig(), teacher_temperature=2.0)
     with pytest.raises(ValueError, match="Recipe.family='mixed'"):
         combine.Recipe("x", family="mixed")

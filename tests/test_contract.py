@@ -10,6 +10,7 @@ its sizes from the ledger, its plot point, its JSON round trip and its recording
 
 from __future__ import annotations
 
+import copy
 import inspect
 import json
 import subprocess
@@ -20,60 +21,29 @@ import pytest
 import torch
 from torch import nn
 
-from compresslab.core import models, results
+from compresslab.core import results
 from compresslab.core.metrics import Size
 from compresslab.core.report import Report
-from compresslab.core.training import TrainConfig, train
-from compresslab.deploy import pt2e
-from compresslab.techniques import deepcompression as dc
-from compresslab.techniques import (
-    distillation,
-    groupquant,
-    lottery,
-    lowbit,
-    lowrank,
-    pruning,
-    quantization,
-    sharing,
-    smoothquant,
-    wanda,
-)
+from compresslab.techniques import registry
 
-TINY = TrainConfig(epochs=1, batch_size=64, lr=0.05)
-
-
-def _mlp(seed: int = 0, hidden: tuple[int, ...] = (32,)) -> nn.Module:
-    torch.manual_seed(seed)
-    return models.create("mlp", hidden=hidden)
+TINY = registry.TINY_TRAIN
 
 
 def _cases() -> dict:
-    """name -> (verb, model factory, config, technique keywords)."""
-    return {
-        "pruning": (pruning.apply_pruning, _mlp, pruning.PruneConfig(sparsity=0.8, finetune=TINY), {}),
-        "lottery": (lottery.apply_lottery, _mlp,
-                    lottery.LotteryConfig(levels=1, train=TrainConfig(epochs=1, batch_size=64, lr=0.05, eval_every=2),
-                                          branches=("ticket",)), {}),
-        "ptq": (quantization.apply_ptq, _mlp, quantization.QuantConfig(calibration_size=64), {}),
-        "qat": (quantization.apply_qat, _mlp,
-                quantization.QATConfig(quant=quantization.QuantConfig(weight_bits=4, act_bits=4, calibration_size=64),
-                                       finetune=TINY), {}),
-        "distillation": (distillation.apply_distillation, lambda: _mlp(1, (8,)),
-                         distillation.DistillConfig(train=TINY), {"teacher": _mlp(2, (32,))}),
-        "lowrank": (lowrank.apply_lowrank, _mlp, lowrank.LowRankConfig(rank=4, layers=("fc1",), finetune=TINY), {}),
-        "sharing": (sharing.apply_sharing, _mlp, sharing.ShareConfig(fc_bits=3, finetune=TINY), {}),
-        "lowbit": (lowbit.apply_lowbit, _mlp, lowbit.LowBitConfig(kind="ternary", finetune=TINY), {}),
-        "deep_compression": (dc.apply_deep_compression, _mlp,
-                             dc.DeepCompressionConfig(prune=pruning.PruneConfig(sparsity=0.8, scope="layer",
-                                                                                  schedule="iterative", iterations=1),
-                                                      share=sharing.ShareConfig(fc_bits=3)), {}),
-        "groupquant": (groupquant.apply_groupquant, _mlp,
-                       groupquant.GroupQuantConfig(bits=4, group_size=16, method="gptq", calibration=64), {}),
-        "smoothquant": (smoothquant.apply_smoothquant, _mlp, smoothquant.SmoothQuantConfig(calibration=64), {}),
-        "wanda": (wanda.apply_wanda, _mlp, wanda.WandaConfig(sparsity=0.5, calibration=64), {}),
-        "int8": (pt2e.apply_int8, _mlp,
-                 pt2e.DeployConfig(batch_sizes=(32,), calibration_size=64, compile=False, benchmark=False), {}),
-    }
+    """name -> (verb, model factory, config, technique keywords), from each registered technique's
+    example (the example is built once, so the config object is the same in every test)."""
+    cases = {}
+    for name, technique in registry.techniques().items():
+        model, config, extra = technique.example()
+        state = {k: v.clone() for k, v in model.state_dict().items()}
+
+        def make(model=model, state=state):
+            fresh = copy.deepcopy(model)
+            fresh.load_state_dict(state)
+            return fresh
+
+        cases[name] = (technique.apply, make, config, extra)
+    return cases
 
 
 CASES = _cases()
@@ -92,8 +62,6 @@ def outcomes(tiny):
     out = {}
     for name, (verb, make, config, extra) in CASES.items():
         model = make()
-        if name == "int8":
-            train(model, tiny, TINY, progress=False)
         before = {k: v.clone() for k, v in model.state_dict().items()}
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # torch.export chatter, uncompiled INT8 warning
@@ -115,6 +83,36 @@ def test_every_apply_verb_in_the_package_is_covered():
             found |= {n for n, f in vars(module).items()
                       if n.startswith("apply_") and callable(f) and f.__module__ == module.__name__}
     assert found - {"apply_structured_masks"} == {case[0].__name__ for case in CASES.values()}
+
+
+def test_registry_refuses_clashes_and_bad_entries():
+    pruning = registry.techniques()["pruning"]
+    with pytest.raises(ValueError, match="clashes with 'pruning': same verb"):
+        registry.register(registry.Technique(name="other", apply=pruning.apply, config=pruning.config,
+                                             example=pruning.example, verb="prune"))
+    with pytest.raises(ValueError, match="notebook and params go together"):
+        registry.Technique(name="x", apply=pruning.apply, config=pruning.config, example=pruning.example,
+                           notebook="10_x")
+    with pytest.raises(ValueError, match="apply_<technique>"):
+        registry.Technique(name="x", apply=len, config=pruning.config, example=pruning.example)
+    assert "other" not in registry.techniques()
+
+
+def test_derived_lists_come_from_the_registry():
+    """Verbs, notebook parameters and exercise references are the registered ones, nothing else."""
+    from compresslab.combine import recipes
+    from compresslab.exercises import checks
+    from compresslab.running import params
+
+    known = registry.techniques()
+    assert set(registry.verbs()) == {t.verb for t in known.values() if t.verb}
+    with pytest.raises(ValueError, match="verb"):
+        recipes.Step("no_such_verb", None)
+    for t in known.values():
+        if t.notebook:
+            assert params.spec_for(t.notebook) == dict(t.params)
+        for name, fn in t.references.items():
+            assert checks.REFERENCES[name] is fn
 
 
 @pytest.mark.parametrize("name", list(CASES))

@@ -9,6 +9,7 @@ from torch import nn
 
 from compresslab.core.training import TrainConfig
 from compresslab.techniques import quantization as Q
+from compresslab.techniques.quantlayers import FakeQuantize, quant_layers
 
 
 def _gen(seed=0):
@@ -246,7 +247,7 @@ def _lenet():
 def test_insert_fake_quant_keeps_names_and_parameters():
     model = _lenet()
     q = Q.insert_fake_quant(copy.deepcopy(model), Q.QuantConfig())
-    assert list(Q.quant_layers(q)) == ["conv1", "conv2", "fc1", "fc2"]
+    assert list(quant_layers(q)) == ["conv1", "conv2", "fc1", "fc2"]
     assert isinstance(q.conv1, nn.Conv2d) and isinstance(q.fc1, nn.Linear)
     assert torch.equal(q.conv1.weight, model.conv1.weight)
     assert sum(p.numel() for p in q.parameters()) == sum(p.numel() for p in model.parameters())
@@ -271,7 +272,7 @@ def test_ptq_8bit_close_to_float_and_report(tiny_data):
     assert report.to_dict()["config"]["weight_bits"] == 8
     assert "conv1" in report._repr_html_()
     # the original model is untouched
-    assert not Q.quant_layers(model)
+    assert not quant_layers(model)
 
 
 def test_ptq_sqnr_falls_with_bits(tiny_data):
@@ -361,7 +362,7 @@ def test_widget_render_and_plots(tiny_data):
 
 def test_dynamic_range_keeps_the_calibrated_clipping_ratio():
     w = torch.randn(4, 200, generator=_gen(13))
-    fq = Q.FakeQuantize(4, "symmetric", "percentile", axis=0, percentile=99.0)
+    fq = FakeQuantize(4, "symmetric", "percentile", axis=0, percentile=99.0)
     fq.observer.update(w)
     fq.set_range_from_observer()
     hi = fq.hi.clone()

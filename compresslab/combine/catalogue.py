@@ -1,6 +1,7 @@
 """The Pareto notebook's grid of recipes: the precision ladder, single techniques, and combinations.
 
-`catalogue(arch, ...)` returns the recipes in that order. Fine-tuning lengths scale with `epochs`
+`catalogue(arch, ...)` returns the recipes in that order, then those the registered techniques add
+(`Technique.frontier`, in registration order). Fine-tuning lengths scale with `epochs`
 (the notebook passes a small value in the quick profile). INT8 chains use structured pruning or
 low rank where the runtime should gain speed (a dense INT8 kernel multiplies zeros like anything
 else), and unstructured pruning with sparse storage where the file should shrink.
@@ -8,18 +9,19 @@ else), and unstructured pruning with sparse storage where the file should shrink
 
 from __future__ import annotations
 
-from compresslab.combine.recipes import DistillStep, Recipe, Step
+from compresslab.combine.recipes import Recipe, Step
 from compresslab.core.training import TrainConfig
 from compresslab.core.validate import check_choice, check_float, check_int, check_seed
 from compresslab.techniques import deepcompression as dc
-from compresslab.techniques.distillation import DistillConfig
+from compresslab.techniques.distillation import DistillConfig, DistillStep
 from compresslab.techniques.lowbit import LowBitConfig
 from compresslab.techniques.lowrank import LowRankConfig
 from compresslab.techniques.pruning import PruneConfig
 from compresslab.techniques.quantization import QATConfig, QuantConfig
+from compresslab.techniques.registry import techniques
 from compresslab.techniques.sharing import ShareConfig
 
-__all__ = ["PAPER_RATES", "catalogue"]
+__all__ = ["PAPER_RATES", "catalogue", "registered_recipes"]
 
 # Han et al.'s per-layer pruning rates (Deep Compression, Tables 2 and 3)
 PAPER_RATES = {"lenet300": {"fc1": 0.92, "fc2": 0.91, "fc3": 0.74},
@@ -62,7 +64,7 @@ def catalogue(arch: str = "lenet300", epochs: float = 2.0, sparsity: float = 0.9
         share=ShareConfig(conv_bits=8, fc_bits=dc_fc_bits, seed=seed, finetune=ft(0.5, lr=1e-3, offset=2)),
         encode=dc.EncodeConfig(conv_index_bits=5, fc_index_bits=5), distill_temperature=2.0, distill_alpha=0.9))
     tail_prune = Step("prune", PruneConfig(sparsity=0.7, scope="global", schedule="one_shot", finetune=ft()))
-    return [
+    fixed = [
         Recipe("FP32", (), "fp32", "precision"),
         Recipe("BF16", (), "bf16", "precision"),
         Recipe("FP16", (), "fp16", "precision"),
@@ -84,3 +86,15 @@ def catalogue(arch: str = "lenet300", epochs: float = 2.0, sparsity: float = 0.9
         Recipe("ternary + distill", (lowbit("ternary", True),), "ternary", "combination"),
         Recipe("binary + distill", (lowbit("binary", True),), "binary", "combination"),
     ]
+    return fixed + registered_recipes(arch, epochs, seed)
+
+
+def registered_recipes(arch: str, epochs: float, seed: int) -> list[Recipe]:
+    """The recipes the registered techniques put on the frontier (`Technique.frontier`)."""
+    found = []
+    for technique in techniques().values():
+        for entry in technique.frontier(arch, epochs, seed) if technique.frontier else ():
+            steps = tuple(Step(verb, config) for verb, config in entry.get("steps", ()))
+            found.append(Recipe(entry["name"], steps, entry.get("precision", "fp32"), entry.get("family", "single"),
+                                sparse=bool(entry.get("sparse", False))))
+    return found

@@ -181,8 +181,7 @@ class Adapter(ABC):
 
 
 _REGISTRY: dict[str, Callable[[], Adapter]] = {}
-_MODULES = ("runtime_onnx", "runtime_openvino", "runtime_executorch", "runtime_litert",
-            "runtime_coreml", "runtime_tensorrt")
+RUNTIME_PREFIX = "runtime_"  # every module compresslab.deploy.runtime_* holds one adapter
 
 
 def register(cls: type[Adapter]) -> type[Adapter]:
@@ -192,8 +191,13 @@ def register(cls: type[Adapter]) -> type[Adapter]:
 
 
 def _load_modules() -> None:
-    for mod in _MODULES:
-        importlib.import_module(f"compresslab.deploy.{mod}")
+    """Import every runtime_* module of this package, so each registers its adapter."""
+    import pkgutil
+
+    package = importlib.import_module("compresslab.deploy")
+    for info in pkgutil.iter_modules(package.__path__):
+        if info.name.startswith(RUNTIME_PREFIX):
+            importlib.import_module(f"compresslab.deploy.{info.name}")
 
 
 def adapters() -> dict[str, Adapter]:

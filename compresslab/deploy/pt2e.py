@@ -25,6 +25,7 @@ from torch import nn
 from compresslab.core import metrics, models
 from compresslab.core.data import Dataset, Split
 from compresslab.core.models import is_convnet, to_model_layout
+from compresslab.core.params import DATASET, PROFILE, SEED, Param, choice
 from compresslab.core.report import percent
 from compresslab.core.training import LossFn, TrainConfig, train
 from compresslab.core.validate import (
@@ -36,6 +37,7 @@ from compresslab.core.validate import (
 )
 from compresslab.deploy.report import DeployReport
 from compresslab.techniques.quantization import calibration_inputs
+from compresslab.techniques.registry import Technique, register, tiny_mlp
 
 __all__ = [
     "NOT_COMPILED_WARNING",
@@ -384,3 +386,19 @@ def _no_module(model: nn.Module) -> Callable[[torch.Tensor], torch.Tensor]:
     """Wrap a module as a plain function (metrics.latency would otherwise call .eval() on it)."""
     model.eval()
     return lambda x: model(x)
+
+
+# ----------------------------------------------------------------- registration
+
+register(Technique(
+    name="int8", apply=apply_int8, config=DeployConfig,
+    example=lambda: (tiny_mlp(), DeployConfig(batch_sizes=(32,), calibration_size=64, compile=False, benchmark=False), {}),
+    notebook="07_deployment", params={
+            "profile": PROFILE, "dataset": DATASET,
+            "architectures": Param("choices", choices=("lenet300", "lenet5")),
+            "headline": choice("lenet300", "lenet5"), "compressed_arch": choice("lenet300", "lenet5"),
+            "runtimes": Param("choices", choices=("onnxruntime", "openvino", "executorch", "litert", "coreml", "tensorrt"),
+                              empty_ok=True),
+            "calibration_size": Param("int", 1, 60000), "rounds": Param("int", 1, 1000),
+            "drift_window": Param("int", 10, 10000), "drift_method": choice("ks", "threshold"), "seed": SEED,
+    }))

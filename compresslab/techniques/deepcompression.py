@@ -21,6 +21,7 @@ from torch import nn
 from compresslab.core import metrics
 from compresslab.core.data import Dataset
 from compresslab.core.models import prunable_layers
+from compresslab.core.params import CODE_BITS, DATASET, PROFILE, SEED, WEIGHT, Param, choice
 from compresslab.core.report import Report, percent
 from compresslab.core.training import LossFn, evaluate
 from compresslab.core.validate import (
@@ -50,8 +51,10 @@ from compresslab.techniques.compressedfile import (  # noqa: F401  (re-exported:
 from compresslab.techniques.distillation import (
     distillation_loss_fn,
 )
-from compresslab.techniques.huffman import symbol_counts
+from compresslab.techniques.huffman import codewords, symbol_counts
+from compresslab.techniques.masks import make_permanent
 from compresslab.techniques.pruning import PruneConfig, PruningReport, apply_pruning
+from compresslab.techniques.registry import Technique, register, tiny_mlp
 from compresslab.techniques.sharing import ShareConfig, SharingReport, apply_sharing
 
 __all__ = [
@@ -345,3 +348,30 @@ def stream_statistics(record: LayerRecord) -> dict[str, tuple[np.ndarray, np.nda
     gaps = record.index_code.decode(record.index_stream, record.n_gaps)
     return {f"{record.name}: cluster indices": (symbol_counts(idx, len(record.codebook)), record.weight_code.lengths),
             f"{record.name}: index gaps": (symbol_counts(gaps, 1 << record.index_bits), record.index_code.lengths)}
+
+
+# ----------------------------------------------------------------- registration
+
+def _recipe_step(model: nn.Module, config: DeepCompressionConfig, data: Dataset, context) -> tuple[nn.Module, Report]:
+    """A recipe's deep_compression step: the file written to context.file (if any), masks folded."""
+    if context.file is not None:
+        Path(context.file).parent.mkdir(parents=True, exist_ok=True)
+    loaded, report = apply_deep_compression(model, config, data, progress=context.progress, path=context.file)
+    return make_permanent(loaded), report
+
+
+register(Technique(
+    name="deep_compression", apply=apply_deep_compression, config=DeepCompressionConfig,
+    example=lambda: (tiny_mlp(), DeepCompressionConfig(
+        prune=PruneConfig(sparsity=0.8, scope="layer", schedule="iterative", iterations=1),
+        share=ShareConfig(fc_bits=3)), {}),
+    verb="deep_compression", step=_recipe_step, writes_file=".dcz", notebook="06_deep_compression",
+    params={
+            "profile": PROFILE, "model_name": choice("lenet300", "lenet5"), "dataset": DATASET,
+            "layer_sparsity": Param("fractions", 0, 1, hi_open=True, optional=True),
+            "prune_iterations": Param("int", 1, 100),
+            "distill_temperature": Param("float", 1e-3, 1e4, optional=True), "distill_alpha": WEIGHT,
+            "conv_bits": CODE_BITS, "fc_bits": CODE_BITS, "conv_index_bits": CODE_BITS, "fc_index_bits": CODE_BITS,
+            "init": choice("linear", "density", "random"), "value_dtype": choice("float16", "float32"), "seed": SEED,
+    },
+    references={"huffman_code": codewords, "relative_encode": relative_encode}))

@@ -25,11 +25,21 @@ from torch import nn
 
 from compresslab.core import metrics, models
 from compresslab.core.data import Dataset, Split
+from compresslab.core.params import DATASET, FRACTION, PROFILE, SEED, TEMPERATURE, WEIGHT, Param
 from compresslab.core.report import Report
-from compresslab.core.training import LossFn, TrainConfig, evaluate, train
-from compresslab.core.validate import check_bool, check_config, check_float
+from compresslab.core.training import LossFn, TrainConfig, evaluate, seed_everything, train
+from compresslab.core.validate import (
+    check_bool,
+    check_choice,
+    check_config,
+    check_float,
+    check_instance,
+    check_seed,
+)
+from compresslab.techniques.registry import TINY_TRAIN, Technique, register, tiny_mlp
 
 __all__ = [
+    "DistillStep",
     "soft_targets",
     "entropy",
     "soft_loss",
@@ -314,3 +324,42 @@ def apply_distillation(
         seconds=time.perf_counter() - start, history=history.to_dict(),
     )
     return student, report
+
+
+# ----------------------------------------------------------------- registration
+
+@dataclass(frozen=True)
+class DistillStep:
+    """A student architecture (models.create name and kwargs) and its DistillConfig."""
+
+    student: str = "mlp"
+    student_kwargs: dict = field(default_factory=lambda: {"hidden": (100,)})
+    config: DistillConfig = field(default_factory=DistillConfig)
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        owner = "DistillStep"
+        check_choice(owner, "student", self.student, tuple(models.MODELS))
+        check_instance(owner, "student_kwargs", self.student_kwargs, dict)
+        check_config(owner, "config", self.config, DistillConfig)
+        check_seed(owner, "seed", self.seed)
+
+
+def _recipe_step(model: nn.Module, config: DistillStep, data: Dataset, context) -> tuple[nn.Module, Report]:
+    """A recipe's distill step: a fresh student (seeded) learns from the current model."""
+    seed_everything(config.seed)
+    student = models.create(config.student, **config.student_kwargs)
+    return apply_distillation(student, config.config, data, teacher=model, progress=context.progress)
+
+
+register(Technique(
+    name="distillation", apply=apply_distillation, config=DistillConfig,
+    example=lambda: (tiny_mlp(1, (8,)), DistillConfig(train=TINY_TRAIN), {"teacher": tiny_mlp(2, (32,))}),
+    verb="distill", step=_recipe_step, step_config=DistillStep, notebook="04_knowledge_distillation",
+    params={
+            "profile": PROFILE, "dataset": DATASET, "temperatures": Param("floats", 1e-3, 1e4),
+            "alpha": WEIGHT, "alphas": Param("floats", 0, 1, empty_ok=True), "tiny_hidden": Param("ints", 1, 10000),
+            "teacher_dropout": FRACTION, "teacher_jitter": Param("int", 0, 4), "temperature": TEMPERATURE,
+            "image_index": Param("int", 0, 9999), "seed": SEED,
+    },
+    references={"soft_targets": soft_targets, "kd_loss": kd_loss}))

@@ -31,10 +31,21 @@ from torch import nn
 
 from compresslab.core import metrics
 from compresslab.core.data import Dataset
+from compresslab.core.params import (
+    OPEN_FRACTION,
+    PROFILE,
+    SEED,
+    SHARE,
+    TEMPERATURE,
+    WEIGHT,
+    Param,
+    choice,
+)
 from compresslab.core.report import Report
 from compresslab.core.training import EvalResult, LossFn, evaluate
 from compresslab.core.validate import check_choice, check_float, check_int
 from compresslab.techniques.quantops import choose_qparams, dequantize_affine, quantize_affine
+from compresslab.techniques.registry import Technique, register, tiny_mlp
 
 __all__ = [
     "METHODS",
@@ -345,3 +356,17 @@ def apply_groupquant(
         loss_bits_after=None if after is None else after.loss / ln2,
         file_bytes=stored, seconds=time.perf_counter() - start, layers=rows)
     return model, report
+
+
+# ----------------------------------------------------------------- registration
+
+register(Technique(
+    name="groupquant", apply=apply_groupquant, config=GroupQuantConfig,
+    example=lambda: (tiny_mlp(), GroupQuantConfig(bits=4, group_size=16, method="gptq", calibration=64), {}),
+    notebook="09_language_model", params={
+            "profile": PROFILE, "method": choice("rtn", "gptq"), "bits": choice(8, 4, 3),
+            "group_size": choice(0, 16, 32, 64, 128), "bit_widths": Param("ints", 2, 8),
+            "group_sizes": Param("ints", 0, 128), "calibration": Param("int", 1, 4096), "alpha": WEIGHT,
+            "sparsity": OPEN_FRACTION, "distill_temperature": TEMPERATURE, "distill_alpha": WEIGHT,
+            "lowrank_ratio": SHARE, "sample_bytes": Param("int", 1, 2000), "rounds": Param("int", 1, 1000), "seed": SEED,
+    }))

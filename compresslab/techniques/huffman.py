@@ -31,6 +31,7 @@ __all__ = [
     "HuffmanCode",
     "symbol_counts",
     "huffman_code",
+    "codewords",
 ]
 
 DEFAULT_MAX_LENGTH = 20  # decoding table: 2^20 entries; longer codes are length-limited (package-merge)
@@ -365,3 +366,19 @@ def huffman_code(counts, max_length: int | None = DEFAULT_MAX_LENGTH) -> Huffman
     ('2f80', [0, 0, 1, 3, 2, 0])
     """
     return HuffmanCode.from_counts(counts, max_length)
+
+
+def codewords(counts) -> dict[int, str]:
+    """Each used symbol's canonical Huffman codeword as a string of bits, unlimited length (a single
+    used symbol gets "0").
+
+    >>> codewords([5, 2, 1, 1])
+    {0: '0', 1: '10', 2: '110', 3: '111'}
+    """
+    arr = np.asarray(counts, dtype=np.int64)
+    used = np.flatnonzero(arr)
+    if len(used) == 1:
+        return {int(used[0]): "0"}
+    lengths = huffman_lengths(arr, max_length=None)
+    codes = canonical_codes(lengths)
+    return {int(s): format(int(codes[s]), f"0{int(lengths[s])}b") for s in used}

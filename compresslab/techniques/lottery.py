@@ -37,6 +37,7 @@ from torch import nn
 
 from compresslab.core import metrics
 from compresslab.core.data import Dataset
+from compresslab.core.params import DATASET, EPOCHS, OPEN_FRACTION, PROFILE, SEED, Param, choice
 from compresslab.core.report import Report, transient
 from compresslab.core.training import (
     Callback,
@@ -74,6 +75,7 @@ from compresslab.techniques.imp import (  # noqa: F401  (re-exported: notebooks 
 )
 from compresslab.techniques.masks import SCOPES, set_masks
 from compresslab.techniques.pruning import sparse_size
+from compresslab.techniques.registry import Technique, register, tiny_mlp
 
 __all__ = [
     "BRANCHES",
@@ -383,3 +385,21 @@ def pixel_density(mask: torch.Tensor, image_shape: Sequence[int] = (28, 28)) -> 
     if mask.dim() != 2 or mask.shape[1] != math.prod(image_shape):
         return None
     return mask.float().mean(dim=0).reshape(tuple(image_shape)).numpy()
+
+
+# ----------------------------------------------------------------- registration
+
+register(Technique(
+    name="lottery", apply=apply_lottery, config=LotteryConfig,
+    example=lambda: (tiny_mlp(), LotteryConfig(levels=1, train=TrainConfig(epochs=1, batch_size=64, lr=0.05, eval_every=2),
+                                               branches=("ticket",)), {}),
+    notebook="02_lottery_ticket_rewinding",
+    params={
+            "profile": PROFILE, "model_name": choice("lenet300", "lenet5"), "dataset": DATASET,
+            "levels": Param("int", 1, 60), "fraction": OPEN_FRACTION,
+            "output_fraction": Param("float", 0, 1, lo_open=True, hi_open=True, optional=True),
+            "scope": choice("layer", "global"), "epochs": EPOCHS, "batch_size": Param("int", 1, 60000),
+            "lr": Param("float", 0, 10, lo_open=True), "rewind_step": Param("int", 0, 10**9),
+            "control_every": Param("int", 1, 60), "seed": SEED, "reinit_seed": SEED, "random_mask_seed": SEED,
+    },
+    references={"prune_survivors": prune_survivors, "rewind": rewind, "random_masks_like": random_masks_like}))

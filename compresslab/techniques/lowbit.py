@@ -21,10 +21,21 @@ from torch.nn.utils import parametrize
 from compresslab.core import metrics
 from compresslab.core.data import Dataset
 from compresslab.core.models import prunable_layers
+from compresslab.core.params import (
+    CODE_BITS,
+    DATASET,
+    EPOCHS,
+    FRACTION,
+    PROFILE,
+    SEED,
+    Param,
+    choice,
+)
 from compresslab.core.report import Report, percent
 from compresslab.core.training import LossFn, TrainConfig, accuracy_fn, train
 from compresslab.core.validate import check_choice, check_config, check_float, check_names
 from compresslab.techniques.lowbitops import LOWBIT_KINDS, FakeLowBit, binarize, ternarize
+from compresslab.techniques.registry import TINY_TRAIN, Technique, register, tiny_mlp
 
 __all__ = ["LowBitConfig", "LowBitReport", "bits_per_weight", "lowbit_layers", "bake", "apply_lowbit"]
 
@@ -139,3 +150,31 @@ def apply_lowbit(model: nn.Module, config: LowBitConfig, data: Dataset | None = 
         config=config, kind=config.kind, accuracy_before=percent(before), accuracy_after=percent(after),
         size_before=size_before, size_after=metrics.model_size(model, stored_bytes=stored),
         layers=rows, history=history, seconds=time.perf_counter() - start)
+
+
+# ----------------------------------------------------------------- registration
+
+def _recipe_step(model: nn.Module, config: LowBitConfig, data: Dataset, context) -> tuple[nn.Module, Report]:
+    """A recipe's lowbit step; with context.teacher_temperature set, trained with the distillation
+    loss from the recipe's starting (dense) model."""
+    from compresslab.techniques.distillation import distillation_loss_fn
+
+    loss = None if context.teacher_temperature is None else distillation_loss_fn(
+        context.dense, context.teacher_temperature, context.teacher_alpha)
+    return apply_lowbit(model, config, data, progress=context.progress, loss_fn=loss)
+
+
+register(Technique(
+    name="lowbit", apply=apply_lowbit, config=LowBitConfig,
+    example=lambda: (tiny_mlp(), LowBitConfig(kind="ternary", finetune=TINY_TRAIN), {}),
+    verb="lowbit", step=_recipe_step, teacher=True, notebook="08_pareto_frontier",
+    params={
+            "profile": PROFILE, "dataset": DATASET, "model_name": choice("lenet300", "lenet5"),
+            "runtime": choice("onnxruntime", "openvino"), "finetune_epochs": EPOCHS, "sparsity": FRACTION,
+            "student_hidden": Param("int", 1, 10000), "ternary_ratio": Param("float", 0, 10, lo_open=True),
+            "dc_iterations": Param("int", 1, 100), "dc_fc_bits": CODE_BITS,
+            "sram_kb": Param("float", 0, 10**7, lo_open=True), "rounds": Param("int", 1, 1000),
+            "results_dir": Param("text"), "budget_kb": Param("float", 0, 10**7, lo_open=True),
+            "budget_ms": Param("float", 0, 10**4, lo_open=True), "budget_accuracy": Param("float", 0, 100),
+            "budget_batch": choice(1, 256), "seed": SEED,
+    }))

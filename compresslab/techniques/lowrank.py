@@ -26,6 +26,7 @@ from torch import nn
 from compresslab.core import metrics
 from compresslab.core.data import Dataset
 from compresslab.core.models import prunable_layers
+from compresslab.core.params import DATASET, EPOCHS, PROFILE, SEED, SHARE, choice
 from compresslab.core.report import Report, fmt_percent, percent
 from compresslab.core.training import LossFn, TrainConfig, accuracy_fn, train
 from compresslab.core.validate import (
@@ -37,6 +38,7 @@ from compresslab.core.validate import (
     check_names,
 )
 from compresslab.techniques import tensordecomp
+from compresslab.techniques.registry import TINY_TRAIN, Technique, register, tiny_mlp
 from compresslab.techniques.svd import (  # noqa: F401  (re-exported: notebooks and exercises use lowrank.svd, ...)
     SVD,
     _check_fraction,
@@ -397,3 +399,17 @@ def spectra(model: nn.Module, conv_mode: str = "channel") -> dict[str, torch.Ten
     """Singular values of every Linear/Conv2d layer's matrix, by layer name."""
     return {n: singular_values(layer_matrix(m, conv_mode)) for n, m in prunable_layers(model).items()}
 
+
+# ----------------------------------------------------------------- registration
+
+register(Technique(
+    name="lowrank", apply=apply_lowrank, config=LowRankConfig,
+    example=lambda: (tiny_mlp(), LowRankConfig(rank=4, layers=("fc1",), finetune=TINY_TRAIN), {}),
+    verb="lowrank", notebook="05_svd_factorization",
+    params={
+            "profile": PROFILE, "model_name": choice("mlp1200", "lenet300", "lenet5"), "dataset": DATASET,
+            "param_ratio": SHARE, "scope": choice("model", "layer"), "energy": SHARE,
+            "conv_mode": choice("channel", "spatial"), "finetune_epochs": EPOCHS, "seed": SEED,
+    },
+    references={"svd_factorize": svd_factorize, "rank_for_energy": rank_for_energy,
+                "factorize_linear": factorize_layer}))

@@ -11,12 +11,12 @@ import time
 from dataclasses import dataclass, field
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from compresslab.core import metrics
 from compresslab.core.data import Dataset
 from compresslab.core.models import is_convnet, prepare_input, prunable_layers, to_model_layout
+from compresslab.core.params import DATASET, EPOCHS, PROFILE, QUANT_BITS, SEED, Param, choice
 from compresslab.core.report import Report, percent
 from compresslab.core.training import LossFn, TrainConfig, evaluate, train
 from compresslab.core.validate import (
@@ -26,6 +26,13 @@ from compresslab.core.validate import (
     check_float,
     check_int,
     check_seed,
+)
+from compresslab.techniques.quantlayers import (
+    FakeQuantize,
+    QuantConv2d,
+    QuantLinear,
+    plain_layers,
+    quant_layers,
 )
 from compresslab.techniques.quantops import (  # noqa: F401  (re-exported: notebooks and tests use Q.choose_qparams, ...)
     ACT_GRANULARITIES,
@@ -42,7 +49,6 @@ from compresslab.techniques.quantops import (  # noqa: F401  (re-exported: noteb
     _check_choice,
     _check_grid,
     _check_percentile,
-    _rows,
     choose_qparams,
     dequantize_affine,
     error_split,
@@ -53,15 +59,12 @@ from compresslab.techniques.quantops import (  # noqa: F401  (re-exported: noteb
     quantize_tensor,
     sqnr_db,
 )
+from compresslab.techniques.registry import TINY_TRAIN, Technique, register, tiny_mlp
 
 __all__ = [
-    "FakeQuantize",
-    "QuantLinear",
-    "QuantConv2d",
     "QuantConfig",
     "QATConfig",
     "insert_fake_quant",
-    "quant_layers",
     "calibration_inputs",
     "calibrate",
     "QuantReport",
@@ -71,91 +74,6 @@ __all__ = [
     "apply_ptq",
     "apply_qat",
 ]
-
-# ----------------------------------------------------------------- fake-quant modules
-
-class FakeQuantize(nn.Module):
-    """x -> s (clamp(round(x/s) + z, q_min, q_max) - z) with the straight-through gradient.
-
-    States: `observing` (calibration: record x, pass it through unchanged); otherwise quantize with the
-    range [lo, hi] held in buffers. `dynamic` (weights in QAT): the range follows every input, its
-    min/max times the clipping ratio the observer chose at calibration (1 for min-max), so a percentile
-    or MSE choice carries over at no search cost per step. `momentum` > 0: while training, move
-    [lo, hi] towards each batch's min/max (activations in QAT).
-    """
-
-    def __init__(self, bits: int = 8, scheme: str = "asymmetric", observer: str = "minmax",
-                 axis: int | None = None, percentile: float = 99.99, mse_grid: int = 20, seed: int = 0):
-        super().__init__()
-        self.bits, self.scheme, self.axis = bits, scheme, axis
-        self.qmin, self.qmax = qrange(bits, scheme)
-        self.observer = make_observer(observer, bits, scheme, axis, percentile, mse_grid, seed)
-        self.register_buffer("lo", torch.zeros(()))
-        self.register_buffer("hi", torch.zeros(()))
-        self.register_buffer("clip_lo", torch.ones(()))  # lo / min at calibration
-        self.register_buffer("clip_hi", torch.ones(()))  # hi / max at calibration
-        self.observing = False
-        self.calibrated = False
-        self.dynamic = False
-        self.momentum = 0.0
-
-    def extra_repr(self) -> str:
-        return f"bits={self.bits}, scheme={self.scheme}, axis={self.axis}, observer={type(self.observer).__name__}"
-
-    def set_range_from_observer(self) -> None:
-        """Freeze [lo, hi] at the observer's proposal (and its clipping ratios); free its samples."""
-        lo, hi = self.observer.range()
-        mn, mx = self.observer._squeeze(self.observer.min_val, self.observer.max_val)
-        self.lo, self.hi = lo.clone(), hi.clone()
-        self.clip_lo = torch.where(mn < 0, lo / torch.where(mn < 0, mn, -1.0), 1.0)
-        self.clip_hi = torch.where(mx > 0, hi / torch.where(mx > 0, mx, 1.0), 1.0)
-        self.observer.reset()
-        self.observing, self.calibrated = False, True
-
-    def qparams(self) -> tuple[torch.Tensor, torch.Tensor]:
-        if not self.calibrated:
-            raise RuntimeError("FakeQuantize is not calibrated: run calibration (apply_ptq) first")
-        return choose_qparams(self.lo, self.hi, self.bits, self.scheme)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.observing:
-            self.observer.update(x)
-            return x
-        if self.dynamic:
-            rows = _rows(x, self.axis)
-            mn, mx = rows.amin(1), rows.amax(1)
-            if self.axis is None:
-                mn, mx = mn[0], mx[0]
-            self.lo, self.hi = self.clip_lo * mn, self.clip_hi * mx
-        elif self.training and self.momentum > 0 and self.calibrated:
-            with torch.no_grad():
-                m = self.momentum
-                self.lo = (1 - m) * self.lo + m * x.detach().amin()
-                self.hi = (1 - m) * self.hi + m * x.detach().amax()
-        scale, zp = self.qparams()
-        return fake_quantize(x, scale.to(x.device), zp.to(x.device), self.qmin, self.qmax, self.axis)
-
-
-class QuantLinear(nn.Linear):
-    """nn.Linear computing with fake-quantized input and weight; the bias stays float
-    (a real INT8 kernel keeps it in int32 at scale s_x s_w, which is exact enough)."""
-
-    weight_fake_quant: FakeQuantize
-    input_fake_quant: nn.Module
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.linear(self.input_fake_quant(x), self.weight_fake_quant(self.weight), self.bias)
-
-
-class QuantConv2d(nn.Conv2d):
-    """nn.Conv2d computing with fake-quantized input and weight (bias float, as in QuantLinear)."""
-
-    weight_fake_quant: FakeQuantize
-    input_fake_quant: nn.Module
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self._conv_forward(self.input_fake_quant(x), self.weight_fake_quant(self.weight), self.bias)
-
 
 # ----------------------------------------------------------------- configs
 
@@ -247,10 +165,6 @@ def insert_fake_quant(model: nn.Module, config: QuantConfig) -> nn.Module:
         parent_name, _, child = name.rpartition(".")
         setattr(model.get_submodule(parent_name) if parent_name else model, child, new)
     return model
-
-
-def quant_layers(model: nn.Module) -> dict[str, QuantLinear | QuantConv2d]:
-    return {n: m for n, m in model.named_modules() if isinstance(m, (QuantLinear, QuantConv2d))}
 
 
 def calibration_inputs(data: Dataset, n: int, seed: int = 0) -> torch.Tensor:
@@ -442,3 +356,29 @@ def apply_qat(model: nn.Module, config: QATConfig, data: Dataset, *, inplace: bo
     report.accuracy_ptq = ptq.accuracy_after
     report.history = history.to_dict()
     return model_q, report
+
+
+# ----------------------------------------------------------------- registration
+
+def _qat_step(model: nn.Module, config: QATConfig, data: Dataset, context) -> tuple[nn.Module, Report]:
+    """A recipe's qat step: QAT, then plain layers holding the float weights (`plain_layers`)."""
+    trained, report = apply_qat(model, config, data, progress=context.progress)
+    return plain_layers(trained), report
+
+
+register(Technique(
+    name="ptq", apply=apply_ptq, config=QuantConfig,
+    example=lambda: (tiny_mlp(), QuantConfig(calibration_size=64), {}),
+    notebook="03_ptq_vs_qat", params={
+            "profile": PROFILE, "model_name": choice("lenet5", "small_cnn", "lenet300"), "dataset": DATASET,
+            "bit_widths": Param("ints", 2, 16), "qat_bit_widths": Param("ints", 2, 16), "qat_epochs": EPOCHS,
+            "observer": choice("minmax", "percentile", "mse"), "granularity": choice("per_channel", "per_tensor"),
+            "weight_bits": QUANT_BITS, "act_bits": QUANT_BITS, "calibration_size": Param("int", 1, 60000),
+            "seed": SEED,
+    },
+    references={"choose_qparams": choose_qparams, "quantize_affine": quantize_affine, "fake_quantize": fake_quantize}))
+register(Technique(
+    name="qat", apply=apply_qat, config=QATConfig,
+    example=lambda: (tiny_mlp(), QATConfig(quant=QuantConfig(weight_bits=4, act_bits=4, calibration_size=64),
+                                           finetune=TINY_TRAIN), {}),
+    verb="qat", step=_qat_step))

@@ -20,6 +20,7 @@ import torch
 from compresslab.core.validate import check_bits, check_choice, check_float, check_int, check_tensor
 
 __all__ = [
+    "channel_rows",
     "SCHEMES",
     "GRANULARITIES",
     "ACT_GRANULARITIES",
@@ -181,7 +182,7 @@ def error_split(x: torch.Tensor, lo: float, hi: float, bits: int, scheme: str) -
 
 # ----------------------------------------------------------------- observers
 
-def _rows(x: torch.Tensor, axis: int | None) -> torch.Tensor:
+def channel_rows(x: torch.Tensor, axis: int | None) -> torch.Tensor:
     """x as a (channels, values) matrix: one row per channel along `axis`, or one row in all."""
     x = x.detach().float()
     return x.reshape(1, -1) if axis is None else x.movedim(axis, 0).reshape(x.shape[axis], -1)
@@ -213,7 +214,7 @@ class Observer:
         self._draws = 0
 
     def update(self, x: torch.Tensor) -> None:
-        rows = _rows(x, self.axis)
+        rows = channel_rows(x, self.axis)
         lo, hi = rows.amin(1), rows.amax(1)
         self.min_val = lo if self.min_val is None else torch.minimum(self.min_val, lo)
         self.max_val = hi if self.max_val is None else torch.maximum(self.max_val, hi)

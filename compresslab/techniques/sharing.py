@@ -34,6 +34,7 @@ from compresslab.core.validate import (
     check_tensor,
 )
 from compresslab.techniques.masks import make_permanent
+from compresslab.techniques.registry import TINY_TRAIN, Technique, register, tiny_mlp
 
 __all__ = [
     "INITS",
@@ -372,3 +373,11 @@ def distinct_values(model: nn.Module) -> dict[str, int]:
     """Number of distinct non-zero weight values per Linear/Conv2d layer."""
     return {n: int(torch.unique(w[w != 0]).numel())
             for n, w in ((n, metrics.effective_weight(m)) for n, m in prunable_layers(model).items())}
+
+
+# ----------------------------------------------------------------- registration
+
+register(Technique(
+    name="sharing", apply=apply_sharing, config=ShareConfig,
+    example=lambda: (tiny_mlp(), ShareConfig(fc_bits=3, finetune=TINY_TRAIN), {}),
+    references={"init_centroids": init_centroids}))

@@ -27,6 +27,7 @@ from compresslab.core.training import LossFn, evaluate
 from compresslab.core.validate import check_bool, check_choice, check_float, check_int
 from compresslab.techniques.groupquant import layer_inputs
 from compresslab.techniques.quantops import choose_qparams, dequantize_affine, quantize_affine
+from compresslab.techniques.registry import Technique, register, tiny_mlp
 
 __all__ = [
     "GRANULARITIES",
@@ -199,3 +200,10 @@ def apply_smoothquant(
         accuracy_after=100 * after.accuracy, loss_bits_before=before.loss / ln2, loss_bits_after=after.loss / ln2,
         seconds=time.perf_counter() - start, layers=rows)
     return model, report
+
+
+# ----------------------------------------------------------------- registration
+
+register(Technique(
+    name="smoothquant", apply=apply_smoothquant, config=SmoothQuantConfig,
+    example=lambda: (tiny_mlp(), SmoothQuantConfig(calibration=64), {})))

@@ -27,6 +27,7 @@ from compresslab.core.training import EvalResult, LossFn, evaluate
 from compresslab.core.validate import check_choice, check_float, check_int
 from compresslab.techniques.groupquant import layer_inputs, layerwise_setup
 from compresslab.techniques.masks import magnitude_mask, make_permanent, set_masks
+from compresslab.techniques.registry import Technique, register, tiny_mlp
 
 __all__ = [
     "CRITERIA",
@@ -189,3 +190,10 @@ def apply_wanda(
         loss_bits_after=None if after is None else after.loss / ln2,
         sparsity=zeros / max(total, 1), nm_bytes=nm_bytes, seconds=time.perf_counter() - start, layers=rows)
     return model, report
+
+
+# ----------------------------------------------------------------- registration
+
+register(Technique(
+    name="wanda", apply=apply_wanda, config=WandaConfig,
+    example=lambda: (tiny_mlp(), WandaConfig(sparsity=0.5, calibration=64), {})))

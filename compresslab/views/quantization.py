@@ -170,11 +170,12 @@ def render_quantization(model, split, calibration, layer: str, weight_bits: int,
     from compresslab.core.training import evaluate
     from compresslab.core.validate import check_choice
     from compresslab.techniques import quantization as Q
+    from compresslab.techniques.quantlayers import quant_layers
 
     config = Q.QuantConfig(weight_bits=weight_bits, act_bits=act_bits, weight_granularity=granularity,
                            weight_observer=observer, act_observer=observer, calibration_size=len(calibration))
     quantized, report = Q.apply_ptq(model, config, calibration=calibration)
-    layers = Q.quant_layers(quantized)
+    layers = quant_layers(quantized)
     check_choice("", "layer", layer, tuple(layers))
     fq = layers[layer].weight_fake_quant
     scale, zero_point = fq.qparams()

@@ -29,6 +29,7 @@ from compresslab.techniques import (
 __all__ = [
     "TARGETS",
     "target_setup",
+    "reference_choices",
     "check_pruning_target",
     "check_ticket_target",
     "check_bits_target",
