@@ -64,7 +64,7 @@ def test_build_a_point_from_its_artifact(tiny_data, teacher, tmp_path):
     assert fp32.bytes == fp32.path.stat().st_size and 4 * (784 * 32 + 32 + 330) < fp32.bytes < 4 * 25_800 + 600
     assert pruned.bytes == pruned.path.stat().st_size < fp32.bytes / 5
     # accuracy is the artifact's: the FP32 file reproduces the model; INT8 accuracy comes from the runtime
-    assert fp32.accuracy == pytest.approx(100 * evaluate(teacher, tiny_data.test).accuracy)
+    assert fp32.accuracy == pytest.approx(evaluate(teacher, tiny_data.test).accuracy)
     assert pruned.accuracy == pruned.runtime_accuracy and pruned.deployed.precision == "int8"
     loaded = packedfile.unpack_into(mlp([32]), packedfile.read(pruned.path))
     assert torch.equal(loaded.fc1.weight, pruned.model.fc1.weight)
@@ -98,7 +98,7 @@ def test_wins_at_size_by_hand():
 def test_points_from_recorded_runs(tmp_path):
     results.record("05_svd", {"point_accuracy": 97.5, "point_bytes": 20_000, "point_latency_ms": 0.1}, {"seed": 0},
                    tmp_path / "run0")
-    results.record("06_deep_compression", {"loaded_accuracy": 0.981, "file_bytes": 26_000}, {}, tmp_path / "run1")
+    results.record("06_deep_compression", {"loaded_accuracy": 98.1, "file_bytes": 26_000}, {}, tmp_path / "run1")
     results.record("08_pareto_frontier", {"points": [{"name": "INT8", "family": "precision", "accuracy": 98.5,
                                                       "bytes": 270_000, "ms_b1": 0.02},
                                                      {"name": "no size", "accuracy": 90.0, "bytes": None}]},

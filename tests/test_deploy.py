@@ -51,7 +51,7 @@ def test_int8_model_is_a_module_that_evaluate_runs(built, data):
 
     int8, report = built
     assert isinstance(int8, torch.nn.Module) and int8.eval() is int8 and not int8.training
-    assert 100 * evaluate(int8, data.test).accuracy == pytest.approx(report.accuracy_after)
+    assert evaluate(int8, data.test).accuracy == pytest.approx(report.accuracy_after)
     assert list(int8.children()) == [] and sum(p.numel() for p in int8.parameters()) == 0
 
 

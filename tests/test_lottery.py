@@ -276,7 +276,7 @@ def test_report_records_levels_accuracy_and_early_stopping(run):
     assert list(table["level"]) == list(range(cfg.levels + 1))
     for r in report.results:
         assert 0.0 <= r.test_accuracy <= 100.0
-        assert r.test_accuracy == 100 * r.history["test_accuracy"][-1]
+        assert r.test_accuracy == r.history["test_accuracy"][-1]
         steps = r.history["steps"]
         best = steps[min(range(len(steps)), key=lambda i: r.history["val_loss"][i])]
         assert r.early_stop_step == best

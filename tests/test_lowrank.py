@@ -352,7 +352,7 @@ def test_render_lowrank_matches_apply(tiny_data):
     new, report = apply_lowrank(model, LowRankConfig(rank={"fc1": 3, "fc2": 30}, layers=("fc1", "fc2"),
                                                      skip_unprofitable=False))
     assert view.figure is not None
-    assert view.metrics["test accuracy %"] == round(100 * evaluate(new, tiny_data.test).accuracy, 2)
+    assert view.metrics["test accuracy %"] == round(evaluate(new, tiny_data.test).accuracy, 2)
     assert view.metrics["fc1 relative error"] == round(report.layers[0]["rel_error"], 4)
     assert "no saving" in view.metrics["fc2 params"]  # 30 >= break-even 30*40/70
     with pytest.raises(ValueError, match=r"must be in \[1, 30\]"):

@@ -14,9 +14,9 @@ def test_magnitude_pruning_quick(run_notebook, png_per_cell):
     assert m["profile"] == "quick"
     assert m["sparsity"] == pytest.approx(0.92, abs=0.005)
     assert m["param_reduction_x"] > 10
-    assert 0.8 < m["dense_accuracy"] <= 1.0  # 8k images, 2 epochs: a sane floor, not the paper's number
-    assert m["pruned_accuracy"] > m["dense_accuracy"] - 0.03
-    assert m["structured_params"] < 0.5 * 266_610 and m["structured_accuracy"] > 0.75
+    assert 80 < m["dense_accuracy"] <= 100  # 8k images, 2 epochs: a sane floor, not the paper's number
+    assert m["pruned_accuracy"] > m["dense_accuracy"] - 3
+    assert m["structured_params"] < 0.5 * 266_610 and m["structured_accuracy"] > 75
     # CSR storage pays for its indices: about half the parameter reduction
     assert 0.4 * m["param_reduction_x"] < m["csr_compression_x"] < 0.6 * m["param_reduction_x"]
     for key in ("speedup_masked_b256", "speedup_shrunk_b256", "speedup_csr_b1", "speedup_csr_b256"):

@@ -12,21 +12,21 @@ def test_ptq_vs_qat_quick(run_notebook, png_per_cell):
     m = run.results
     assert sum(png_per_cell(run.output)) >= 11  # ten figures and the headless quantization panel, each rendered as an image
     assert m["profile"] == "quick" and m["model"] == "lenet5" and m["dataset"] == "fashion_mnist"
-    assert 0.7 < m["fp32_accuracy"] <= 1.0  # 8k images, 2 epochs: a sane floor, not the full number
+    assert 70 < m["fp32_accuracy"] <= 100  # 8k images, 2 epochs: a sane floor, not the full number
     # 8-bit PTQ is nearly lossless even on a short-trained model
     assert m["ptq_int8_drop_points"] < 1.5
     # accuracy falls as bits drop, for every observer (a little noise allowed between neighbours)
     ptq = m["ptq_accuracy"]
     for kind in ("minmax", "percentile", "mse"):
-        assert ptq[f"{kind}_8bit"] >= ptq[f"{kind}_2bit"] - 0.01
+        assert ptq[f"{kind}_8bit"] >= ptq[f"{kind}_2bit"] - 1
     # QAT fine-tuning does not lose to its own PTQ starting point at the lowest width
-    assert m["qat_lowest_accuracy"] >= m["ptq_accuracy"][f"mse_{m['lowest_bits']}bit"] - 0.01
+    assert m["qat_lowest_accuracy"] >= m["ptq_accuracy"][f"mse_{m['lowest_bits']}bit"] - 1
     # 4-bit weights (+ per-channel scales, float biases) are 6-8x smaller than FP32
     assert 6 < m["compression_4bit_x"] < 8
     # the real INT8 model: compiled, close to the simulation, about 4x smaller weights
     assert m["int8_compiled"] is True
     assert abs(m["real_vs_simulated_points"]) < 1.5 and m["real_vs_simulated_agreement"] > 0.97
-    assert abs(m["int8_accuracy"] - m["fp32_accuracy"]) < 0.015
+    assert abs(m["int8_accuracy"] - m["fp32_accuracy"]) < 1.5  # points
     assert 3.0 < m["int8_size_reduction_x"] < 4.0
     for key in ("speedup_int8_vs_fair_b1", "speedup_int8_vs_fair_b256", "speedup_int8_vs_eager_b256"):
         assert m[key] > 0

@@ -58,5 +58,5 @@ def test_baseline_for_uses_the_cache(tiny_data, tmp_path, monkeypatch):
     assert not first.from_cache and again.from_cache and direct.from_cache and first.key == direct.key
     assert again.accuracy == first.accuracy
     line = profiles.describe_baseline("dense mlp", again)
-    assert line == (f"dense mlp: test accuracy {100 * first.accuracy:.2f}%, error {100 * (1 - first.accuracy):.2f}% "
+    assert line == (f"dense mlp: test accuracy {first.accuracy:.2f}%, error {100 - first.accuracy:.2f}% "
                     "(from cache)")

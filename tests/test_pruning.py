@@ -133,7 +133,7 @@ def test_sensitivity_scan_rows(tiny_data):
     rows = pruning.sensitivity_scan(model, tiny_data, [0.0, 0.9], limit=64)
     assert len(rows) == 6 and {r["layer"] for r in rows} == {"fc1", "fc2", "fc3"}
     test = tiny_data.test
-    dense = 100 * evaluate(model, Split(test.images[:64], test.labels[:64], test.mean, test.std)).accuracy
+    dense = evaluate(model, Split(test.images[:64], test.labels[:64], test.mean, test.std)).accuracy
     assert all(r["accuracy"] == dense for r in rows if r["sparsity"] == 0.0)  # percent, like every report
 
 

@@ -86,7 +86,7 @@ def test_correct_gives_per_image_correctness_that_matches_evaluate():
     model = models.create("mlp", hidden=(16,))
     right = training.correct(model, ds.test, batch_size=7)
     assert right.dtype == torch.bool and right.shape == (len(ds.test),)
-    assert float(right.float().mean()) == pytest.approx(training.evaluate(model, ds.test).accuracy)
+    assert 100 * float(right.float().mean()) == pytest.approx(training.evaluate(model, ds.test).accuracy)
     with torch.no_grad():
         logits = model(ds.test.tensors(len(ds.test))[0])
     assert torch.equal(right, logits.argmax(1) == ds.test.tensors(len(ds.test))[1])

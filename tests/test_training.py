@@ -35,8 +35,9 @@ def test_training_learns_and_history_is_consistent(tiny_data):
     before = training.evaluate(model, tiny_data.test)
     history = training.train(model, tiny_data, TrainConfig(epochs=3, batch_size=32, lr=0.05), progress=False)
     after = training.evaluate(model, tiny_data.test)
-    assert after.accuracy > max(0.5, before.accuracy)
-    assert after.errors == round((1 - after.accuracy) * after.n)
+    assert after.accuracy > max(50, before.accuracy)  # percent
+    assert after.errors == round((100 - after.accuracy) / 100 * after.n)
+    assert after.accuracy == 100 * (after.n - after.errors) / after.n
     assert history.steps == [8, 16, 24] and len(history.val_loss) == 3 and len(history.test_accuracy) == 3
     assert history.best_val_step() in history.steps
 

@@ -27,7 +27,7 @@ def test_pruning_view_has_no_missing_value_with_structured_pruning(tiny_data):
 
 
 def test_ticket_view_keeps_every_point_inside_the_axis_and_names_dense_once():
-    dense = {"steps": [0, 10, 20], "test_accuracy": [0.10, 0.90, 0.95], "val_loss": [2.0, 0.5, 0.4]}
+    dense = {"steps": [0, 10, 20], "test_accuracy": [10.0, 90.0, 95.0], "val_loss": [2.0, 0.5, 0.4]}
     fig = views.ticket_view(dense, dense, {"fc1": 1.0}, None, "dense")
     ax = fig.axes[0]
     low, high = ax.get_ylim()

@@ -31,7 +31,7 @@ from compresslab.core import energy, metrics
 from compresslab.core.data import Dataset
 from compresslab.core.latency import Latency, time_ratio
 from compresslab.core.models import prepare_model, prunable_layers
-from compresslab.core.report import Report, percent
+from compresslab.core.report import Report
 from compresslab.core.training import evaluate
 from compresslab.techniques import packedfile
 from compresslab.techniques.lowbitops import half_copy
@@ -97,7 +97,7 @@ def build(recipe: Recipe, model: nn.Module, data: Dataset, workdir: str | os.Pat
         loaded = packedfile.unpack_into(copy.deepcopy(final), packedfile.read(path)).eval()
     loaded = prepare_model(loaded)  # the workbook's one layout: convnets compute on channels_last weights
     torch_fn = half_copy(loaded, recipe.precision) if recipe.precision in ("bf16", "fp16") else loaded
-    torch_acc = percent(evaluate(torch_fn, data.test).accuracy)
+    torch_acc = evaluate(torch_fn, data.test).accuracy
     deployed, runtime_bytes, runtime_acc = None, None, None
     if runtime is not None:
         example = data.test.tensors(limit=2)[0]
@@ -191,9 +191,9 @@ def wins_at_size(points: Sequence[Mapping], winners: Sequence[str] = ("combinati
     return out
 
 
-# (accuracy metric, its scale to percent, size metric) that recorded runs use for one point each
-RUN_POINT_KEYS = (("point_accuracy", 1.0, "point_bytes"),  # Report.record (every apply_* report)
-                  ("loaded_accuracy", 100.0, "file_bytes"))  # notebook 06 (Deep Compression's file)
+# (accuracy metric in percent, size metric) that recorded runs use for one point each
+RUN_POINT_KEYS = (("point_accuracy", "point_bytes"),  # Report.record (every apply_* report)
+                  ("loaded_accuracy", "file_bytes"))  # notebook 06 (Deep Compression's file)
 
 
 def _number(value: object) -> float | None:
@@ -227,11 +227,11 @@ def points_from_runs(directory: str | os.PathLike, family: str = "recorded") -> 
                 if acc is not None and size is not None and size > 0:
                     out.append({**p, "name": f"{run}: {p.get('name', '?')}", "family": family})
             continue
-        for acc_key, scale, size_key in RUN_POINT_KEYS:
+        for acc_key, size_key in RUN_POINT_KEYS:
             acc, size = _number(m.get(acc_key)), _number(m.get(size_key))
             if acc is not None and size is not None and size > 0:
                 out.append({"name": f"{payload['notebook']} {run}", "family": family, "verbs": "recorded run",
-                            "precision": "recorded", "accuracy": acc * scale, "bytes": size,
+                            "precision": "recorded", "accuracy": acc, "bytes": size,
                             "ms_b1": _number(m.get("point_latency_ms"))})
                 break
     return out

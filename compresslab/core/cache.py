@@ -38,7 +38,7 @@ __all__ = [
     "pretrained",
 ]
 
-CACHE_FORMAT = 2  # 2: thread count and device in the key, weights hash in the entry
+CACHE_FORMAT = 3  # 2: thread count and device in the key, weights hash in the entry; 3: accuracies in percent
 
 
 def cache_dir() -> Path:
@@ -62,7 +62,7 @@ def _usable_cache_dir() -> Path:
 
 @dataclass
 class Baseline:
-    """A trained model and where it came from."""
+    """A trained model and where it came from; accuracy: its test accuracy in percent."""
 
     model: nn.Module
     accuracy: float
@@ -114,8 +114,8 @@ def _check_entry(entry: object, key: str, model: nn.Module) -> dict:
             raise ValueError(f"field {name!r} is a {type(entry[name]).__name__}, not a {kind.__name__}")
     if entry["format"] != CACHE_FORMAT or entry["key"] != key:
         raise ValueError("key or format does not match")
-    if not 0.0 <= entry["accuracy"] <= 1.0:
-        raise ValueError(f"accuracy {entry['accuracy']} is not in [0, 1]")
+    if not 0.0 <= entry["accuracy"] <= 100.0:
+        raise ValueError(f"accuracy {entry['accuracy']} is not in [0, 100] (percent)")
     state, expected = entry["state_dict"], model.state_dict()
     if set(state) != set(expected):
         raise ValueError(f"parameters differ: missing {sorted(set(expected) - set(state))}, "

@@ -145,5 +145,5 @@ def baseline_for(model_name: str, run: Run, epochs: float, model_kwargs: dict | 
 def describe_baseline(label: str, baseline: Baseline) -> str:
     """'<label>: test accuracy a%, error e% (from cache | trained in s s)'."""
     origin = "from cache" if baseline.from_cache else f"trained in {baseline.train_seconds:.0f} s"
-    return (f"{label}: test accuracy {100 * baseline.accuracy:.2f}%, error {100 * (1 - baseline.accuracy):.2f}% "
+    return (f"{label}: test accuracy {baseline.accuracy:.2f}%, error {100 - baseline.accuracy:.2f}% "
             f"({origin})")

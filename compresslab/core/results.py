@@ -2,14 +2,20 @@
 
 `record(name, metrics)` writes `<name>.results.json` into $COMPRESSLAB_RESULTS_DIR (set by the
 runner to the folder of the executed notebook) or the current folder, atomically.
+
+Every accuracy is recorded in percent (schema 2). Records of schema 1 kept some accuracies as
+fractions (0.9851); `read` converts those (`V1_FRACTIONS`: the keys, per notebook) to percent and
+says so once per process.
 """
 
 from __future__ import annotations
 
 import datetime as _dt
+import fnmatch
 import json
 import math
 import os
+import warnings
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -21,14 +27,44 @@ __all__ = [
     "results_dir",
     "record",
     "read",
-    "fraction",
+    "V1_FRACTIONS",
+    "upgrade",
     "summary_table",
     "RESERVED_COLUMNS",
     "load_runs",
 ]
 
-SCHEMA = "compresslab.results/1"
+SCHEMA = "compresslab.results/2"  # 2: every accuracy in percent
+SCHEMA_V1 = "compresslab.results/1"
 SUFFIX = ".results.json"
+
+# The metrics that schema-1 records kept as fractions, per notebook; a name may hold '*' (fnmatch), and
+# 'a.*.b' reaches key b of every entry of the dict a. Lists and dicts of numbers are converted whole.
+V1_FRACTIONS: dict[str, tuple[str, ...]] = {
+    "01_magnitude_pruning": ("dense_accuracy", "pruned_accuracy", "one_shot_accuracy", "iterative_accuracy",
+                             "gradual_accuracy", "structured_accuracy"),
+    "02_lottery_ticket_rewinding": ("dense_accuracy", "ticket_accuracy", "random_reinit_accuracy",
+                                    "random_mask_accuracy", "sparsest_*_accuracy", "ticket_accuracy_by_level"),
+    "03_ptq_vs_qat": ("fp32_accuracy", "ptq_int8_accuracy", "ptq_accuracy", "ptq_weight_only_accuracy", "qat_accuracy",
+                      "ptq_lowest_best_accuracy", "qat_lowest_accuracy", "calibration_accuracy", "int8_accuracy",
+                      "int8_reference_accuracy", "simulated_int8_accuracy", "qat_int8_accuracy"),
+    "05_svd_factorization": ("dense_accuracy", "truncated_accuracy", "finetuned_accuracy", "energy_accuracy",
+                             "conv_dense_accuracy", "conv_truncated_accuracy", "conv_finetuned_accuracy",
+                             "tensor_decomposition.*.dense_accuracy", "tensor_decomposition.*.truncated_accuracy",
+                             "tensor_decomposition.*.finetuned_accuracy"),
+    "06_deep_compression": ("dense_accuracy", "pruned_accuracy", "shared_accuracy", "loaded_accuracy"),
+    # the exercises
+    "01_pruning": ("dense_accuracy", "layerwise_accuracy_95", "global_accuracy_95", "one_shot_finetuned_accuracy",
+                   "gradual_accuracy"),
+    "02_lottery": ("dense_accuracy", "ticket_accuracy", "random_reinit_accuracy", "random_mask_accuracy"),
+    "03_quantization": ("float_accuracy", "ptq_per_tensor_*bit", "ptq_per_channel_*bit", "qat_accuracy_before",
+                        "qat_accuracy"),
+    "04_distillation": ("teacher_accuracy", "student_alone_accuracy", "distilled_T*_accuracy"),
+    "05_lowrank": ("dense_accuracy", "accuracy_energy_*", "factorized_accuracy_before_finetune", "factorized_accuracy"),
+    "06_huffman_deep_compression": ("dense_accuracy", "pruned_accuracy", "shared_accuracy", "shared_*bit_accuracy"),
+    "07_structured": ("dense_accuracy", "accuracy_fc1_removed_*"),
+}
+_WARNED: list[bool] = []
 
 
 def results_dir() -> Path:
@@ -84,22 +120,57 @@ def read(path: str | os.PathLike) -> dict:
         payload = json.loads(path.read_bytes().decode("utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as err:
         raise ValueError(f"{path}: not a readable results file ({type(err).__name__}: {str(err)[:200]})") from None
-    if not isinstance(payload, dict) or payload.get("schema") != SCHEMA or not isinstance(payload.get("metrics"), dict):
-        raise ValueError(f"{path}: not a compresslab results file (schema {SCHEMA!r} expected)")
+    if (not isinstance(payload, dict) or payload.get("schema") not in (SCHEMA, SCHEMA_V1)
+            or not isinstance(payload.get("metrics"), dict)):
+        raise ValueError(f"{path}: not a compresslab results file (schema {SCHEMA!r} or {SCHEMA_V1!r} expected)")
     if not isinstance(payload.get("notebook"), str) or not payload["notebook"]:
         raise ValueError(f"{path}: the results file names no notebook")
     if payload.get("parameters") is None:
         payload["parameters"] = {}
     if not isinstance(payload["parameters"], dict):
         raise ValueError(f"{path}: 'parameters' is a {type(payload['parameters']).__name__}, not an object")
+    payload, converted = upgrade(payload)
+    if converted and not _WARNED:
+        _WARNED.append(True)
+        warnings.warn(f"{path} and possibly others were recorded with {SCHEMA_V1} (some accuracies as fractions): "
+                      f"read as percent ({', '.join(converted[:4])}{', ...' if len(converted) > 4 else ''})",
+                      stacklevel=2)
     return payload
 
 
-def fraction(value: float | None) -> float | None:
-    """A report's percent as the fraction the records keep (None stays None), rounded to 10
-    decimals: an accuracy k / n with n a divisor of 10^10 (1000, 2000, 10000 test images) comes
-    back exactly as k / n."""
-    return None if value is None else round(value / 100.0, 10)
+def _percent(value: object) -> object:
+    """A fraction (or a list / dict of them) times 100, rounded to 10 decimals; others unchanged."""
+    if isinstance(value, bool) or value is None:
+        return value
+    if isinstance(value, (int, float)):
+        return round(100.0 * value, 10)
+    if isinstance(value, list):
+        return [_percent(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _percent(v) for k, v in value.items()}
+    return value
+
+
+def _convert(metrics: dict, path: list[str], prefix: str, done: list[str]) -> None:
+    head, rest = path[0], path[1:]
+    for key in [k for k in metrics if fnmatch.fnmatchcase(k, head)]:
+        if rest:
+            if isinstance(metrics[key], dict):
+                _convert(metrics[key], rest, f"{prefix}{key}.", done)
+        else:
+            metrics[key] = _percent(metrics[key])
+            done.append(prefix + key)
+
+
+def upgrade(payload: dict) -> tuple[dict, list[str]]:
+    """A results payload in the current schema: a schema-1 record's fraction accuracies
+    (`V1_FRACTIONS` of its notebook) times 100. Returns (payload, the converted metric names)."""
+    if payload.get("schema") != SCHEMA_V1:
+        return payload, []
+    metrics, done = json.loads(json.dumps(payload["metrics"])), []
+    for name in V1_FRACTIONS.get(payload["notebook"], ()):
+        _convert(metrics, name.split("."), "", done)
+    return {**payload, "schema": SCHEMA, "metrics": metrics}, done
 
 
 def summary_table(metrics: Mapping):

@@ -112,6 +112,8 @@ class TrainConfig:
 
 @dataclass
 class EvalResult:
+    """Mean loss, accuracy in percent (100 * correct / n), error count and n."""
+
     loss: float
     accuracy: float
     errors: int
@@ -144,7 +146,7 @@ class Callback:
 
 @dataclass
 class TrainHistory:
-    """Per evaluation point: step, epoch, mean train loss since last point, val/test metrics."""
+    """Per evaluation point: step, epoch, mean train loss since last point, val/test loss and accuracy (percent)."""
 
     steps: list[int] = field(default_factory=list)
     train_loss: list[float] = field(default_factory=list)
@@ -195,7 +197,7 @@ def flat_targets(logits: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Ten
 
 @torch.no_grad()
 def evaluate(model: nn.Module, split: Split, batch_size: int = 1000, device: torch.device | str | None = None) -> EvalResult:
-    """Mean cross-entropy, accuracy and error count of `model` on `split` (ValueError if it is empty).
+    """Mean cross-entropy, accuracy (percent) and error count of `model` on `split` (ValueError if it is empty).
 
     For a sequence model every position counts as one prediction (n = number of targets)."""
     if len(split) == 0:
@@ -211,7 +213,7 @@ def evaluate(model: nn.Module, split: Split, batch_size: int = 1000, device: tor
         correct += (logits.argmax(1) == y).sum().item()
         n += y.numel()
     model.train(was_training)
-    return EvalResult(total_loss / n, correct / n, n - correct, n)
+    return EvalResult(total_loss / n, 100.0 * correct / n, n - correct, n)
 
 
 @torch.no_grad()

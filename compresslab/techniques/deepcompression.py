@@ -22,7 +22,7 @@ from compresslab.core import metrics
 from compresslab.core.data import Dataset
 from compresslab.core.models import prunable_layers
 from compresslab.core.params import CODE_BITS, DATASET, PROFILE, SEED, WEIGHT, Param, choice
-from compresslab.core.report import Report, percent
+from compresslab.core.report import Report
 from compresslab.core.training import LossFn, evaluate
 from compresslab.core.validate import (
     check_bits,
@@ -309,7 +309,7 @@ def apply_deep_compression(
     loaded, bit_exact = load_stage(encoded, shared)
     stages = stage_sizes(dense, pruned, shared, config, encoded.file_bytes)
     accuracies = (prune_report.accuracy_before, prune_report.accuracy_after, share_report.accuracy_after,
-                  percent(evaluate(loaded, data.test).accuracy))
+                  evaluate(loaded, data.test).accuracy)
     for row, acc in zip(stages, accuracies, strict=True):
         row["accuracy"] = acc
     dense_bytes = stages[0]["bytes"]

@@ -350,8 +350,8 @@ def apply_groupquant(
     ln2 = float(np.log(2))
     report = GroupQuantReport(
         config=config, size_before=size_before, size_after=metrics.model_size(model, stored_bytes=stored),
-        accuracy_before=None if before is None else 100 * before.accuracy,
-        accuracy_after=None if after is None else 100 * after.accuracy,
+        accuracy_before=None if before is None else before.accuracy,
+        accuracy_after=None if after is None else after.accuracy,
         loss_bits_before=None if before is None else before.loss / ln2,
         loss_bits_after=None if after is None else after.loss / ln2,
         file_bytes=stored, seconds=time.perf_counter() - start, layers=rows)

@@ -17,7 +17,6 @@ from torch import nn
 
 from compresslab.core import metrics
 from compresslab.core.models import prunable_layers
-from compresslab.core.report import percent
 from compresslab.core.training import Callback, TrainHistory, TrainState
 from compresslab.techniques.masks import global_magnitude_masks, magnitude_mask, set_masks
 
@@ -193,6 +192,6 @@ def _level_result(level: int, branch: str, masks: Masks, history: TrainHistory) 
     best = int(np.argmin(history.val_loss))
     return LevelResult(
         level=level, branch=branch, remaining=remaining, layer_density=per_layer,
-        test_accuracy=percent(history.test_accuracy[-1]), early_stop_step=history.best_val_step(),
-        early_stop_accuracy=percent(history.test_accuracy[best]), seconds=history.seconds, history=history.to_dict(),
+        test_accuracy=history.test_accuracy[-1], early_stop_step=history.best_val_step(),
+        early_stop_accuracy=history.test_accuracy[best], seconds=history.seconds, history=history.to_dict(),
     )

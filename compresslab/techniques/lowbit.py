@@ -31,7 +31,7 @@ from compresslab.core.params import (
     Param,
     choice,
 )
-from compresslab.core.report import Report, percent
+from compresslab.core.report import Report
 from compresslab.core.training import LossFn, TrainConfig, accuracy_fn, train
 from compresslab.core.validate import check_choice, check_config, check_float, check_names
 from compresslab.techniques.lowbitops import LOWBIT_KINDS, FakeLowBit, binarize, ternarize
@@ -122,9 +122,9 @@ def apply_lowbit(model: nn.Module, config: LowBitConfig, data: Dataset | None = 
     """Ternarize or binarize the weights of a copy of `model`, train through the STE if
     config.finetune and data (loss_fn: the training loss, cross-entropy when None), bake the low-bit
     weights in. Returns the model (plain layers, low-bit float32 weights) and the report."""
-    fraction = accuracy_fn(data, config.finetune)
+    accuracy = accuracy_fn(data, config.finetune)
     start = time.perf_counter()
-    before = fraction(model)
+    before = accuracy(model)
     size_before = metrics.model_size(model)
     model = model if inplace else copy.deepcopy(model)
     layers = prunable_layers(model)
@@ -145,9 +145,9 @@ def apply_lowbit(model: nn.Module, config: LowBitConfig, data: Dataset | None = 
     rows, bits = _rows(model, names, config.kind, config.threshold_ratio)
     stored = sum(bits.get(n, 32.0) * lay.weight.numel() / 8 for n, lay in layers.items())  # every code is stored
     stored += 4 * (metrics.parameter_count(model) - sum(lay.weight.numel() for lay in layers.values()))
-    after = fraction(model)
+    after = accuracy(model)
     return model, LowBitReport(
-        config=config, kind=config.kind, accuracy_before=percent(before), accuracy_after=percent(after),
+        config=config, kind=config.kind, accuracy_before=before, accuracy_after=after,
         size_before=size_before, size_after=metrics.model_size(model, stored_bytes=stored),
         layers=rows, history=history, seconds=time.perf_counter() - start)
 

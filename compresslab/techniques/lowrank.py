@@ -27,7 +27,7 @@ from compresslab.core import metrics
 from compresslab.core.data import Dataset
 from compresslab.core.models import prunable_layers
 from compresslab.core.params import DATASET, EPOCHS, PROFILE, SEED, SHARE, choice
-from compresslab.core.report import Report, fmt_percent, percent
+from compresslab.core.report import Report, fmt_percent
 from compresslab.core.training import LossFn, TrainConfig, accuracy_fn, train
 from compresslab.core.validate import (
     check_bool,
@@ -338,10 +338,10 @@ def apply_lowrank(
     reuse the SVDs over many calls; missing layers are decomposed here. loss_fn: the fine-tuning
     loss (cross-entropy when None).
     """
-    fraction = accuracy_fn(data, config.finetune)
+    accuracy = accuracy_fn(data, config.finetune)
 
     def acc(m: nn.Module) -> float | None:
-        return percent(fraction(m))
+        return accuracy(m)
 
     start = time.perf_counter()
     model = model if inplace else copy.deepcopy(model)

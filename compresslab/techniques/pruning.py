@@ -16,7 +16,7 @@ from compresslab.core import metrics
 from compresslab.core.data import Dataset
 from compresslab.core.models import prunable_layers
 from compresslab.core.params import DATASET, FRACTION, PROFILE, SEED, Param, choice
-from compresslab.core.report import Report, fmt_percent, percent
+from compresslab.core.report import Report, fmt_percent
 from compresslab.core.training import (
     Callback,
     LossFn,
@@ -173,10 +173,10 @@ def apply_pruning(
 
     loss_fn: the fine-tuning loss (training.train's; cross-entropy when None), e.g. a distillation
     loss with the dense model as teacher."""
-    fraction = accuracy_fn(data, config.finetune)
+    accuracy = accuracy_fn(data, config.finetune)
 
     def acc(m: nn.Module) -> float | None:
-        return percent(fraction(m))
+        return accuracy(m)
 
     start = time.perf_counter()
     model = model if inplace else copy_model(model)
@@ -252,7 +252,7 @@ def sensitivity_scan(
         for s in sparsities:
             trial = copy_model(model)
             set_masks(trial, {name: magnitude_mask(metrics.effective_weight(prunable_layers(trial)[name]), s)})
-            rows.append({"layer": name, "sparsity": s, "accuracy": percent(evaluate(trial, split).accuracy)})
+            rows.append({"layer": name, "sparsity": s, "accuracy": evaluate(trial, split).accuracy})
     return rows
 
 

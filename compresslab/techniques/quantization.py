@@ -17,7 +17,7 @@ from compresslab.core import metrics
 from compresslab.core.data import Dataset
 from compresslab.core.models import is_convnet, prepare_input, prunable_layers, to_model_layout
 from compresslab.core.params import DATASET, EPOCHS, PROFILE, QUANT_BITS, SEED, Param, choice
-from compresslab.core.report import Report, percent
+from compresslab.core.report import Report
 from compresslab.core.training import LossFn, TrainConfig, evaluate, train
 from compresslab.core.validate import (
     check_bits,
@@ -319,8 +319,8 @@ def apply_ptq(model: nn.Module, config: QuantConfig, data: Dataset | None = None
     model_q = insert_fake_quant(model if inplace else copy.deepcopy(model), config)
     calibrate(model_q, inputs, config.calibration_batch)
     acc_float = None if data is None else (
-        float_accuracy if float_accuracy is not None else percent(evaluate(reference, data.test).accuracy))
-    acc_quant = percent(evaluate(model_q, data.test).accuracy) if data is not None else None
+        float_accuracy if float_accuracy is not None else evaluate(reference, data.test).accuracy)
+    acc_quant = evaluate(model_q, data.test).accuracy if data is not None else None
     report = quant_report(model_q, reference, config, _probe(inputs, data), "ptq", acc_float, acc_quant,
                           len(inputs), time.perf_counter() - start)
     return model_q, report
@@ -349,7 +349,7 @@ def apply_qat(model: nn.Module, config: QATConfig, data: Dataset, *, inplace: bo
         for layer in quant_layers(model_q).values():  # freeze the weight ranges at the final weights
             layer.weight_fake_quant(layer.weight)
             layer.weight_fake_quant.dynamic = False
-    acc = percent(evaluate(model_q, data.test).accuracy)
+    acc = evaluate(model_q, data.test).accuracy
     report = quant_report(model_q, reference, config.quant, _probe(None, data), "qat", ptq.accuracy_before, acc,
                           ptq.calibration_size, time.perf_counter() - start)
     report.config = config

@@ -21,7 +21,7 @@ from torch.nn.utils import parametrize
 from compresslab.core import metrics
 from compresslab.core.data import Dataset
 from compresslab.core.models import prunable_layers
-from compresslab.core.report import Report, fmt_percent, percent, transient
+from compresslab.core.report import Report, fmt_percent, transient
 from compresslab.core.training import LossFn, TrainConfig, accuracy_fn, train
 from compresslab.core.validate import (
     check_bits,
@@ -282,10 +282,10 @@ def apply_sharing(
     """k-means-share every Linear/Conv2d weight of a copy of `model`, then fine-tune the centroids
     (if config.finetune and data, with `loss_fn`, cross-entropy when None). Returns a plain model
     whose weights take <= 2^b values per layer."""
-    fraction = accuracy_fn(data, config.finetune)
+    accuracy = accuracy_fn(data, config.finetune)
 
     def acc(m: nn.Module) -> float | None:
-        return percent(fraction(m))
+        return accuracy(m)
 
     start = time.perf_counter()
     model = model if inplace else copy.deepcopy(model)

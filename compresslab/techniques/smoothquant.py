@@ -195,9 +195,9 @@ def apply_smoothquant(
     after = evaluate(model, data.test)
     ln2 = float(torch.log(torch.tensor(2.0)))
     report = SmoothQuantReport(
-        config=config, size_before=size_before, accuracy_before=100 * before.accuracy,
+        config=config, size_before=size_before, accuracy_before=before.accuracy,
         size_after=metrics.model_size(model, bits_per_weight={n: config.weight_bits for n in names}),
-        accuracy_after=100 * after.accuracy, loss_bits_before=before.loss / ln2, loss_bits_after=after.loss / ln2,
+        accuracy_after=after.accuracy, loss_bits_before=before.loss / ln2, loss_bits_after=after.loss / ln2,
         seconds=time.perf_counter() - start, layers=rows)
     return model, report
 

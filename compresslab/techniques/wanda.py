@@ -184,8 +184,8 @@ def apply_wanda(
         nm_bytes = int(size_after.fp32_bytes - 4 * zeros + kept * 2 // 8)
     report = WandaReport(
         config=config, size_before=size_before, size_after=size_after,
-        accuracy_before=None if before is None else 100 * before.accuracy,
-        accuracy_after=None if after is None else 100 * after.accuracy,
+        accuracy_before=None if before is None else before.accuracy,
+        accuracy_after=None if after is None else after.accuracy,
         loss_bits_before=None if before is None else before.loss / ln2,
         loss_bits_after=None if after is None else after.loss / ln2,
         sparsity=zeros / max(total, 1), nm_bytes=nm_bytes, seconds=time.perf_counter() - start, layers=rows)

@@ -155,4 +155,4 @@ def sharing_view(pruned: nn.Module, data: Dataset, conv_bits: int, fc_bits: int,
     knobs = {"conv bits": conv_bits} if has_conv else {}  # conv_bits means nothing without a conv layer
     return View(fig, {**knobs, "fc bits": fc_bits, "init": init, "file bytes": len(content),
                       "compression x": round(dense_bytes / len(content), 1),
-                      "test accuracy (no fine-tuning)": round(accuracy, 4)})
+                      "test accuracy % (no fine-tuning)": round(accuracy, 2)})

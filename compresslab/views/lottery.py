@@ -80,11 +80,11 @@ def learning_curves(runs: Mapping[str, Mapping[str, Sequence[float]]], title: st
         best = int(np.argmin(val))
         axes[0, 0].plot(steps, val, color=color, lw=1.3, label=label)
         axes[0, 0].plot(steps[best], val[best], "*", color=color, ms=11, mec="black", mew=0.5)
-        acc = 100 * np.asarray(h["test_accuracy"])
+        acc = np.asarray(h["test_accuracy"])
         axes[0, 1].plot(steps, acc, color=color, lw=1.3, label=label)
         axes[0, 1].plot(steps[best], acc[best], "*", color=color, ms=11, mec="black", mew=0.5)
     axes[0, 0].set(xlabel="training step", ylabel="validation loss", title="validation loss (star = early stop)")
-    top = max(100 * max(h["test_accuracy"]) for h in runs.values())
+    top = max(max(h["test_accuracy"]) for h in runs.values())
     axes[0, 1].set(xlabel="training step", ylabel="test accuracy (%)", title="test accuracy", ylim=(top - 4, top + 0.3))
     axes[0, 1].legend(fontsize=8)
     if title:
@@ -137,7 +137,7 @@ def ticket_view(
         runs.append((history, label, PALETTE[0]))
     shown = []
     for h, name, color in runs:
-        steps, acc = np.asarray(h["steps"]), 100 * np.asarray(h["test_accuracy"])
+        steps, acc = np.asarray(h["steps"]), np.asarray(h["test_accuracy"])
         best = int(np.argmin(h["val_loss"]))
         ax.plot(steps, acc, color=color, lw=1.3, label=name)
         ax.plot(steps[best], acc[best], "*", color=color, ms=11, mec="black", mew=0.5)

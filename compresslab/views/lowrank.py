@@ -152,7 +152,7 @@ def render_lowrank(model, split, svds, **ranks: int) -> View:
     config = lowrank.LowRankConfig(rank=dict(ranks), layers=tuple(ranks), skip_unprofitable=False)
     truncated, report = lowrank.apply_lowrank(model, config, svds=svds)
     figure = truncation_view({n: svds[n].s for n in ranks}, ranks)
-    shown = {"test accuracy %": round(100 * evaluate(truncated, split).accuracy, 2)}
+    shown = {"test accuracy %": round(evaluate(truncated, split).accuracy, 2)}
     for row in report.layers:
         name = row["layer"]
         shown[f"{name} relative error"] = round(row["rel_error"], 4)

@@ -83,7 +83,7 @@ def render_pruning(model, split, sparsity: float, scope: str, structured: bool) 
     reference = metrics.size_report(model).dense_bytes
     figure = pruning_view(dense_weights, pruned_weights, kept)
     return View(figure, {
-        "test accuracy %": round(100 * evaluate(pruned, split).accuracy, 2),
+        "test accuracy %": round(evaluate(pruned, split).accuracy, 2),
         "non-zero parameters": size.nonzeros,
         "dense FP32 KiB": round(size.dense_bytes / 1024, 1),
         # structured pruning shrinks the layers, which stay dense; unstructured needs a sparse format

@@ -200,7 +200,7 @@ def render_quantization(model, split, calibration, layer: str, weight_bits: int,
     return View(figure, {
         f"{layer} weights clipped by the range %": round(clipped, 3),
         **notes,
-        "test accuracy %": round(100 * evaluate(quantized, split).accuracy, 2),
+        "test accuracy %": round(evaluate(quantized, split).accuracy, 2),
         f"{layer} weight SQNR dB": row["weight SQNR dB"],
         f"{layer} output SQNR dB": row["output SQNR dB"],
         f"{layer} weights that became 0 %": row["zero weights %"],
