@@ -35,7 +35,9 @@ def test_root_resolution(monkeypatch, tmp_path):
     assert data.resolve_root() == tmp_path
     assert data.resolve_root("/x") == data.Path("/x")
     monkeypatch.delenv("COMPRESSLAB_DATA")
-    assert data.resolve_root() == data.REPO_ROOT / "data"
+    from compresslab.core import locations
+
+    assert data.resolve_root() == locations.checkout_root() / "data"  # the tests run in a checkout
 
 
 def test_mnist_loads_with_validation_split_and_subsets():

@@ -22,15 +22,13 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from compresslab.core import data as data_mod
-from compresslab.core import models
+from compresslab.core import locations, models
 from compresslab.core.data import Dataset
 from compresslab.core.io import torch_save_atomic
 from compresslab.core.training import TrainConfig, evaluate, get_device, seed_everything, train
 
 __all__ = [
     "CACHE_FORMAT",
-    "cache_dir",
     "Baseline",
     "cache_key",
     "weights_digest",
@@ -41,15 +39,9 @@ __all__ = [
 CACHE_FORMAT = 3  # 2: thread count and device in the key, weights hash in the entry; 3: accuracies in percent
 
 
-def cache_dir() -> Path:
-    """$COMPRESSLAB_CACHE, else <repo>/.cache/compresslab."""
-    env = os.environ.get("COMPRESSLAB_CACHE")
-    return Path(env) if env else data_mod.REPO_ROOT / ".cache" / "compresslab"
-
-
 def _usable_cache_dir() -> Path:
-    """cache_dir(), created if missing; raises NotADirectoryError before any training if it cannot be."""
-    path = cache_dir()
+    """locations.cache_dir(), created if missing; raises NotADirectoryError before any training if it cannot be."""
+    path = locations.cache_dir()
     try:
         path.mkdir(parents=True, exist_ok=True)
     except (FileExistsError, NotADirectoryError):

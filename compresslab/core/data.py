@@ -15,8 +15,9 @@ from pathlib import Path
 
 import torch
 
+from compresslab.core.locations import data_dir
+
 __all__ = [
-    "REPO_ROOT",
     "DATASETS",
     "check_dataset_name",
     "read_idx",
@@ -25,8 +26,6 @@ __all__ = [
     "Dataset",
     "load",
 ]
-
-REPO_ROOT = Path(__file__).resolve().parents[2]
 
 # name -> (torchvision class name, folder under root, per-pixel mean, std, class names)
 DATASETS: dict[str, tuple[str, str, float, float, tuple[str, ...]]] = {
@@ -56,11 +55,9 @@ def check_dataset_name(name: str) -> str:
 
 
 def resolve_root(root: str | os.PathLike | None = None) -> Path:
-    """Dataset root: explicit `root`, else $COMPRESSLAB_DATA, else <repo>/data."""
-    if root is not None:
-        return Path(root)
-    env = os.environ.get("COMPRESSLAB_DATA")
-    return Path(env) if env else REPO_ROOT / "data"
+    """Dataset root: explicit `root`, else `locations.data_dir()` ($COMPRESSLAB_DATA, the checkout's
+    data/, or the per-user data folder)."""
+    return Path(root) if root is not None else data_dir()
 
 
 @dataclass(frozen=True)

@@ -357,7 +357,7 @@ def train(
 
 # ---------------------------------------------------------------- cached baselines
 
-_CACHE_NAMES = ("CACHE_FORMAT", "cache_dir", "Baseline", "cache_key", "pretrained")
+_CACHE_NAMES = ("CACHE_FORMAT", "Baseline", "cache_key", "pretrained")
 
 
 def __getattr__(name: str) -> object:

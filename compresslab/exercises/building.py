@@ -23,8 +23,8 @@ import copy
 import re
 from pathlib import Path
 
-from compresslab.core.data import REPO_ROOT
 from compresslab.core.io import write_text_atomic
+from compresslab.core.locations import exercise_dir
 
 __all__ = [
     "EXERCISE_DIR",
@@ -43,7 +43,7 @@ __all__ = [
     "build",
 ]
 
-EXERCISE_DIR = REPO_ROOT / "exercises"
+EXERCISE_DIR = exercise_dir()  # core.locations: $COMPRESSLAB_EXERCISES, the checkout, or the installed package
 SOLUTION_DIR = EXERCISE_DIR / "solutions"
 BEGIN, END = "### BEGIN SOLUTION", "### END SOLUTION"
 HINT = re.compile(r"^### HINT(?: ([12]))?:(.*)$")

@@ -18,7 +18,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from compresslab.core.data import REPO_ROOT
+from compresslab.core.locations import notebook_dir, require_dir
 from compresslab.core.profiles import PROFILES
 from compresslab.core.results import SUFFIX, read
 from compresslab.core.validate import check_bool, check_choice, check_int
@@ -54,14 +54,15 @@ __all__ = [
     "write_summary",
 ]
 
-NOTEBOOK_DIR = REPO_ROOT / "notebooks"
+NOTEBOOK_DIR = notebook_dir()  # core.locations: $COMPRESSLAB_NOTEBOOKS, the checkout, or the installed package
 CELL_TIMEOUT = {"quick": 600, "full": 3600}
 MAX_THREADS = 1024
 
 
 def notebooks(directory: Path = NOTEBOOK_DIR) -> dict[str, Path]:
-    """Notebook name (file stem) -> path, in order."""
-    return {p.stem: p for p in sorted(directory.glob("[0-9][0-9]_*.ipynb"))}
+    """Notebook name (file stem) -> path, in order (ValueError in one line if `directory` is not a folder)."""
+    require_dir(Path(directory), "notebooks", "COMPRESSLAB_NOTEBOOKS")
+    return {p.stem: p for p in sorted(Path(directory).glob("[0-9][0-9]_*.ipynb"))}
 
 
 def resolve(name: str, directory: Path = NOTEBOOK_DIR) -> Path:
