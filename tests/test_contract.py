@@ -13,8 +13,6 @@ from __future__ import annotations
 import copy
 import inspect
 import json
-import subprocess
-import sys
 import warnings
 
 import pytest
@@ -205,19 +203,3 @@ def test_verbs_that_build_their_own_loss_refuse_a_loss_fn(name, tiny):
     verb, make, config, extra = CASES[name]
     with pytest.raises(ValueError, match="loss_fn"):
         verb(make(), config, tiny, loss_fn=lambda logits, y, x: logits.sum(), **extra)
-
-
-TECHNIQUE_MODULES = [
-    "compresslab.techniques." + name for name in (
-        "masks", "structured", "pruning", "imp", "lottery", "quantops", "quantization", "distillation", "svd",
-        "lowrank", "sharing", "huffman", "compressedfile", "deepcompression")
-] + ["compresslab.deploy", "compresslab.core.report"]
-
-
-@pytest.mark.parametrize("module", TECHNIQUE_MODULES)
-def test_technique_modules_do_not_import_the_views_layer(module):
-    code = (f"import sys, {module}\n"
-            "bad = sorted(m for m in ('matplotlib', 'ipywidgets') if m in sys.modules)\n"
-            "print(','.join(bad))")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, check=True)
-    assert out.stdout.strip() == "", f"{module} imports {out.stdout.strip()}"

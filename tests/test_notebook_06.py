@@ -19,7 +19,6 @@ def test_deep_compression_quick(run_notebook, png_per_cell):
     assert m["loaded_accuracy"] == m["shared_accuracy"]
     # sizes: against dense FP32, from the file's own bytes
     assert m["dense_bytes"] == 4 * LENET300_PARAMS
-    assert m["compression_x"] == pytest.approx(m["dense_bytes"] / m["file_bytes"])
     kept = 100 * (0.08 * 784 * 300 + 0.09 * 300 * 100 + 0.26 * 100 * 10) / (784 * 300 + 300 * 100 + 100 * 10)
     assert m["weights_kept_pct"] == pytest.approx(kept, abs=0.01)  # the paper's per-layer rates
     assert 1 < m["pruned_compression_x"] < m["shared_compression_x"] < m["compression_x"]

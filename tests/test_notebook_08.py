@@ -46,7 +46,9 @@ def test_pareto_frontier_quick(run_notebook, png_per_cell):
     assert isinstance(m["rapl_available"], bool)
     # the targets are recorded (checked in the full profile); the dominance finding is a sentence
     assert set(m["targets"]) == {"40x smaller within 0.5 points", "3x faster at batch 256 within 0.5 points"}
-    assert m["smallest_near_dense"]["accuracy"] >= m["dense_accuracy"] - 0.5
+    # the smallest file within 0.5 points of dense, found again by brute force over the recorded points
+    near = [p for p in points if p["accuracy"] >= m["dense_accuracy"] - 0.5]
+    assert m["smallest_near_dense"]["name"] == min(near, key=lambda p: (p["bytes"], p["name"]))["name"]
     assert isinstance(m["dominance"], str) and m["dominance"]
     assert set(m["combinations_beating_singles"]) <= {p["name"] for p in points if p["family"] == "combination"}
     assert m["budget"]["pick"] in names | {"none"}

@@ -139,7 +139,7 @@ def bits_per_byte(model: nn.Module, split, batch_size: int = 64) -> float:
     """Mean over every predicted byte of -log2 p(byte | context): cross-entropy in nats / ln 2."""
     from compresslab.core.training import evaluate
 
-    return evaluate(model, split, batch_size=batch_size).loss / math.log(2)
+    return evaluate(model, split, batch_size=batch_size).loss_bits
 
 
 @torch.no_grad()

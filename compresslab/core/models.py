@@ -99,6 +99,12 @@ def create(name: str, **kwargs) -> nn.Sequential:
         raise ValueError(f"model={name!r} does not take arguments {sorted(kwargs)}: {err}") from None
 
 
+def replace_module(model: nn.Module, name: str, module: nn.Module) -> None:
+    """Put `module` where the submodule with dotted `name` ('fc1', 'blocks.0.mlp.fc') was."""
+    parent, _, child = name.rpartition(".")
+    setattr(model.get_submodule(parent) if parent else model, child, module)
+
+
 def prunable_layers(model: nn.Module) -> dict[str, nn.Module]:
     """The Linear and Conv2d layers of `model` by qualified name, in forward order."""
     return {n: m for n, m in model.named_modules() if isinstance(m, (nn.Linear, nn.Conv2d))}

@@ -112,12 +112,17 @@ class TrainConfig:
 
 @dataclass
 class EvalResult:
-    """Mean loss, accuracy in percent (100 * correct / n), error count and n."""
+    """Mean loss (nats), accuracy in percent (100 * correct / n), error count and n."""
 
     loss: float
     accuracy: float
     errors: int
     n: int
+
+    @property
+    def loss_bits(self) -> float:
+        """The mean loss in bits: loss / ln 2 (bits per byte for a byte-level language model)."""
+        return self.loss / math.log(2)
 
 
 @dataclass

@@ -17,12 +17,11 @@ import torch
 
 from compresslab.core import latency
 from compresslab.core.data import Split
-from compresslab.core.latency import Latency, time_ratio
+from compresslab.core.latency import QUIET_SPREAD, Latency, time_ratio
 
-__all__ = ["QUIET_SPREAD", "cpu_features", "set_threads", "logits_of", "fidelity", "spread", "is_quiet",
+__all__ = ["cpu_features", "set_threads", "logits_of", "fidelity", "spread", "is_quiet",
            "speed_claim"]
 
-QUIET_SPREAD = 1.5
 
 
 def cpu_features(cpuinfo: str | os.PathLike = "/proc/cpuinfo") -> dict[str, object]:

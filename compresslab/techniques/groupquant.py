@@ -19,7 +19,6 @@ FP16 scale and a b-bit zero point per group, the rest of the model in FP32 (`fil
 
 from __future__ import annotations
 
-import copy
 import io
 import time
 from collections.abc import Mapping
@@ -44,6 +43,7 @@ from compresslab.core.params import (
 from compresslab.core.report import Report
 from compresslab.core.training import EvalResult, LossFn, evaluate
 from compresslab.core.validate import check_choice, check_float, check_int
+from compresslab.techniques.layerwise import layer_inputs, layerwise_setup
 from compresslab.techniques.quantops import choose_qparams, dequantize_affine, quantize_affine
 from compresslab.techniques.registry import Technique, register, tiny_mlp
 
@@ -60,9 +60,6 @@ __all__ = [
     "pack_codes",
     "unpack_codes",
     "file_bytes",
-    "layer_inputs",
-    "Layerwise",
-    "layerwise_setup",
     "GroupQuantConfig",
     "GroupQuantReport",
     "apply_groupquant",
@@ -225,50 +222,6 @@ def file_bytes(model: nn.Module, quants: Mapping[str, GroupQuant]) -> int:
     return len(buffer.getvalue())
 
 
-@torch.no_grad()
-def layer_inputs(model: nn.Module, layer: nn.Module, x: torch.Tensor, batch_size: int = 32) -> torch.Tensor:
-    """The inputs `layer` receives while `model` runs on x (flattened to rows of in_features)."""
-    seen: list[torch.Tensor] = []
-    handle = layer.register_forward_hook(lambda m, inp, out: seen.append(inp[0].detach().reshape(-1, inp[0].shape[-1])))
-    try:
-        for i in range(0, len(x), batch_size):
-            model(x[i:i + batch_size])
-    finally:
-        handle.remove()
-    return torch.cat(seen)
-
-
-@dataclass
-class Layerwise:
-    """The set-up of a one-layer-after-another verb (GPTQ, Wanda): the model it works on (a copy unless
-    in place, in eval mode), its evaluation before, its size before, the Linear layers to treat (in
-    model order) and the calibration windows (None without data)."""
-
-    model: nn.Module
-    before: EvalResult | None
-    size_before: metrics.Size
-    layers: dict[str, nn.Linear]
-    calibration: torch.Tensor | None
-
-
-def layerwise_setup(model: nn.Module, data: Dataset | None, layers: tuple[str, ...] | None, calibration: int,
-                    owner: str, inplace: bool = False, before: EvalResult | None = None) -> Layerwise:
-    """Copy (unless `inplace`), evaluate (unless `before` is given), pick the Linear layers named in
-    `layers` (None: every Linear but the last, the output head; an unknown name raises, naming
-    `owner`.layers) and take the first `calibration` training windows."""
-    model = model if inplace else copy.deepcopy(model)
-    model.eval()
-    if before is None and data is not None:
-        before = evaluate(model, data.test)
-    linears = {n: m for n, m in model.named_modules() if isinstance(m, nn.Linear)}
-    names = list(layers) if layers is not None else list(linears)[:-1]
-    unknown = [n for n in names if n not in linears]
-    if unknown:
-        raise ValueError(f"{owner}.layers: {unknown} are not Linear layers; choose from {list(linears)}")
-    calib = data.train.tensors(calibration)[0] if data is not None else None
-    return Layerwise(model, before, metrics.model_size(model), {n: linears[n] for n in names}, calib)
-
-
 @dataclass(frozen=True)
 class GroupQuantConfig:
     """bits in [2, 8]; group_size: columns per group (0: one group per row); method 'rtn' or 'gptq';
@@ -347,13 +300,12 @@ def apply_groupquant(
                      "output_error": None if x is None else output_error(x, w, layer.weight.detach())})
     stored = file_bytes(model, quants)
     after = evaluate(model, data.test) if data is not None else None
-    ln2 = float(np.log(2))
     report = GroupQuantReport(
         config=config, size_before=size_before, size_after=metrics.model_size(model, stored_bytes=stored),
         accuracy_before=None if before is None else before.accuracy,
         accuracy_after=None if after is None else after.accuracy,
-        loss_bits_before=None if before is None else before.loss / ln2,
-        loss_bits_after=None if after is None else after.loss / ln2,
+        loss_bits_before=None if before is None else before.loss_bits,
+        loss_bits_after=None if after is None else after.loss_bits,
         file_bytes=stored, seconds=time.perf_counter() - start, layers=rows)
     return model, report
 

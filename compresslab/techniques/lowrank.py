@@ -25,7 +25,7 @@ from torch import nn
 
 from compresslab.core import metrics
 from compresslab.core.data import Dataset
-from compresslab.core.models import prunable_layers
+from compresslab.core.models import prunable_layers, replace_module
 from compresslab.core.params import DATASET, EPOCHS, PROFILE, SEED, SHARE, choice
 from compresslab.core.report import Report, fmt_percent
 from compresslab.core.training import LossFn, TrainConfig, accuracy_fn, train
@@ -321,11 +321,6 @@ class LowRankReport(Report):
                 f"accuracy right after truncation {fmt_percent(self.accuracy_truncated)}"]
 
 
-def _set_module(model: nn.Module, name: str, module: nn.Module) -> None:
-    parent, _, child = name.rpartition(".")
-    setattr(model.get_submodule(parent) if parent else model, child, module)
-
-
 def apply_lowrank(
     model: nn.Module, config: LowRankConfig, data: Dataset | None = None, *, inplace: bool = False,
     progress: bool | None = None, loss_fn: LossFn | None = None, svds: dict[str, SVD] | None = None,
@@ -376,7 +371,7 @@ def apply_lowrank(
             rebuilt = tensordecomp.decomposed_weight(new) if tensor else reconstructed_weight(new)
             diff = rebuilt - metrics.effective_weight(layer)
             err = float(diff.norm() / metrics.effective_weight(layer).norm())
-            _set_module(model, name, new)
+            replace_module(model, name, new)
         rows.append({"layer": name, "kind": type(layer).__name__, "matrix": f"{m}x{n}", "max_rank": min(m, n),
                      "rank": r, "break_even": round(even, 1), "saves": saves, "factorized": factorize,
                      "energy": float(energy_curve(s)[min(r, len(s)) - 1]), "rel_error": err if factorize else 0.0,

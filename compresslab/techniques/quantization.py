@@ -15,7 +15,13 @@ from torch import nn
 
 from compresslab.core import metrics
 from compresslab.core.data import Dataset
-from compresslab.core.models import is_convnet, prepare_input, prunable_layers, to_model_layout
+from compresslab.core.models import (
+    is_convnet,
+    prepare_input,
+    prunable_layers,
+    replace_module,
+    to_model_layout,
+)
 from compresslab.core.params import DATASET, EPOCHS, PROFILE, QUANT_BITS, SEED, Param, choice
 from compresslab.core.report import Report
 from compresslab.core.training import LossFn, TrainConfig, evaluate, train
@@ -68,7 +74,7 @@ __all__ = [
     "calibration_inputs",
     "calibrate",
     "QuantReport",
-    "layer_inputs",
+    "inputs_by_layer",
     "scale_overhead_bits",
     "quant_report",
     "apply_ptq",
@@ -162,8 +168,7 @@ def insert_fake_quant(model: nn.Module, config: QuantConfig) -> nn.Module:
             config.act_bits, config.act_scheme, config.act_observer, None, config.percentile, config.mse_grid,
             config.seed)
         new.train(layer.training)
-        parent_name, _, child = name.rpartition(".")
-        setattr(model.get_submodule(parent_name) if parent_name else model, child, new)
+        replace_module(model, name, new)
     return model
 
 
@@ -221,7 +226,7 @@ class QuantReport(Report):
                 f"{c.weight_observer}, activations {acts}"]
 
 
-def layer_inputs(model: nn.Module, x: torch.Tensor) -> dict[str, torch.Tensor]:
+def inputs_by_layer(model: nn.Module, x: torch.Tensor) -> dict[str, torch.Tensor]:
     """The input each Linear/Conv2d layer receives when `model` runs on x: what activation observers see."""
     return _layer_outputs(model, list(prunable_layers(model)), x, inputs=True)
 

@@ -10,6 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from compresslab.core.models import replace_module
 from compresslab.techniques.quantops import (
     channel_rows,
     choose_qparams,
@@ -121,6 +122,5 @@ def plain_layers(model: nn.Module) -> nn.Module:
         else:
             new = nn.Linear(layer.in_features, layer.out_features, bias=layer.bias is not None)
         new.weight, new.bias = layer.weight, layer.bias
-        parent, _, child = name.rpartition(".")
-        setattr(model.get_submodule(parent) if parent else model, child, new)
+        replace_module(model, name, new)
     return model.eval()

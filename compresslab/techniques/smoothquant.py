@@ -25,7 +25,7 @@ from compresslab.core.data import Dataset
 from compresslab.core.report import Report
 from compresslab.core.training import LossFn, evaluate
 from compresslab.core.validate import check_bool, check_choice, check_float, check_int
-from compresslab.techniques.groupquant import layer_inputs
+from compresslab.techniques.layerwise import layer_inputs
 from compresslab.techniques.quantops import choose_qparams, dequantize_affine, quantize_affine
 from compresslab.techniques.registry import Technique, register, tiny_mlp
 
@@ -193,11 +193,10 @@ def apply_smoothquant(
         bits, gran = config.act_bits, config.granularity
         layer.register_forward_pre_hook(lambda m, inp, b=bits, g=gran: (fake_quant_activations(inp[0], b, g),))
     after = evaluate(model, data.test)
-    ln2 = float(torch.log(torch.tensor(2.0)))
     report = SmoothQuantReport(
         config=config, size_before=size_before, accuracy_before=before.accuracy,
         size_after=metrics.model_size(model, bits_per_weight={n: config.weight_bits for n in names}),
-        accuracy_after=after.accuracy, loss_bits_before=before.loss / ln2, loss_bits_after=after.loss / ln2,
+        accuracy_after=after.accuracy, loss_bits_before=before.loss_bits, loss_bits_after=after.loss_bits,
         seconds=time.perf_counter() - start, layers=rows)
     return model, report
 

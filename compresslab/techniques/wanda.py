@@ -25,7 +25,7 @@ from compresslab.core.data import Dataset
 from compresslab.core.report import Report
 from compresslab.core.training import EvalResult, LossFn, evaluate
 from compresslab.core.validate import check_choice, check_float, check_int
-from compresslab.techniques.groupquant import layer_inputs, layerwise_setup
+from compresslab.techniques.layerwise import layer_inputs, layerwise_setup
 from compresslab.techniques.masks import magnitude_mask, make_permanent, set_masks
 from compresslab.techniques.registry import Technique, register, tiny_mlp
 
@@ -177,7 +177,6 @@ def apply_wanda(
         zeros, total, kept = zeros + mask.numel() - nz, total + mask.numel(), kept + nz
         rows.append({"layer": name, "shape": f"{w.shape[0]}x{w.shape[1]}", "sparsity": 1 - nz / mask.numel()})
     after = evaluate(model, data.test) if data is not None else None
-    ln2 = float(torch.log(torch.tensor(2.0)))
     size_after = metrics.model_size(model)
     nm_bytes = None
     if config.pattern == "2:4":  # dense FP32 minus the dropped values, plus a 2-bit position per kept value
@@ -186,8 +185,8 @@ def apply_wanda(
         config=config, size_before=size_before, size_after=size_after,
         accuracy_before=None if before is None else before.accuracy,
         accuracy_after=None if after is None else after.accuracy,
-        loss_bits_before=None if before is None else before.loss / ln2,
-        loss_bits_after=None if after is None else after.loss / ln2,
+        loss_bits_before=None if before is None else before.loss_bits,
+        loss_bits_after=None if after is None else after.loss_bits,
         sparsity=zeros / max(total, 1), nm_bytes=nm_bytes, seconds=time.perf_counter() - start, layers=rows)
     return model, report
 
