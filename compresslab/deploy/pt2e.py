@@ -394,11 +394,11 @@ register(Technique(
     name="int8", apply=apply_int8, config=DeployConfig,
     example=lambda: (tiny_mlp(), DeployConfig(batch_sizes=(32,), calibration_size=64, compile=False, benchmark=False), {}),
     notebook="07_deployment", params={
-            "profile": PROFILE, "dataset": DATASET,
-            "architectures": Param("choices", choices=("lenet300", "lenet5")),
-            "headline": choice("lenet300", "lenet5"), "compressed_arch": choice("lenet300", "lenet5"),
-            "runtimes": Param("choices", choices=("onnxruntime", "openvino", "executorch", "litert", "coreml", "tensorrt"),
-                              empty_ok=True),
-            "calibration_size": Param("int", 1, 60000), "rounds": Param("int", 1, 1000),
-            "drift_window": Param("int", 10, 10000), "drift_method": choice("ks", "threshold"), "seed": SEED,
+        "profile": PROFILE, "dataset": DATASET,
+        "architectures": Param("choices", choices=("lenet300", "lenet5")),
+        "headline": choice("lenet300", "lenet5"), "compressed_arch": choice("lenet300", "lenet5"),
+        "runtimes": Param("choices", choices=("onnxruntime", "openvino", "executorch", "litert", "coreml", "tensorrt"),
+                          empty_ok=True),
+        "calibration_size": Param("int", 1, 60000), "rounds": Param("int", 1, 1000),
+        "drift_window": Param("int", 10, 10000), "drift_method": choice("ks", "threshold"), "seed": SEED,
     }))

@@ -54,7 +54,7 @@ from compresslab.techniques.distillation import (
 from compresslab.techniques.huffman import codewords, symbol_counts
 from compresslab.techniques.masks import make_permanent
 from compresslab.techniques.pruning import PruneConfig, PruningReport, apply_pruning
-from compresslab.techniques.registry import Technique, register, tiny_mlp
+from compresslab.techniques.registry import StepContext, Technique, register, tiny_mlp
 from compresslab.techniques.sharing import ShareConfig, SharingReport, apply_sharing
 
 __all__ = [
@@ -352,7 +352,7 @@ def stream_statistics(record: LayerRecord) -> dict[str, tuple[np.ndarray, np.nda
 
 # ----------------------------------------------------------------- registration
 
-def _recipe_step(model: nn.Module, config: DeepCompressionConfig, data: Dataset, context) -> tuple[nn.Module, Report]:
+def _recipe_step(model: nn.Module, config: DeepCompressionConfig, data: Dataset, context: StepContext) -> tuple[nn.Module, Report]:
     """A recipe's deep_compression step: the file written to context.file (if any), masks folded."""
     if context.file is not None:
         Path(context.file).parent.mkdir(parents=True, exist_ok=True)
@@ -367,11 +367,11 @@ register(Technique(
         share=ShareConfig(fc_bits=3)), {}),
     verb="deep_compression", step=_recipe_step, writes_file=".dcz", notebook="06_deep_compression",
     params={
-            "profile": PROFILE, "model_name": choice("lenet300", "lenet5"), "dataset": DATASET,
-            "layer_sparsity": Param("fractions", 0, 1, hi_open=True, optional=True),
-            "prune_iterations": Param("int", 1, 100),
-            "distill_temperature": Param("float", 1e-3, 1e4, optional=True), "distill_alpha": WEIGHT,
-            "conv_bits": CODE_BITS, "fc_bits": CODE_BITS, "conv_index_bits": CODE_BITS, "fc_index_bits": CODE_BITS,
-            "init": choice("linear", "density", "random"), "value_dtype": choice("float16", "float32"), "seed": SEED,
+        "profile": PROFILE, "model_name": choice("lenet300", "lenet5"), "dataset": DATASET,
+        "layer_sparsity": Param("fractions", 0, 1, hi_open=True, optional=True),
+        "prune_iterations": Param("int", 1, 100),
+        "distill_temperature": Param("float", 1e-3, 1e4, optional=True), "distill_alpha": WEIGHT,
+        "conv_bits": CODE_BITS, "fc_bits": CODE_BITS, "conv_index_bits": CODE_BITS, "fc_index_bits": CODE_BITS,
+        "init": choice("linear", "density", "random"), "value_dtype": choice("float16", "float32"), "seed": SEED,
     },
     references={"huffman_code": codewords, "relative_encode": relative_encode}))

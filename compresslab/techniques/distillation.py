@@ -36,7 +36,7 @@ from compresslab.core.validate import (
     check_instance,
     check_seed,
 )
-from compresslab.techniques.registry import TINY_TRAIN, Technique, register, tiny_mlp
+from compresslab.techniques.registry import TINY_TRAIN, StepContext, Technique, register, tiny_mlp
 
 __all__ = [
     "DistillStep",
@@ -345,7 +345,7 @@ class DistillStep:
         check_seed(owner, "seed", self.seed)
 
 
-def _recipe_step(model: nn.Module, config: DistillStep, data: Dataset, context) -> tuple[nn.Module, Report]:
+def _recipe_step(model: nn.Module, config: DistillStep, data: Dataset, context: StepContext) -> tuple[nn.Module, Report]:
     """A recipe's distill step: a fresh student (seeded) learns from the current model."""
     seed_everything(config.seed)
     student = models.create(config.student, **config.student_kwargs)
@@ -357,9 +357,9 @@ register(Technique(
     example=lambda: (tiny_mlp(1, (8,)), DistillConfig(train=TINY_TRAIN), {"teacher": tiny_mlp(2, (32,))}),
     verb="distill", step=_recipe_step, step_config=DistillStep, notebook="04_knowledge_distillation",
     params={
-            "profile": PROFILE, "dataset": DATASET, "temperatures": Param("floats", 1e-3, 1e4),
-            "alpha": WEIGHT, "alphas": Param("floats", 0, 1, empty_ok=True), "tiny_hidden": Param("ints", 1, 10000),
-            "teacher_dropout": FRACTION, "teacher_jitter": Param("int", 0, 4), "temperature": TEMPERATURE,
-            "image_index": Param("int", 0, 9999), "seed": SEED,
+        "profile": PROFILE, "dataset": DATASET, "temperatures": Param("floats", 1e-3, 1e4),
+        "alpha": WEIGHT, "alphas": Param("floats", 0, 1, empty_ok=True), "tiny_hidden": Param("ints", 1, 10000),
+        "teacher_dropout": FRACTION, "teacher_jitter": Param("int", 0, 4), "temperature": TEMPERATURE,
+        "image_index": Param("int", 0, 9999), "seed": SEED,
     },
     references={"soft_targets": soft_targets, "kd_loss": kd_loss}))

@@ -316,9 +316,9 @@ register(Technique(
     name="groupquant", apply=apply_groupquant, config=GroupQuantConfig,
     example=lambda: (tiny_mlp(), GroupQuantConfig(bits=4, group_size=16, method="gptq", calibration=64), {}),
     notebook="09_language_model", params={
-            "profile": PROFILE, "method": choice("rtn", "gptq"), "bits": choice(8, 4, 3),
-            "group_size": choice(0, 16, 32, 64, 128), "bit_widths": Param("ints", 2, 8),
-            "group_sizes": Param("ints", 0, 128), "calibration": Param("int", 1, 4096), "alpha": WEIGHT,
-            "sparsity": OPEN_FRACTION, "distill_temperature": TEMPERATURE, "distill_alpha": WEIGHT,
-            "lowrank_ratio": SHARE, "sample_bytes": Param("int", 1, 2000), "rounds": Param("int", 1, 1000), "seed": SEED,
+        "profile": PROFILE, "method": choice("rtn", "gptq"), "bits": choice(8, 4, 3),
+        "group_size": choice(0, 16, 32, 64, 128), "bit_widths": Param("ints", 2, 8),
+        "group_sizes": Param("ints", 0, 128), "calibration": Param("int", 1, 4096), "alpha": WEIGHT,
+        "sparsity": OPEN_FRACTION, "distill_temperature": TEMPERATURE, "distill_alpha": WEIGHT,
+        "lowrank_ratio": SHARE, "sample_bytes": Param("int", 1, 2000), "rounds": Param("int", 1, 1000), "seed": SEED,
     }))

@@ -395,11 +395,11 @@ register(Technique(
                                                branches=("ticket",)), {}),
     notebook="02_lottery_ticket_rewinding",
     params={
-            "profile": PROFILE, "model_name": choice("lenet300", "lenet5"), "dataset": DATASET,
-            "levels": Param("int", 1, 60), "fraction": OPEN_FRACTION,
-            "output_fraction": Param("float", 0, 1, lo_open=True, hi_open=True, optional=True),
-            "scope": choice("layer", "global"), "epochs": EPOCHS, "batch_size": Param("int", 1, 60000),
-            "lr": Param("float", 0, 10, lo_open=True), "rewind_step": Param("int", 0, 10**9),
-            "control_every": Param("int", 1, 60), "seed": SEED, "reinit_seed": SEED, "random_mask_seed": SEED,
+        "profile": PROFILE, "model_name": choice("lenet300", "lenet5"), "dataset": DATASET,
+        "levels": Param("int", 1, 60), "fraction": OPEN_FRACTION,
+        "output_fraction": Param("float", 0, 1, lo_open=True, hi_open=True, optional=True),
+        "scope": choice("layer", "global"), "epochs": EPOCHS, "batch_size": Param("int", 1, 60000),
+        "lr": Param("float", 0, 10, lo_open=True), "rewind_step": Param("int", 0, 10**9),
+        "control_every": Param("int", 1, 60), "seed": SEED, "reinit_seed": SEED, "random_mask_seed": SEED,
     },
     references={"prune_survivors": prune_survivors, "rewind": rewind, "random_masks_like": random_masks_like}))

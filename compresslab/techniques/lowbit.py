@@ -35,7 +35,7 @@ from compresslab.core.report import Report
 from compresslab.core.training import LossFn, TrainConfig, accuracy_fn, train
 from compresslab.core.validate import check_choice, check_config, check_float, check_names
 from compresslab.techniques.lowbitops import LOWBIT_KINDS, FakeLowBit, binarize, ternarize
-from compresslab.techniques.registry import TINY_TRAIN, Technique, register, tiny_mlp
+from compresslab.techniques.registry import TINY_TRAIN, StepContext, Technique, register, tiny_mlp
 
 __all__ = ["LowBitConfig", "LowBitReport", "bits_per_weight", "lowbit_layers", "bake", "apply_lowbit"]
 
@@ -154,7 +154,7 @@ def apply_lowbit(model: nn.Module, config: LowBitConfig, data: Dataset | None = 
 
 # ----------------------------------------------------------------- registration
 
-def _recipe_step(model: nn.Module, config: LowBitConfig, data: Dataset, context) -> tuple[nn.Module, Report]:
+def _recipe_step(model: nn.Module, config: LowBitConfig, data: Dataset, context: StepContext) -> tuple[nn.Module, Report]:
     """A recipe's lowbit step; with context.teacher_temperature set, trained with the distillation
     loss from the recipe's starting (dense) model."""
     from compresslab.techniques.distillation import distillation_loss_fn
@@ -169,12 +169,12 @@ register(Technique(
     example=lambda: (tiny_mlp(), LowBitConfig(kind="ternary", finetune=TINY_TRAIN), {}),
     verb="lowbit", step=_recipe_step, teacher=True, notebook="08_pareto_frontier",
     params={
-            "profile": PROFILE, "dataset": DATASET, "model_name": choice("lenet300", "lenet5"),
-            "runtime": choice("onnxruntime", "openvino"), "finetune_epochs": EPOCHS, "sparsity": FRACTION,
-            "student_hidden": Param("int", 1, 10000), "ternary_ratio": Param("float", 0, 10, lo_open=True),
-            "dc_iterations": Param("int", 1, 100), "dc_fc_bits": CODE_BITS,
-            "sram_kb": Param("float", 0, 10**7, lo_open=True), "rounds": Param("int", 1, 1000),
-            "results_dir": Param("text"), "budget_kb": Param("float", 0, 10**7, lo_open=True),
-            "budget_ms": Param("float", 0, 10**4, lo_open=True), "budget_accuracy": Param("float", 0, 100),
-            "budget_batch": choice(1, 256), "seed": SEED,
+        "profile": PROFILE, "dataset": DATASET, "model_name": choice("lenet300", "lenet5"),
+        "runtime": choice("onnxruntime", "openvino"), "finetune_epochs": EPOCHS, "sparsity": FRACTION,
+        "student_hidden": Param("int", 1, 10000), "ternary_ratio": Param("float", 0, 10, lo_open=True),
+        "dc_iterations": Param("int", 1, 100), "dc_fc_bits": CODE_BITS,
+        "sram_kb": Param("float", 0, 10**7, lo_open=True), "rounds": Param("int", 1, 1000),
+        "results_dir": Param("text"), "budget_kb": Param("float", 0, 10**7, lo_open=True),
+        "budget_ms": Param("float", 0, 10**4, lo_open=True), "budget_accuracy": Param("float", 0, 100),
+        "budget_batch": choice(1, 256), "seed": SEED,
     }))

@@ -402,9 +402,9 @@ register(Technique(
     example=lambda: (tiny_mlp(), LowRankConfig(rank=4, layers=("fc1",), finetune=TINY_TRAIN), {}),
     verb="lowrank", notebook="05_svd_factorization",
     params={
-            "profile": PROFILE, "model_name": choice("mlp1200", "lenet300", "lenet5"), "dataset": DATASET,
-            "param_ratio": SHARE, "scope": choice("model", "layer"), "energy": SHARE,
-            "conv_mode": choice("channel", "spatial"), "finetune_epochs": EPOCHS, "seed": SEED,
+        "profile": PROFILE, "model_name": choice("mlp1200", "lenet300", "lenet5"), "dataset": DATASET,
+        "param_ratio": SHARE, "scope": choice("model", "layer"), "energy": SHARE,
+        "conv_mode": choice("channel", "spatial"), "finetune_epochs": EPOCHS, "seed": SEED,
     },
     references={"svd_factorize": svd_factorize, "rank_for_energy": rank_for_energy,
                 "factorize_linear": factorize_layer}))

@@ -48,7 +48,7 @@ from compresslab.techniques.masks import (  # noqa: F401  (re-exported: notebook
     prune_magnitude,
     set_masks,
 )
-from compresslab.techniques.registry import TINY_TRAIN, Technique, register, tiny_mlp
+from compresslab.techniques.registry import TINY_TRAIN, StepContext, Technique, register, tiny_mlp
 from compresslab.techniques.structured import (  # noqa: F401  (re-exported)
     CSRLinear,
     apply_structured_masks,
@@ -258,7 +258,7 @@ def sensitivity_scan(
 
 # ----------------------------------------------------------------- registration
 
-def _recipe_step(model: nn.Module, config: PruneConfig, data: Dataset, context) -> tuple[nn.Module, Report]:
+def _recipe_step(model: nn.Module, config: PruneConfig, data: Dataset, context: StepContext) -> tuple[nn.Module, Report]:
     """A recipe's prune step: prune, then fold the masks into the weights."""
     pruned, report = apply_pruning(model, config, data, progress=context.progress)
     return make_permanent(pruned), report
@@ -269,11 +269,11 @@ register(Technique(
     example=lambda: (tiny_mlp(), PruneConfig(sparsity=0.8, finetune=TINY_TRAIN), {}),
     verb="prune", step=_recipe_step, notebook="01_magnitude_pruning",
     params={
-            "profile": PROFILE, "model_name": choice("lenet300", "lenet5"), "dataset": DATASET,
-            "sparsity": FRACTION, "scope": choice("global", "layer"),
-            "schedule": choice("one_shot", "iterative", "gradual"), "iterations": Param("int", 1, 100),
-            "structured_sparsity": FRACTION, "teacher_temperature": Param("float", 1e-3, 1e4, optional=True),
-            "seed": SEED,
+        "profile": PROFILE, "model_name": choice("lenet300", "lenet5"), "dataset": DATASET,
+        "sparsity": FRACTION, "scope": choice("global", "layer"),
+        "schedule": choice("one_shot", "iterative", "gradual"), "iterations": Param("int", 1, 100),
+        "structured_sparsity": FRACTION, "teacher_temperature": Param("float", 1e-3, 1e4, optional=True),
+        "seed": SEED,
     },
     references={"magnitude_mask": magnitude_mask, "global_magnitude_masks": global_magnitude_masks,
                 "cubic_sparsity": cubic_sparsity}))

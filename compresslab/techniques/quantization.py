@@ -65,7 +65,7 @@ from compresslab.techniques.quantops import (  # noqa: F401  (re-exported: noteb
     quantize_tensor,
     sqnr_db,
 )
-from compresslab.techniques.registry import TINY_TRAIN, Technique, register, tiny_mlp
+from compresslab.techniques.registry import TINY_TRAIN, StepContext, Technique, register, tiny_mlp
 
 __all__ = [
     "QuantConfig",
@@ -365,7 +365,7 @@ def apply_qat(model: nn.Module, config: QATConfig, data: Dataset, *, inplace: bo
 
 # ----------------------------------------------------------------- registration
 
-def _qat_step(model: nn.Module, config: QATConfig, data: Dataset, context) -> tuple[nn.Module, Report]:
+def _qat_step(model: nn.Module, config: QATConfig, data: Dataset, context: StepContext) -> tuple[nn.Module, Report]:
     """A recipe's qat step: QAT, then plain layers holding the float weights (`plain_layers`)."""
     trained, report = apply_qat(model, config, data, progress=context.progress)
     return plain_layers(trained), report
@@ -375,11 +375,11 @@ register(Technique(
     name="ptq", apply=apply_ptq, config=QuantConfig,
     example=lambda: (tiny_mlp(), QuantConfig(calibration_size=64), {}),
     notebook="03_ptq_vs_qat", params={
-            "profile": PROFILE, "model_name": choice("lenet5", "small_cnn", "lenet300"), "dataset": DATASET,
-            "bit_widths": Param("ints", 2, 16), "qat_bit_widths": Param("ints", 2, 16), "qat_epochs": EPOCHS,
-            "observer": choice("minmax", "percentile", "mse"), "granularity": choice("per_channel", "per_tensor"),
-            "weight_bits": QUANT_BITS, "act_bits": QUANT_BITS, "calibration_size": Param("int", 1, 60000),
-            "seed": SEED,
+        "profile": PROFILE, "model_name": choice("lenet5", "small_cnn", "lenet300"), "dataset": DATASET,
+        "bit_widths": Param("ints", 2, 16), "qat_bit_widths": Param("ints", 2, 16), "qat_epochs": EPOCHS,
+        "observer": choice("minmax", "percentile", "mse"), "granularity": choice("per_channel", "per_tensor"),
+        "weight_bits": QUANT_BITS, "act_bits": QUANT_BITS, "calibration_size": Param("int", 1, 60000),
+        "seed": SEED,
     },
     references={"choose_qparams": choose_qparams, "quantize_affine": quantize_affine, "fake_quantize": fake_quantize}))
 register(Technique(
