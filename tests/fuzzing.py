@@ -18,7 +18,7 @@ from filefuzz import ARCH, assemble, recrc, split
 from hypothesis import strategies as st
 
 from compresslab.core.training import TrainConfig
-from compresslab.deploy.pt2e import DeployConfig
+from compresslab.deploy.pt2e import Int8Config
 from compresslab.techniques.deepcompression import DeepCompressionConfig, EncodeConfig
 from compresslab.techniques.distillation import DistillConfig
 from compresslab.techniques.lottery import LotteryConfig
@@ -28,7 +28,7 @@ from compresslab.techniques.quantization import QATConfig, QuantConfig
 from compresslab.techniques.sharing import ShareConfig
 
 CONFIGS = (TrainConfig, PruneConfig, LotteryConfig, QuantConfig, QATConfig, DistillConfig, LowRankConfig,
-           ShareConfig, EncodeConfig, DeepCompressionConfig, DeployConfig)
+           ShareConfig, EncodeConfig, DeepCompressionConfig, Int8Config)
 
 # fields that need a partner to be valid at all: the base kwargs used when fuzzing another field
 BASE = {LowRankConfig: {"energy": 0.9}}

@@ -40,7 +40,7 @@ def trained(data):
 
 @pytest.fixture(scope="module")
 def built(trained, data):
-    config = deploy.DeployConfig(batch_sizes=(BATCH,), calibration_size=128, benchmark=False)
+    config = deploy.Int8Config(batch_sizes=(BATCH,), calibration_size=128, benchmark=False)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)  # torch.export / inductor chatter
         return deploy.apply_int8(trained, config, data)
@@ -94,7 +94,7 @@ def test_report(built, trained):
 
 
 def test_timing_variants_uncompiled(trained, data):
-    config = deploy.DeployConfig(batch_sizes=(1, BATCH), calibration_size=64, compile=False, rounds=2, repeats=3)
+    config = deploy.Int8Config(batch_sizes=(1, BATCH), calibration_size=64, compile=False, rounds=2, repeats=3)
     _, report = deploy.apply_int8(trained, config, data)
     assert not report.compiled and "compile=False" in report.warning
     assert {row["variant"] for row in report.timings} == {"fp32 eager", "fp32 channels_last", "int8"}
@@ -133,7 +133,7 @@ def test_fallback_without_compiler(trained, data, monkeypatch):
         raise RuntimeError("no C++ compiler found")
 
     monkeypatch.setattr(torch, "compile", broken)
-    config = deploy.DeployConfig(batch_sizes=(BATCH,), calibration_size=64, benchmark=False)
+    config = deploy.Int8Config(batch_sizes=(BATCH,), calibration_size=64, benchmark=False)
     with pytest.warns(RuntimeWarning, match="NOT representative"):
         int8, report = deploy.apply_int8(trained, config, data)
     assert not report.compiled and not int8.compiled and "no C++ compiler" in report.warning
@@ -143,7 +143,7 @@ def test_fallback_without_compiler(trained, data, monkeypatch):
 
 
 def test_qat_flow_trains_the_exported_graph(trained, data):
-    config = deploy.DeployConfig(batch_sizes=(BATCH,), calibration_size=64, compile=False, benchmark=False,
+    config = deploy.Int8Config(batch_sizes=(BATCH,), calibration_size=64, compile=False, benchmark=False,
                                  qat=TrainConfig(epochs=1, lr=0.01, batch_size=32))
     int8, report = deploy.apply_int8(trained, config, data)
     assert report.method == "qat" and not report.compiled
@@ -173,7 +173,7 @@ def test_weight_bytes_counts_int8_constants():
 ])
 def test_bad_deploy_config(kwargs, field):
     with pytest.raises((ValueError, TypeError), match=field):
-        deploy.DeployConfig(**kwargs)
+        deploy.Int8Config(**kwargs)
 
 
 @pytest.mark.parametrize("weights", [torch.channels_last, torch.contiguous_format])
@@ -200,7 +200,7 @@ def test_eager_is_nchw_and_channels_last_is_nhwc_whatever_the_weights_arrive_in(
         raise StopIteration
 
     monkeypatch.setattr(pt2e, "benchmark", capture)
-    config = deploy.DeployConfig(batch_sizes=(BATCH,), calibration_size=64, compile=False)
+    config = deploy.Int8Config(batch_sizes=(BATCH,), calibration_size=64, compile=False)
     with pytest.raises(StopIteration):
         pt2e._time_variants(model, int8, config, (1, 28, 28))
     assert seen == {"fp32 eager": {False}, "fp32 channels_last": {True}}, seen

@@ -19,7 +19,7 @@ from compresslab.core import latency
 from compresslab.core.data import Split
 from compresslab.core.latency import QUIET_SPREAD, Latency, time_ratio
 
-__all__ = ["cpu_features", "set_threads", "logits_of", "fidelity", "spread", "is_quiet",
+__all__ = ["cpu_features", "thread_settings", "logits_of", "fidelity", "spread", "is_quiet",
            "speed_claim"]
 
 
@@ -44,9 +44,9 @@ def cpu_features(cpuinfo: str | os.PathLike = "/proc/cpuinfo") -> dict[str, obje
     }
 
 
-def set_threads(threads: int) -> dict[str, object]:
-    """torch's intra-op threads set explicitly (core.latency.set_threads); returns what each runtime
-    will be given."""
+def thread_settings(threads: int) -> dict[str, object]:
+    """Set torch's intra-op threads (the one setter, core.latency.set_threads) and return the thread
+    settings every runtime will run with: torch's count, the OpenMP variables, the runtimes' sessions."""
     return {"torch": latency.set_threads(threads), "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS"),
             "OMP_WAIT_POLICY": os.environ.get("OMP_WAIT_POLICY"), "runtimes (per session)": threads}
 

@@ -41,7 +41,7 @@ from compresslab.techniques.registry import Technique, register, tiny_mlp
 
 __all__ = [
     "NOT_COMPILED_WARNING",
-    "DeployConfig",
+    "Int8Config",
     "export",
     "x86_quantizer",
     "quantize_ptq",
@@ -94,7 +94,7 @@ def _pt2e():
 
 
 @dataclass(frozen=True)
-class DeployConfig:
+class Int8Config:
     """How to build and time the INT8 model.
 
     batch_sizes: one static compiled graph each (conv lowering needs static shapes).
@@ -116,7 +116,7 @@ class DeployConfig:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        owner = "DeployConfig"
+        owner = "Int8Config"
         check_instance(owner, "batch_sizes", self.batch_sizes, (tuple, list))
         if not self.batch_sizes:
             raise ValueError(f"{owner}.batch_sizes=() must hold at least one batch size")
@@ -299,7 +299,7 @@ def agreement(preds_a: torch.Tensor, preds_b: torch.Tensor) -> float:
     return float((preds_a == preds_b).float().mean())
 
 
-def apply_int8(model: nn.Module, config: DeployConfig, data: Dataset, *, inplace: bool = False,
+def apply_int8(model: nn.Module, config: Int8Config, data: Dataset, *, inplace: bool = False,
                progress: bool | None = None, loss_fn: LossFn | None = None) -> tuple[Int8Model, DeployReport]:
     """Build a real INT8 model of `model` (PTQ, or QAT if config.qat), check its accuracy, time it.
     The float model is exported from a copy (from `model` itself, moved to CPU, when inplace);
@@ -359,7 +359,7 @@ def apply_int8(model: nn.Module, config: DeployConfig, data: Dataset, *, inplace
     return int8, report
 
 
-def _time_variants(model: nn.Module, int8: Int8Model, config: DeployConfig,
+def _time_variants(model: nn.Module, int8: Int8Model, config: Int8Config,
                    shape: tuple[int, ...]) -> tuple[metrics.SpeedTable, str, float]:
     """Time FP32 eager (NCHW weights and batches), FP32 channels_last, FP32 compiled and INT8; return the
     table, the fair FP32 label (the fastest kind of FP32 we built: compiled if it compiled) and the FP32
@@ -391,8 +391,8 @@ def _no_module(model: nn.Module) -> Callable[[torch.Tensor], torch.Tensor]:
 # ----------------------------------------------------------------- registration
 
 register(Technique(
-    name="int8", apply=apply_int8, config=DeployConfig,
-    example=lambda: (tiny_mlp(), DeployConfig(batch_sizes=(32,), calibration_size=64, compile=False, benchmark=False), {}),
+    name="int8", apply=apply_int8, config=Int8Config,
+    example=lambda: (tiny_mlp(), Int8Config(batch_sizes=(32,), calibration_size=64, compile=False, benchmark=False), {}),
     notebook="07_deployment", params={
         "profile": PROFILE, "dataset": DATASET,
         "architectures": Param("choices", choices=("lenet300", "lenet5")),

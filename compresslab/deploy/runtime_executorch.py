@@ -30,7 +30,7 @@ from compresslab.deploy.base import (
     register,
 )
 
-__all__ = ["ExecuTorchAdapter", "ExecuTorchDeployed", "MAX_BATCH", "set_threads"]
+__all__ = ["ExecuTorchAdapter", "ExecuTorchDeployed", "MAX_BATCH", "resize_pool"]
 
 MAX_BATCH = 256  # exported with an example of this batch: XNNPACK's buffers are planned for it
 
@@ -42,7 +42,7 @@ def _quiet():
 _POOL = {"generation": 0}
 
 
-def set_threads(threads: int) -> int:
+def resize_pool(threads: int) -> int:
     """Resize ExecuTorch's (process-wide) thread pool if needed; return the pool's generation
     (incremented by every resize: programs loaded under an older generation must be reloaded)."""
     portable_lib = _portable_lib()
@@ -77,7 +77,7 @@ class ExecuTorchDeployed(Deployed):
     generation: int = -1
 
     def run(self, x: np.ndarray) -> np.ndarray:
-        generation = set_threads(self.threads)
+        generation = resize_pool(self.threads)
         if generation != self.generation or self.method is None:
             self.method, self.generation = _load(self.path), generation
         if len(x) > MAX_BATCH:
