@@ -20,10 +20,10 @@ def mnist():
 @functools.cache
 def trained(name: str) -> torch.nn.Module:
     """`name` trained for one epoch on 4,000 MNIST images (cached for the session)."""
-    from compresslab.core import profiles, training
+    from compresslab.core import cache, profiles
 
     config = profiles.baseline_config(1, seed=0)
-    return training.pretrained(name, mnist(), config, progress=False).model.eval()
+    return cache.pretrained(name, mnist(), config, progress=False).model.eval()
 
 
 def calibration(n: int = 200) -> torch.Tensor:

@@ -7,7 +7,7 @@ import warnings
 import pytest
 import torch
 
-from compresslab.core import cache, training
+from compresslab.core import cache
 from compresslab.core.training import TrainConfig
 
 FAST = TrainConfig(epochs=1, batch_size=32, lr=0.05, seed=3)
@@ -17,7 +17,7 @@ FAST = TrainConfig(epochs=1, batch_size=32, lr=0.05, seed=3)
 def clean(tiny_data, tmp_path, monkeypatch):
     """A fresh cache folder with one entry; returns (baseline, path of its file)."""
     monkeypatch.setenv("COMPRESSLAB_CACHE", str(tmp_path))
-    first = training.pretrained("lenet300", tiny_data, FAST)
+    first = cache.pretrained("lenet300", tiny_data, FAST)
     (path,) = tmp_path.glob("*.pt")
     return first, path
 
@@ -30,12 +30,12 @@ def _same_weights(a: torch.nn.Module, b: torch.nn.Module) -> bool:
 def _retrains_to_clean(tiny_data, first, path, match="retraining"):
     """pretrained warns, returns the clean run's weights, and stores an entry that loads silently."""
     with pytest.warns(UserWarning, match=match):
-        again = training.pretrained("lenet300", tiny_data, FAST)
+        again = cache.pretrained("lenet300", tiny_data, FAST)
     assert not again.from_cache and _same_weights(again.model, first.model)
     assert again.accuracy == first.accuracy
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        reused = training.pretrained("lenet300", tiny_data, FAST)
+        reused = cache.pretrained("lenet300", tiny_data, FAST)
     assert reused.from_cache and _same_weights(reused.model, first.model)
 
 
@@ -84,7 +84,7 @@ def test_cache_path_that_is_a_file_fails_before_training(tiny_data, tmp_path, mo
 
     monkeypatch.setattr(cache, "train", no_training)
     with pytest.raises(NotADirectoryError, match="COMPRESSLAB_CACHE"):
-        training.pretrained("lenet300", tiny_data, FAST)
+        cache.pretrained("lenet300", tiny_data, FAST)
 
 
 def test_thread_count_and_device_are_in_the_key(tiny_data):
@@ -112,7 +112,7 @@ def test_a_run_that_ends_non_finite_is_not_cached(tiny_data, tmp_path, monkeypat
     monkeypatch.setenv("COMPRESSLAB_CACHE", str(tmp_path))
     diverging = TrainConfig(epochs=1, batch_size=32, lr=1e6, seed=0)
     with pytest.warns(UserWarning, match="non-finite weights"):
-        baseline = training.pretrained("lenet300", tiny_data, diverging)
+        baseline = cache.pretrained("lenet300", tiny_data, diverging)
     assert not all(torch.isfinite(v).all() for v in baseline.model.state_dict().values())
     assert not list(tmp_path.glob("*.pt"))
 
@@ -125,8 +125,8 @@ def test_a_cached_convnet_comes_back_in_the_layout_training_left(tiny_data, tmp_
     """`train` moves a convnet's 4-D weights to channels_last; the cache must give back the same
     strides, or the same baseline computes 2.3x slower in eager PyTorch after a cache hit."""
     monkeypatch.setenv("COMPRESSLAB_CACHE", str(tmp_path))
-    fresh = training.pretrained("lenet5", tiny_data, FAST)
-    reused = training.pretrained("lenet5", tiny_data, FAST)
+    fresh = cache.pretrained("lenet5", tiny_data, FAST)
+    reused = cache.pretrained("lenet5", tiny_data, FAST)
     assert not fresh.from_cache and reused.from_cache and _same_weights(fresh.model, reused.model)
     assert _layouts(reused.model) == _layouts(fresh.model)
     assert all(p.is_contiguous(memory_format=torch.channels_last) and p.stride(1) == 1

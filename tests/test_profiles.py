@@ -7,7 +7,7 @@ import time
 import pytest
 import torch
 
-from compresslab.core import data, profiles, training
+from compresslab.core import cache, data, profiles, training
 
 
 def test_start_loads_the_profiles_subsets_and_seeds():
@@ -53,7 +53,7 @@ def test_baseline_for_uses_the_cache(tiny_data, tmp_path, monkeypatch):
     run = profiles.Run("quick", 0, tiny_data, time.perf_counter(), time.process_time())
     first = profiles.baseline_for("mlp", run, epochs=1, model_kwargs={"hidden": [16]}, progress=False)
     again = profiles.baseline_for("mlp", run, epochs=1, model_kwargs={"hidden": [16]}, progress=False)
-    direct = training.pretrained("mlp", tiny_data, profiles.baseline_config(1, 0), model_kwargs={"hidden": [16]},
+    direct = cache.pretrained("mlp", tiny_data, profiles.baseline_config(1, 0), model_kwargs={"hidden": [16]},
                                  progress=False)
     assert not first.from_cache and again.from_cache and direct.from_cache and first.key == direct.key
     assert again.accuracy == first.accuracy

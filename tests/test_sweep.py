@@ -14,7 +14,7 @@ import nbformat
 import pytest
 import torch
 
-from compresslab.core import cache, results, training
+from compresslab.core import cache, results
 from compresslab.core.training import TrainConfig
 from compresslab.running import cli, runner, sweep
 from compresslab.running.summary import tidy_rows, write_summary
@@ -159,7 +159,7 @@ def _ask_for_baseline(cache_dir: str, barrier, queue) -> None:
 
     data = make_tiny_dataset(n_train=512)
     barrier.wait(timeout=60)
-    baseline = training.pretrained("lenet300", data, FAST)
+    baseline = cache.pretrained("lenet300", data, FAST)
     queue.put((baseline.from_cache, cache.weights_digest(baseline.model.state_dict()), baseline.accuracy))
 
 
@@ -188,7 +188,7 @@ def test_two_processes_share_one_uncached_baseline(tmp_path, monkeypatch):
 
         with warnings.catch_warnings():
             warnings.simplefilter("error")  # the entry is valid: it loads without a retraining warning
-            again = training.pretrained("lenet300", make_tiny_dataset(n_train=512), FAST)
+            again = cache.pretrained("lenet300", make_tiny_dataset(n_train=512), FAST)
     finally:
         torch.set_num_threads(old)
     assert again.from_cache and cache.weights_digest(again.model.state_dict()) == outcomes[0][1]

@@ -61,7 +61,7 @@ def blocks(n, gen):  # a learnable 10-class problem: class c lights up block c
 
 gen = torch.Generator().manual_seed(0)
 data = Dataset("blocks", blocks(768, gen), blocks(256, gen), None, tuple("0123456789"), {"name": "blocks"})
-base = training.pretrained("lenet300", data, training.TrainConfig(epochs=2, batch_size=32, lr=0.05, seed=seed))
+base = cache.pretrained("lenet300", data, training.TrainConfig(epochs=2, batch_size=32, lr=0.05, seed=seed))
 model = prune_magnitude(copy_model(base.model), sparsity)
 training.train(model, data, training.TrainConfig(epochs=1, batch_size=32, lr=0.01, seed=seed), evaluate_test=False)
 test = training.evaluate(model, data.test)

@@ -8,7 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from compresslab.core import models, training
+from compresslab.core import cache, models, training
 from compresslab.core.training import Callback, TrainConfig
 
 FAST = TrainConfig(epochs=2, batch_size=32, lr=0.05, seed=1)
@@ -106,22 +106,22 @@ def test_get_device():
 
 def test_pretrained_caches_and_retrains_corrupt_entries(tiny_data, tmp_path, monkeypatch):
     monkeypatch.setenv("COMPRESSLAB_CACHE", str(tmp_path))
-    first = training.pretrained("lenet300", tiny_data, FAST)
+    first = cache.pretrained("lenet300", tiny_data, FAST)
     assert not first.from_cache
     files = list(tmp_path.glob("*.pt"))
     assert len(files) == 1
-    second = training.pretrained("lenet300", tiny_data, FAST)
+    second = cache.pretrained("lenet300", tiny_data, FAST)
     assert second.from_cache and second.key == first.key and second.accuracy == first.accuracy
     for a, b in zip(first.model.state_dict().values(), second.model.state_dict().values()):
         assert torch.equal(a, b)
     # another config -> another key, another file
-    other = training.pretrained("lenet300", tiny_data, TrainConfig(epochs=1, batch_size=32, seed=1))
+    other = cache.pretrained("lenet300", tiny_data, TrainConfig(epochs=1, batch_size=32, seed=1))
     assert other.key != first.key and len(list(tmp_path.glob("*.pt"))) == 2
     # a truncated file is detected, warned about and retrained to the same weights
     raw = files[0].read_bytes()
     files[0].write_bytes(raw[: len(raw) // 2])
     with pytest.warns(UserWarning, match="retraining"):
-        third = training.pretrained("lenet300", tiny_data, FAST)
+        third = cache.pretrained("lenet300", tiny_data, FAST)
     assert not third.from_cache
     for a, b in zip(first.model.state_dict().values(), third.model.state_dict().values()):
         assert torch.equal(a, b)
@@ -130,10 +130,10 @@ def test_pretrained_caches_and_retrains_corrupt_entries(tiny_data, tmp_path, mon
     entry["key"] = "0" * 20
     torch.save(entry, files[0])
     with pytest.warns(UserWarning, match="does not match"):
-        assert not training.pretrained("lenet300", tiny_data, FAST).from_cache
+        assert not cache.pretrained("lenet300", tiny_data, FAST).from_cache
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        assert training.pretrained("lenet300", tiny_data, FAST).from_cache
+        assert cache.pretrained("lenet300", tiny_data, FAST).from_cache
 
 
 def test_accuracy_fn_for_the_model_level_verbs(tiny_data):

@@ -358,17 +358,3 @@ def train(
     model.eval()
     history.seconds = time.perf_counter() - start
     return history
-
-
-# ---------------------------------------------------------------- cached baselines
-
-_CACHE_NAMES = ("CACHE_FORMAT", "Baseline", "cache_key", "pretrained")
-
-
-def __getattr__(name: str) -> object:
-    """The baseline cache lives in core/cache.py; `training.pretrained(...)` keeps working."""
-    if name in _CACHE_NAMES:
-        from compresslab.core import cache
-
-        return getattr(cache, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

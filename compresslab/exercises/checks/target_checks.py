@@ -14,7 +14,7 @@ from collections.abc import Callable, Mapping
 
 import torch
 
-from compresslab.core import data, models, training
+from compresslab.core import cache, data, models, training
 from compresslab.exercises.checking import CheckFailed, call, exercise_check
 from compresslab.techniques import (
     distillation,
@@ -59,7 +59,7 @@ def target_setup() -> tuple:
     """(data, trained model, its initial state, float accuracy in percent): the small MLP every target uses."""
     ds = data.load("mnist", train_subset=2000, test_subset=1000, seed=0)
     config = training.TrainConfig(epochs=4, lr=0.1, lr_schedule="cosine", seed=0)
-    base = training.pretrained("mlp", ds, config, model_kwargs={"hidden": HIDDEN}, progress=False)
+    base = cache.pretrained("mlp", ds, config, model_kwargs={"hidden": HIDDEN}, progress=False)
     training.seed_everything(config.seed)
     initial = copy.deepcopy(models.create("mlp", hidden=HIDDEN).state_dict())
     return ds, base.model.eval(), initial, training.evaluate(base.model, ds.test).accuracy
