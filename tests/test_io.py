@@ -2,6 +2,8 @@
 surviving a failure midway."""
 
 import json
+import os
+import stat
 
 import pytest
 import torch
@@ -90,3 +92,25 @@ def test_json_rejects_what_json_cannot_hold_before_touching_disk(tmp_path):
     with pytest.raises(TypeError):
         io.write_json_atomic(tmp_path / "bad.json", {"x": object()})
     assert _listing(tmp_path) == []
+
+
+@pytest.mark.skipif(not hasattr(os, "fchmod"), reason="file modes are POSIX")
+@pytest.mark.parametrize("mask", [0o022, 0o002, 0o077])
+def test_an_atomic_write_gets_the_mode_a_plain_write_gets(tmp_path, mask):
+    """Oracle: a file made by open() under the same umask. Not the 0600 of a temporary file, so others
+    can read a shared cache, handout folder or results folder when the umask lets them."""
+    before = os.umask(mask)
+    try:
+        plain = tmp_path / "plain.txt"
+        with open(plain, "w") as f:
+            f.write("x")
+        atomic = tmp_path / "atomic.txt"
+        io.write_text_atomic(atomic, "x")
+        io.write_json_atomic(tmp_path / "a.json", {"a": 1})
+        io.write_bytes_atomic(atomic, b"again")  # replacing keeps the same rule
+    finally:
+        os.umask(before)
+    expected = stat.S_IMODE(plain.stat().st_mode)
+    assert expected == 0o666 & ~mask
+    for path in (atomic, tmp_path / "a.json"):
+        assert stat.S_IMODE(path.stat().st_mode) == expected, (oct(stat.S_IMODE(path.stat().st_mode)), oct(expected))

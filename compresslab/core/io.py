@@ -4,7 +4,9 @@ builder and the compressed-file writer.
 A write goes to a temporary file in the target's folder, is flushed and fsynced, then renamed over
 the target with `os.replace` (atomic on POSIX and Windows). A reader therefore sees either the old
 file or the new one, never a half-written one; if anything fails midway the old file is left intact
-and the temporary file is removed.
+and the temporary file is removed. The file gets the mode a plain `open(path, "w")` would give it
+(0666 less the process's umask), not the 0600 of a temporary file, so a shared cache, a handout folder
+or a results folder stays readable by the others the umask allows.
 """
 
 from __future__ import annotations
@@ -32,6 +34,19 @@ def _fsync_dir(directory: Path) -> None:
         os.close(fd)
 
 
+def _umask() -> int:
+    """The process's umask, read without changing it where the platform tells it (Linux)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0o022)  # elsewhere: read it by setting it, then put it back at once
+    os.umask(mask)
+    return mask
+
+
 def write_bytes_atomic(path: str | os.PathLike, data: bytes) -> int:
     """Replace the file at `path` by `data` atomically; returns the number of bytes written.
 
@@ -54,6 +69,8 @@ def write_bytes_atomic(path: str | os.PathLike, data: bytes) -> int:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
+            if hasattr(os, "fchmod"):
+                os.fchmod(f.fileno(), 0o666 & ~_umask())
             os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
