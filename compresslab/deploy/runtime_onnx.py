@@ -18,6 +18,7 @@ VNNI the fast kernels are already exact and are kept.
 
 from __future__ import annotations
 
+import functools
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -60,9 +61,17 @@ def export_onnx(model: nn.Module, example: torch.Tensor, path: str | os.PathLike
 
 
 def needs_exact_int8(cpu: dict | None = None) -> bool:
-    """True on an x86 CPU without VNNI (`bench.cpu_features()`), where ORT's U8S8 kernels saturate."""
-    cpu = cpu_features() if cpu is None else cpu
+    """True on an x86 CPU without VNNI (`bench.cpu_features()`; None: this machine's, read once),
+    where ORT's U8S8 kernels saturate."""
+    if cpu is None:
+        return _this_cpu_needs_exact_int8()
     return bool(cpu["avx2"] and not cpu["vnni"])
+
+
+@functools.cache
+def _this_cpu_needs_exact_int8() -> bool:
+    """This machine's answer: /proc/cpuinfo is read once, not for every session."""
+    return needs_exact_int8(cpu_features())
 
 
 def session(path: str | os.PathLike, threads: int, exact_int8: bool | None = None):
