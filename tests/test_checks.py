@@ -11,15 +11,16 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from compresslab.exercises import checks
+from compresslab.exercises import checking, checks
 from compresslab.techniques import (
-    deepcompression,
     distillation,
+    filelayers,
     lowrank,
-    pruning,
-    quantization,
+    quantops,
     sharing,
+    svd,
 )
+from compresslab.techniques import masks as mask_ops
 
 
 @pytest.fixture(autouse=True)
@@ -39,7 +40,7 @@ def test_reference_passes(name, capsys):
 
 def failure(name: str, fn) -> str:
     """The message of the CheckFailed that check_<name>(fn) must raise."""
-    with pytest.raises(checks.CheckFailed) as info:
+    with pytest.raises(checking.CheckFailed) as info:
         checks.CHECKS[name](fn)
     assert isinstance(info.value, AssertionError)
     message = str(info.value)
@@ -69,16 +70,16 @@ def test_magnitude_mask_rejects_plausible_mistakes():
 
     def in_place(w, s):
         w.abs_()
-        return pruning.magnitude_mask(w, s)
+        return mask_ops.magnitude_mask(w, s)
 
     assert "in place" in failure("magnitude_mask", in_place)
-    failure("magnitude_mask", lambda w, s: pruning.magnitude_mask(w, s).flatten())  # wrong shape
+    failure("magnitude_mask", lambda w, s: mask_ops.magnitude_mask(w, s).flatten())  # wrong shape
 
 
 def test_global_masks_reject_layerwise_and_missing_keys():
-    layerwise = lambda ws, s: {k: pruning.magnitude_mask(w, s) for k, w in ws.items()}  # noqa: E731
+    layerwise = lambda ws, s: {k: mask_ops.magnitude_mask(w, s) for k, w in ws.items()}  # noqa: E731
     assert "layer-wise" in failure("global_magnitude_masks", layerwise)
-    failure("global_magnitude_masks", lambda ws, s: list(pruning.global_magnitude_masks(ws, s).values()))
+    failure("global_magnitude_masks", lambda ws, s: list(mask_ops.global_magnitude_masks(ws, s).values()))
 
 
 def test_cubic_sparsity_rejects_linear_and_unclamped():
@@ -94,15 +95,15 @@ def test_cubic_sparsity_rejects_linear_and_unclamped():
 
 
 def test_prune_survivors_rejects_ignoring_the_mask():
-    assert "survivors" in failure("prune_survivors", lambda w, m, r: pruning.magnitude_mask(w, r))
+    assert "survivors" in failure("prune_survivors", lambda w, m, r: mask_ops.magnitude_mask(w, r))
     # re-ranking everything (pruned weights can come back) is caught explicitly
-    assert "came back" in failure("prune_survivors", lambda w, m, r: pruning.magnitude_mask(w, r * m.mean().item()))
+    assert "came back" in failure("prune_survivors", lambda w, m, r: mask_ops.magnitude_mask(w, r * m.mean().item()))
 
 
 def test_rewind_rejects_in_place_unattached_and_ignored_state():
     def in_place(template, state, masks):
         template.load_state_dict(state)
-        pruning.set_masks(template, masks)
+        mask_ops.set_masks(template, masks)
         return template
 
     def multiplies_once(template, state, masks):
@@ -115,7 +116,7 @@ def test_rewind_rejects_in_place_unattached_and_ignored_state():
 
     def ignores_state(template, state, masks):
         model = copy.deepcopy(template)
-        pruning.set_masks(model, masks)
+        mask_ops.set_masks(model, masks)
         return model
 
     assert "template" in failure("rewind", in_place)
@@ -139,13 +140,13 @@ def test_random_masks_rejects_lowest_scores():
 
 def test_choose_qparams_rejects_wide_grid_unwidened_range_and_float_zero_point():
     def wide_grid(lo, hi, bits, scheme):
-        s, z = quantization.choose_qparams(lo, hi, bits, scheme)
+        s, z = quantops.choose_qparams(lo, hi, bits, scheme)
         if scheme == "symmetric":
             s = s * (2 ** (bits - 1) - 1) / 2 ** (bits - 1)
         return s, z
 
     def unwidened(lo, hi, bits, scheme):
-        qmin, qmax = quantization.qrange(bits, scheme)
+        qmin, qmax = quantops.qrange(bits, scheme)
         lo, hi = torch.as_tensor(lo, dtype=torch.float32), torch.as_tensor(hi, dtype=torch.float32)
         if scheme == "symmetric":
             return torch.clamp(torch.maximum(lo.abs(), hi.abs()) / qmax, min=1e-7), torch.zeros_like(lo)
@@ -153,9 +154,9 @@ def test_choose_qparams_rejects_wide_grid_unwidened_range_and_float_zero_point()
         return s, torch.clamp(qmin - torch.round(lo / s), qmin, qmax)
 
     def float_zero_point(lo, hi, bits, scheme):
-        s, z = quantization.choose_qparams(lo, hi, bits, scheme)
+        s, z = quantops.choose_qparams(lo, hi, bits, scheme)
         lo = torch.clamp(torch.as_tensor(lo, dtype=torch.float32), max=0)
-        return s, (quantization.qrange(bits, scheme)[0] - lo / s) if scheme == "asymmetric" else z
+        return s, (quantops.qrange(bits, scheme)[0] - lo / s) if scheme == "asymmetric" else z
 
     assert "narrow range" in failure("choose_qparams", wide_grid)
     assert "include 0" in failure("choose_qparams", unwidened)
@@ -251,7 +252,7 @@ def test_svd_factorize_rejects_smallest_values_and_missing_s():
 
     assert "LARGEST" in failure("svd_factorize", smallest)
     assert "missing" in failure("svd_factorize", no_s)
-    failure("svd_factorize", lambda w, r: lowrank.svd_factorize(w, r)[::-1])  # factors swapped
+    failure("svd_factorize", lambda w, r: svd.svd_factorize(w, r)[::-1])  # factors swapped
     checks.check_svd_factorize(unbalanced)
 
 
@@ -271,12 +272,12 @@ def test_rank_for_energy_rejects_unsquared_and_off_by_one():
     assert "SQUARED" in failure("rank_for_energy", unsquared)
     assert "from 1" in failure("rank_for_energy", zero_based)
     assert ">=" in failure("rank_for_energy", strict)
-    assert "integer" in failure("rank_for_energy", lambda s, e: float(lowrank.rank_for_energy(s, e)))
+    assert "integer" in failure("rank_for_energy", lambda s, e: float(svd.rank_for_energy(s, e)))
 
 
 def test_factorize_linear_rejects_extra_bias_and_modified_layer():
     def both_biases(layer, r):
-        a, b = lowrank.svd_factorize(layer.weight.detach(), r)
+        a, b = svd.svd_factorize(layer.weight.detach(), r)
         first, second = nn.Linear(layer.in_features, r), nn.Linear(r, layer.out_features, bias=layer.bias is not None)
         with torch.no_grad():
             first.weight.copy_(b)
@@ -344,8 +345,8 @@ def test_huffman_code_rejects_non_prefix_fixed_length_and_wrong_symbols():
 
 def test_relative_encode_rejects_gaps_from_zero_and_missing_fillers():
     def from_zero(positions, bits):
-        return deepcompression.relative_encode(np.asarray(positions) - 1, bits) if len(positions) and positions[0] > 0 \
-            else deepcompression.relative_encode(positions, bits)
+        return filelayers.relative_encode(np.asarray(positions) - 1, bits) if len(positions) and positions[0] > 0 \
+            else filelayers.relative_encode(positions, bits)
 
     def no_fillers(positions, bits):
         return np.diff(np.asarray(positions, dtype=np.int64), prepend=-1)
@@ -368,7 +369,7 @@ def _stub(*args, **kwargs):
 
 
 def test_stub_gets_a_friendly_message():
-    with pytest.raises(checks.ExerciseNotDone) as info:
+    with pytest.raises(checking.ExerciseNotDone) as info:
         checks.check_magnitude_mask(_stub)
     message = str(info.value)
     assert "not implemented yet" in message and "raise NotImplementedError" in message
@@ -380,7 +381,7 @@ def test_stub_gets_a_friendly_message():
 
 @pytest.mark.parametrize("name", sorted(checks.CHECKS))
 def test_every_check_turns_a_stub_into_the_friendly_message(name):
-    with pytest.raises(checks.ExerciseNotDone, match="not implemented yet"):
+    with pytest.raises(checking.ExerciseNotDone, match="not implemented yet"):
         checks.CHECKS[name](_stub)
 
 
@@ -394,7 +395,7 @@ def test_other_errors_in_student_code_propagate_with_a_note():
 
 
 def test_non_callable_is_rejected_clearly():
-    with pytest.raises(checks.CheckFailed, match="Pass the function itself"):
+    with pytest.raises(checking.CheckFailed, match="Pass the function itself"):
         checks.check_magnitude_mask(torch.ones(3))
 
 
@@ -402,7 +403,7 @@ def test_checks_write_nothing(tmp_path, monkeypatch):
     """Checks in a student's kernel record nothing: grading never trusts the kernel."""
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("COMPRESSLAB_RESULTS_DIR", str(tmp_path))
-    checks.check_cubic_sparsity(pruning.cubic_sparsity)
+    checks.check_cubic_sparsity(mask_ops.cubic_sparsity)
     assert not list(tmp_path.iterdir())
 
 
@@ -416,7 +417,7 @@ def cases_seen(name: str, student: str | None) -> list:
         seen.append(copy.deepcopy(args[0]))
         return checks.REFERENCES[name](*args)
 
-    with checks.student_cases(student):
+    with checking.student_cases(student):
         checks.CHECKS[name].run(spy)
     return seen
 
@@ -431,8 +432,8 @@ def test_two_students_get_different_cases_and_one_student_the_same(name):
     assert same(alice, cases_seen(name, "alice"))
     assert not same(alice, bob)
     assert same(cases_seen(name, None), cases_seen(name, None))  # interactive: the default cases
-    assert checks.student_seed("alice") == checks.student_seed(" alice ") != checks.student_seed("bob")
-    assert checks.student_seed(None) is None and checks.student_seed("") is None
+    assert checking.student_seed("alice") == checking.student_seed(" alice ") != checking.student_seed("bob")
+    assert checking.student_seed(None) is None and checking.student_seed("") is None
 
 
 # ----------------------------------------------------------------- hints that point at the mistake
@@ -493,9 +494,9 @@ def test_open_targets_fail_with_the_measurement_and_validate_the_choice():
     message = failure("pruning_target", lambda: {"fc1": 0.9, "fc2": 0.9, "fc3": 0.9})
     assert "does not meet the target" in message and "of the weights remain" in message
     assert "10%" in message  # the stated target
-    with pytest.raises(checks.CheckFailed, match="keys"):
+    with pytest.raises(checking.CheckFailed, match="keys"):
         checks.check_pruning_target(lambda: {"conv1": 0.5})
-    with pytest.raises(checks.CheckFailed, match="must be an integer"):
+    with pytest.raises(checking.CheckFailed, match="must be an integer"):
         checks.check_bits_target(lambda: {"fc1": 3.5, "fc2": 4, "fc3": 8})
     message = failure("bits_target", lambda: {"fc1": 8, "fc2": 8, "fc3": 8})
     assert "8.00 bits per weight" in message

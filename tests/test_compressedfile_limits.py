@@ -11,6 +11,7 @@ import torch
 from filefuzz import ARCH, assemble, file_bytes, recrc, shared_model, split, with_meta
 
 from compresslab.techniques import compressedfile as cf
+from compresslab.techniques import filelayers
 
 
 @pytest.fixture(scope="module")
@@ -20,7 +21,7 @@ def valid():
 
 
 def _field(name: str) -> int:
-    return cf.META_FIELDS.index(name)
+    return filelayers.META_FIELDS.index(name)
 
 
 def _refused(content: bytes, match: str, seconds: float = 2.0) -> None:

@@ -12,6 +12,7 @@ from torch import nn
 
 from compresslab.core import models
 from compresslab.core.training import TrainConfig
+from compresslab.techniques import compressedfile, filelayers
 from compresslab.techniques import compressedfile as cf
 from compresslab.techniques import deepcompression as dc
 from compresslab.techniques.pruning import PruneConfig
@@ -21,17 +22,17 @@ from compresslab.techniques.sharing import ShareConfig, apply_sharing
 def test_relative_indices_hand_case_with_fillers():
     # 2 index bits: gaps 1..3 stored as is; a longer gap gets filler zeros, each skipping 3
     positions = [0, 2, 3, 10, 13]
-    symbols = dc.relative_encode(positions, 2)
+    symbols = filelayers.relative_encode(positions, 2)
     # gaps from -1: 1, 2, 1, 7 (= 3 + 3 + 1: two fillers then 1), 3
     assert symbols.tolist() == [1, 2, 1, 0, 0, 1, 3]
-    assert dc.relative_decode(symbols, 2).tolist() == positions
+    assert filelayers.relative_decode(symbols, 2).tolist() == positions
 
 
 def test_relative_indices_exact_multiple_of_max_gap():
     # a gap of exactly M needs no filler, 2M needs exactly one
-    assert dc.relative_encode([2], 2).tolist() == [3]
-    assert dc.relative_encode([5], 2).tolist() == [0, 3]
-    assert dc.relative_decode([0, 3], 2).tolist() == [5]
+    assert filelayers.relative_encode([2], 2).tolist() == [3]
+    assert filelayers.relative_encode([5], 2).tolist() == [0, 3]
+    assert filelayers.relative_decode([0, 3], 2).tolist() == [5]
 
 
 @pytest.mark.parametrize("bits", [1, 3, 5, 8])
@@ -39,24 +40,24 @@ def test_relative_indices_round_trip_random(bits):
     rng = np.random.default_rng(bits)
     n = 5000
     positions = np.flatnonzero(rng.random(n) < 0.03)
-    symbols = dc.relative_encode(positions, bits)
+    symbols = filelayers.relative_encode(positions, bits)
     m = 2 ** bits - 1
     assert symbols.max() <= m and (symbols != 0).sum() == len(positions)
     gaps = np.diff(positions, prepend=-1)
     assert (symbols == 0).sum() == ((gaps - 1) // m).sum()
-    assert np.array_equal(dc.relative_decode(symbols, bits), positions)
-    assert dc.relative_encode([], bits).size == 0 and dc.relative_decode([], bits).size == 0
+    assert np.array_equal(filelayers.relative_decode(symbols, bits), positions)
+    assert filelayers.relative_encode([], bits).size == 0 and filelayers.relative_decode([], bits).size == 0
 
 
 def test_relative_indices_bad_input():
     with pytest.raises(ValueError, match="strictly increasing"):
-        dc.relative_encode([3, 3], 4)
+        filelayers.relative_encode([3, 3], 4)
     with pytest.raises(ValueError, match="index_bits"):
-        dc.relative_encode([1], 0)
+        filelayers.relative_encode([1], 0)
     with pytest.raises(ValueError, match="filler"):
-        dc.relative_decode([1, 0], 4)
+        filelayers.relative_decode([1, 0], 4)
     with pytest.raises(ValueError, match="gap symbols"):
-        dc.relative_decode([16], 4)
+        filelayers.relative_decode([16], 4)
 
 
 def shared_lenet300(seed=0, sparsity=0.9):
@@ -78,10 +79,10 @@ def shared_model():
 
 def test_file_round_trip_bit_exact(shared_model, tmp_path):
     path = tmp_path / "m.cldc"
-    size = dc.save(shared_model, path, index_bits=5, bits=5)
+    size = compressedfile.save(shared_model, path, index_bits=5, bits=5)
     assert size == path.stat().st_size
     assert not list(tmp_path.glob(".*tmp"))  # atomic write leaves no temporary file
-    loaded = dc.load(path)  # architecture recorded in the file
+    loaded = compressedfile.load(path)  # architecture recorded in the file
     original, back = shared_model.state_dict(), loaded.state_dict()
     assert set(original) == set(back)
     for k, v in original.items():
@@ -95,14 +96,14 @@ def test_file_round_trip_bit_exact(shared_model, tmp_path):
 
 
 def test_layer_record_sizes_and_table(shared_model):
-    content, records = dc.encode_model(shared_model, index_bits=5, bits=5)
+    content, records = compressedfile.encode_model(shared_model, index_bits=5, bits=5)
     nnz = {n: int((m.weight != 0).sum()) for n, m in models.prunable_layers(shared_model).items()}
     for r in records:
         assert r.nnz == nnz[r.name] and len(r.codebook) <= 32
         assert r.n_gaps >= r.nnz
         # Huffman streams: byte-padded bit lengths of the coded symbols
         assert len(r.index_stream) == -(-r.index_code.bit_length(
-            dc.relative_encode(np.flatnonzero(r_weight(shared_model, r.name)), 5)) // 8)
+            filelayers.relative_encode(np.flatnonzero(r_weight(shared_model, r.name)), 5)) // 8)
     rows = dc.layer_table(records, len(content), 4 * sum(p.numel() for p in shared_model.parameters()))
     assert [r["layer"] for r in rows] == ["fc1", "fc2", "fc3", "total (file)"]
     assert rows[-1]["bytes"] == len(content)
@@ -118,7 +119,7 @@ def r_weight(model, name):
 def test_unshared_model_rejected():
     model = models.create("lenet300")
     with pytest.raises(ValueError, match="distinct non-zero values"):
-        dc.encode_model(model, bits=5)
+        compressedfile.encode_model(model, bits=5)
 
 
 def test_template_model_and_unknown_architecture(tmp_path):
@@ -128,18 +129,18 @@ def test_template_model_and_unknown_architecture(tmp_path):
         for m in (model[0], model[2]):
             m.weight.copy_(torch.randint(-2, 3, m.weight.shape).float() / 4)
     path = tmp_path / "tiny.cldc"
-    dc.save(model, path, bits=3)
+    compressedfile.save(model, path, bits=3)
     with pytest.raises(ValueError, match="no known architecture"):
-        dc.load(path)
-    loaded = dc.load(path, model=nn.Sequential(nn.Linear(6, 4), nn.ReLU(), nn.Linear(4, 2)))
+        compressedfile.load(path)
+    loaded = compressedfile.load(path, model=nn.Sequential(nn.Linear(6, 4), nn.ReLU(), nn.Linear(4, 2)))
     assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), loaded.state_dict().values(), strict=True))
     with pytest.raises(ValueError, match="does not match the architecture"):
-        dc.load(path, model=nn.Sequential(nn.Linear(6, 5), nn.ReLU(), nn.Linear(5, 2)))
+        compressedfile.load(path, model=nn.Sequential(nn.Linear(6, 5), nn.ReLU(), nn.Linear(5, 2)))
 
 
 @pytest.fixture(scope="module")
 def good_bytes(shared_model):
-    return dc.encode_model(shared_model, index_bits=5, bits=5)[0]
+    return compressedfile.encode_model(shared_model, index_bits=5, bits=5)[0]
 
 
 @pytest.mark.parametrize("cut", [1, 4, 100, 5000])
@@ -147,10 +148,10 @@ def test_truncated_file_rejected(good_bytes, tmp_path, cut):
     path = tmp_path / "cut.cldc"
     path.write_bytes(good_bytes[:-cut])
     with pytest.raises(ValueError, match="truncated"):
-        dc.load(path)
+        compressedfile.load(path)
     path.write_bytes(good_bytes[:10])
     with pytest.raises(ValueError, match="shorter than the header"):
-        dc.load(path)
+        compressedfile.load(path)
 
 
 @pytest.mark.parametrize("seed", range(6))
@@ -162,19 +163,19 @@ def test_bit_flipped_file_rejected(good_bytes, tmp_path, seed):
     path = tmp_path / "flip.cldc"
     path.write_bytes(bytes(data))
     with pytest.raises(ValueError, match="checksum"):
-        dc.load(path)
+        compressedfile.load(path)
 
 
 def test_wrong_version_and_magic_rejected(good_bytes, tmp_path):
     path = tmp_path / "v.cldc"
     data = bytearray(good_bytes)
-    struct.pack_into("<H", data, 8, dc.VERSION + 1)
+    struct.pack_into("<H", data, 8, compressedfile.VERSION + 1)
     path.write_bytes(bytes(data))
     with pytest.raises(ValueError, match="unsupported file version"):
-        dc.load(path)
+        compressedfile.load(path)
     path.write_bytes(b"PK\x03\x04" + good_bytes[4:])
     with pytest.raises(ValueError, match="magic"):
-        dc.load(path)
+        compressedfile.load(path)
 
 
 def _with_meta(good_bytes: bytes, raw_meta: bytes, version: int) -> bytes:
@@ -189,20 +190,20 @@ def _with_meta(good_bytes: bytes, raw_meta: bytes, version: int) -> bytes:
 def test_version_1_and_2_files_still_load(good_bytes):
     # versions 1 and 2 have no value_bytes field and store every value as float32, like this file
     _, version, _, meta_len, _ = cf._HEAD.unpack_from(good_bytes)
-    assert version == dc.VERSION == 3
+    assert version == compressedfile.VERSION == 3
     meta = json.loads(zlib.decompress(good_bytes[cf._HEAD.size:cf._HEAD.size + meta_len]))
     assert all(layer[-1] == 4 for layer in meta["layers"])  # random centroids are not float16 values
     meta["layers"] = [layer[:-1] for layer in meta["layers"]]
     plain = json.dumps(meta).encode()
-    _, state_v1, _ = dc.decode_bytes(_with_meta(good_bytes, plain, 1))
-    _, state_v2, _ = dc.decode_bytes(_with_meta(good_bytes, zlib.compress(plain), 2))
-    _, state_v3, _ = dc.decode_bytes(good_bytes)
+    _, state_v1, _ = compressedfile.decode_bytes(_with_meta(good_bytes, plain, 1))
+    _, state_v2, _ = compressedfile.decode_bytes(_with_meta(good_bytes, zlib.compress(plain), 2))
+    _, state_v3, _ = compressedfile.decode_bytes(good_bytes)
     for state in (state_v1, state_v2):
         assert state.keys() == state_v3.keys() and all(torch.equal(state[k], state_v3[k]) for k in state_v3)
     with pytest.raises(ValueError, match="bad metadata"):  # version 2 metadata must be zlib data
-        dc.decode_bytes(_with_meta(good_bytes, plain, 2))
+        compressedfile.decode_bytes(_with_meta(good_bytes, plain, 2))
     with pytest.raises(ValueError, match="list of 16 values"):  # version 3 needs value_bytes
-        dc.decode_bytes(_with_meta(good_bytes, zlib.compress(plain), 3))
+        compressedfile.decode_bytes(_with_meta(good_bytes, zlib.compress(plain), 3))
 
 
 @pytest.mark.parametrize("values, expected", [
@@ -212,7 +213,7 @@ def test_version_1_and_2_files_still_load(good_bytes):
     ([], 2),
 ])
 def test_value_bytes_for_hand_cases(values, expected):
-    assert cf.value_bytes_for(np.array(values, np.float32), None) == expected
+    assert filelayers.value_bytes_for(np.array(values, np.float32), None) == expected
 
 
 def test_float16_codebooks_and_biases_halve_their_bytes_losslessly(shared_model, tmp_path):
@@ -220,8 +221,8 @@ def test_float16_codebooks_and_biases_halve_their_bytes_losslessly(shared_model,
     with torch.no_grad():  # the rounding that ShareConfig(value_dtype="float16") applies
         for p in half.parameters():
             p.copy_(p.half().float())
-    full_bytes, full_records = dc.encode_model(shared_model, index_bits=5, bits=5)
-    half_bytes, half_records = dc.encode_model(half, index_bits=5, bits=5)
+    full_bytes, full_records = compressedfile.encode_model(shared_model, index_bits=5, bits=5)
+    half_bytes, half_records = compressedfile.encode_model(half, index_bits=5, bits=5)
     assert [r.value_bytes for r in full_records] == [4, 4, 4] and [r.value_bytes for r in half_records] == [2, 2, 2]
     values = sum(len(r.codebook) + r.bias.size for r in half_records)
     # the same streams (rounding keeps the clusters apart here) and 2 bytes saved per value, give or
@@ -229,16 +230,16 @@ def test_float16_codebooks_and_biases_halve_their_bytes_losslessly(shared_model,
     assert [len(r.weight_stream) for r in half_records] == [len(r.weight_stream) for r in full_records]
     assert abs((len(full_bytes) - len(half_bytes)) - 2 * values) <= 8
     path = tmp_path / "half.cldc"
-    dc.save(half, path, index_bits=5, bits=5)
-    loaded = dc.load(path)
+    compressedfile.save(half, path, index_bits=5, bits=5)
+    loaded = compressedfile.load(path)
     for k, v in half.state_dict().items():
         assert torch.equal(v, loaded.state_dict()[k]), k
     magic, version, reserved, meta_len, total = cf._HEAD.unpack_from(half_bytes)
     meta = json.loads(zlib.decompress(half_bytes[cf._HEAD.size:cf._HEAD.size + meta_len]))
     for bad in (3, 2.0, True):  # not a byte count of the format, a float, a bool
-        meta["layers"][1][dc.META_FIELDS.index("value_bytes")] = bad
+        meta["layers"][1][filelayers.META_FIELDS.index("value_bytes")] = bad
         with pytest.raises(ValueError, match="value_bytes"):
-            dc.decode_bytes(_with_meta(half_bytes, zlib.compress(json.dumps(meta).encode()), 3))
+            compressedfile.decode_bytes(_with_meta(half_bytes, zlib.compress(json.dumps(meta).encode()), 3))
 
 
 def test_damage_behind_a_valid_checksum_is_still_caught(good_bytes):
@@ -249,12 +250,12 @@ def test_damage_behind_a_valid_checksum_is_still_caught(good_bytes):
     body = good_bytes[start + meta_len:-4]
     for field, delta in (("nnz", 1), ("n_gaps", -1), ("w_bytes", 1), ("k", 1)):
         bad = copy.deepcopy(meta)
-        bad["layers"][0][dc.META_FIELDS.index(field)] += delta
+        bad["layers"][0][filelayers.META_FIELDS.index(field)] += delta
         raw = zlib.compress(json.dumps(bad).encode())
         content = cf._HEAD.pack(magic, version, reserved, len(raw), total + len(raw) - meta_len) + raw + body
         content += struct.pack("<I", zlib.crc32(content))
         with pytest.raises(ValueError):
-            dc.decode_bytes(content)
+            compressedfile.decode_bytes(content)
 
 
 @pytest.mark.parametrize("kw, msg", [
@@ -352,7 +353,7 @@ def test_views_for_the_notebook(shared_model):
     from compresslab import views
     from compresslab.core.data import Dataset, Split
 
-    content, records = dc.encode_model(shared_model, index_bits=5, bits=5)
+    content, records = compressedfile.encode_model(shared_model, index_bits=5, bits=5)
     parts = dc.byte_parts(records, len(content))
     assert sum(sum(v for k, v in row.items() if k != "layer") for row in parts) == len(content)
     stats = dc.stream_statistics(records[0])
@@ -381,10 +382,10 @@ def test_degenerate_layers_round_trip():
         model[2].weight.fill_(0.25)  # one shared value, every position kept
         model[4].weight.zero_()
         model[4].weight[1, 2] = -1.5  # a single weight, far from the start
-    content, records = dc.encode_model(model, index_bits=1, bits=2)
+    content, records = compressedfile.encode_model(model, index_bits=1, bits=2)
     assert [r.nnz for r in records] == [0, 12, 1]
     assert records[1].weight_code.single == 0 and records[1].weight_stream == b""  # one value costs no bits
-    _, state, _ = dc.decode_bytes(content)
+    _, state, _ = compressedfile.decode_bytes(content)
     for k, v in model.state_dict().items():
         assert torch.equal(state[k], v), k
 
@@ -393,10 +394,10 @@ def test_degenerate_layers_round_trip():
                                      [1] + list(range(2, 21)) + [20], [0, 0, 0], [2, 2, 0, 2, 2, 0, 0]])
 def test_code_tables_pack_and_unpack(lengths):
     lengths = np.array(lengths, dtype=np.uint8)
-    size = cf._table_size(lengths)
-    raw = cf._pack_lengths(lengths)
-    assert len(raw) == cf._table_bytes(size)
+    size = filelayers.table_size(lengths)
+    raw = filelayers.pack_lengths(lengths)
+    assert len(raw) == filelayers.table_bytes(size)
     used = np.flatnonzero(lengths)
     assert abs(size) == (used[-1] + 1 if len(used) else 0)  # trailing unused symbols cost nothing
     assert (size < 0) == (bool(len(used)) and lengths.max() <= 15)  # 4 bits per length when they fit
-    assert np.array_equal(cf._unpack_lengths(raw, size, len(lengths)), lengths)
+    assert np.array_equal(filelayers.unpack_lengths(raw, size, len(lengths)), lengths)

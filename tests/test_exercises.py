@@ -11,7 +11,7 @@ import nbformat
 import pytest
 
 from compresslab import exercises
-from compresslab.exercises import checks, submission
+from compresslab.exercises import checking, checks, submission
 from compresslab.running import cli, runner
 
 SOLUTIONS = exercises.solutions()
@@ -214,7 +214,7 @@ def test_student_stubs_get_the_friendly_message(stem, monkeypatch):
     monkeypatch.delenv("COMPRESSLAB_RESULTS_DIR", raising=False)
     namespace = exercise_namespace(student_path(stem))
     for name in exercises.checks_in(read(student_path(stem))):
-        with pytest.raises(checks.ExerciseNotDone, match=f"{name} is not implemented yet"):
+        with pytest.raises(checking.ExerciseNotDone, match=f"{name} is not implemented yet"):
             checks.CHECKS[name](namespace[name])
 
 

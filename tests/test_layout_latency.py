@@ -1,5 +1,5 @@
 """One input-layout helper (models.to_model_layout / prepare_input / prepare_model) and one latency
-harness (metrics.latency_rounds, used by deploy.benchmark). Oracles: strides and values of the
+harness (latency.latency_rounds, used by deploy.benchmark). Oracles: strides and values of the
 tensors a variant receives, NCHW outputs, and ratios computed by hand."""
 
 import math
@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from compresslab import deploy
-from compresslab.core import metrics, models
+from compresslab.core import latency, models
 
 
 def _is_cl(x: torch.Tensor) -> bool:
@@ -49,11 +49,11 @@ def test_latency_rounds_feeds_each_variant_its_own_layout_and_reports_threads():
         return lambda x: seen[label].add(_is_cl(x))  # looks `seen` up at call time
 
     old = torch.get_num_threads()
-    rows = metrics.latency_rounds({"nchw": recorder("nchw"), "cl": recorder("cl"), "conv": models.lenet5()},
+    rows = latency.latency_rounds({"nchw": recorder("nchw"), "cl": recorder("cl"), "conv": models.lenet5()},
                                   rounds=2, channels_last={"nchw": False, "cl": True}, batch_sizes=(2,),
                                   input_shape=(1, 28, 28), repeats=2, warmup=1, threads=1)
     seen = {"nchw": set(), "cl": set()}  # C = 1 batches look the same in both layouts: look at C = 3
-    rows_c3 = metrics.latency_rounds({"nchw": recorder("nchw"), "cl": recorder("cl")}, rounds=1,
+    rows_c3 = latency.latency_rounds({"nchw": recorder("nchw"), "cl": recorder("cl")}, rounds=1,
                                      channels_last={"nchw": False, "cl": True}, batch_sizes=(2,),
                                      input_shape=(3, 4, 4), repeats=1, warmup=0)
     assert torch.get_num_threads() == old  # restored after timing
@@ -72,11 +72,11 @@ def test_deploy_benchmark_is_latency_rounds():
 
 
 def test_no_ratio_of_a_zero_time():
-    assert metrics.time_ratio(6.0, 2.0) == 3.0
-    assert math.isnan(metrics.time_ratio(1.0, 0.0)) and math.isnan(metrics.time_ratio(0.0, 1.0))
-    table = metrics.SpeedTable(baseline="dense")
-    table.add([metrics.Latency("dense", 1, 2.0, 1.5, 2.5, 10, 1), metrics.Latency("fast", 1, 0.0, 0.0, 0.0, 10, 1),
-               metrics.Latency("half", 1, 1.0, 0.8, 1.2, 10, 1)])
+    assert latency.time_ratio(6.0, 2.0) == 3.0
+    assert math.isnan(latency.time_ratio(1.0, 0.0)) and math.isnan(latency.time_ratio(0.0, 1.0))
+    table = latency.SpeedTable(baseline="dense")
+    table.add([latency.Latency("dense", 1, 2.0, 1.5, 2.5, 10, 1), latency.Latency("fast", 1, 0.0, 0.0, 0.0, 10, 1),
+               latency.Latency("half", 1, 1.0, 0.8, 1.2, 10, 1)])
     assert table.speedup("half", 1) == pytest.approx(2.0) and math.isnan(table.speedup("fast", 1))
     rows = table.table()
     assert list(rows["p10 ms"]) == [1.5, 0.0, 0.8] and list(rows["threads"]) == [1, 1, 1]
@@ -105,7 +105,7 @@ def test_a_timed_module_computes_with_weights_in_the_batches_layout(weights_cl, 
         spy.to(memory_format=torch.channels_last)
     strides = [tuple(p.stride()) for p in spy.parameters()]
     _StrideSpy.calls = []
-    metrics.latency(spy, batch_sizes=(2,), input_shape=(3, 6, 6), repeats=2, warmup=1, channels_last=batches_cl)
+    latency.latency(spy, batch_sizes=(2,), input_shape=(3, 6, 6), repeats=2, warmup=1, channels_last=batches_cl)
     assert _StrideSpy.calls and set(_StrideSpy.calls) == {(batches_cl, batches_cl)}
     assert [tuple(p.stride()) for p in spy.parameters()] == strides  # the caller's module is not changed
-    assert (metrics.in_layout(spy, batches_cl) is spy) == (weights_cl == batches_cl)  # copied only when needed
+    assert (latency.in_layout(spy, batches_cl) is spy) == (weights_cl == batches_cl)  # copied only when needed

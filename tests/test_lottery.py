@@ -13,9 +13,9 @@ import torch
 
 from compresslab.core import models, training
 from compresslab.core.data import Dataset, Split
-from compresslab.techniques import lottery
+from compresslab.techniques import imp, lottery
 from compresslab.techniques.lottery import LotteryConfig
-from compresslab.techniques.pruning import current_masks, set_masks
+from compresslab.techniques.masks import current_masks, set_masks
 
 
 def synthetic(n_train: int = 120, n_val: int = 40, n_test: int = 40, seed: int = 0) -> Dataset:
@@ -42,7 +42,7 @@ def tiny_model(seed: int = 0):
 
 
 def effective(net) -> dict[str, torch.Tensor]:
-    return lottery._weights(net)
+    return imp.effective_weights(net)
 
 
 # ----------------------------------------------------------------- masks per level
@@ -52,7 +52,7 @@ def test_prune_survivors_removes_exact_count_of_smallest():
     w = torch.randn(40, 30, generator=gen)
     mask = (torch.rand(40, 30, generator=gen) > 0.3).float()
     n = int(mask.sum())
-    new = lottery.prune_survivors(w, mask, 0.2)
+    new = imp.prune_survivors(w, mask, 0.2)
     assert int(new.sum()) == n - round(0.2 * n)
     assert torch.all(new <= mask)  # nested: a pruned weight never returns
     dropped = (mask - new).bool()
@@ -73,7 +73,7 @@ def test_layer_rates_and_counts_follow_the_recursion_per_level():
         new = lottery.next_masks(weights, masks, cfg)
         expected = {n: c - round(rates[n] * c) for n, c in expected.items()}
         assert {n: int(m.sum()) for n, m in new.items()} == expected
-        assert lottery.layer_keep_counts(sizes, rates, level) == expected
+        assert imp.layer_keep_counts(sizes, rates, level) == expected
         for n in shapes:
             assert torch.all(new[n] <= masks[n])
             assert abs(expected[n] - sizes[n] * (1 - rates[n]) ** level) <= level  # ~(1-p)^L of the layer
@@ -103,15 +103,15 @@ def test_global_scope_pools_hidden_layers_and_keeps_the_output_rate():
 def test_random_masks_match_counts_and_nest_with_fixed_scores():
     gen = torch.Generator().manual_seed(3)
     shapes = {"a": torch.Size((30, 20)), "b": torch.Size((10, 30))}
-    scores = lottery.random_scores(shapes, seed=5)
+    scores = imp.random_scores(shapes, seed=5)
     big = {n: (torch.rand(s, generator=gen) > 0.4).float() for n, s in shapes.items()}
-    small = {n: lottery.prune_survivors(torch.randn(s, generator=gen), big[n], 0.5) for n, s in shapes.items()}
-    r_big, r_small = lottery.random_masks_like(big, scores), lottery.random_masks_like(small, scores)
+    small = {n: imp.prune_survivors(torch.randn(s, generator=gen), big[n], 0.5) for n, s in shapes.items()}
+    r_big, r_small = imp.random_masks_like(big, scores), imp.random_masks_like(small, scores)
     for n in shapes:
         assert int(r_big[n].sum()) == int(big[n].sum()) and int(r_small[n].sum()) == int(small[n].sum())
         assert torch.all(r_small[n] <= r_big[n])
-    again = lottery.random_masks_like(big, lottery.random_scores(shapes, seed=5))
-    other = lottery.random_masks_like(big, lottery.random_scores(shapes, seed=6))
+    again = imp.random_masks_like(big, imp.random_scores(shapes, seed=5))
+    other = imp.random_masks_like(big, imp.random_scores(shapes, seed=6))
     assert all(torch.equal(again[n], r_big[n]) for n in shapes)
     assert not all(torch.equal(other[n], r_big[n]) for n in shapes)
 
@@ -123,7 +123,7 @@ def test_rewind_restores_saved_values_on_survivors_and_zero_elsewhere():
     saved = {k: torch.randn_like(v) for k, v in model.state_dict().items()}
     gen = torch.Generator().manual_seed(4)
     masks = {n: (torch.rand(w.shape, generator=gen) > 0.5).float() for n, w in effective(model).items()}
-    net = lottery.rewind(model, saved, masks)
+    net = imp.rewind(model, saved, masks)
     for name, layer in models.prunable_layers(net).items():
         keep = masks[name].bool()
         assert torch.equal(layer.weight[keep], saved[f"{name}.weight"][keep])
@@ -137,9 +137,9 @@ def test_reinitialize_is_seeded_and_keeps_the_global_rng():
     torch.manual_seed(123)
     expected_next = torch.rand(3)
     torch.manual_seed(123)
-    a = lottery.reinitialize(model, seed=7)
+    a = imp.reinitialize(model, seed=7)
     assert torch.equal(torch.rand(3), expected_next)  # fork_rng: the caller's stream is untouched
-    b, c = lottery.reinitialize(model, seed=7), lottery.reinitialize(model, seed=8)
+    b, c = imp.reinitialize(model, seed=7), imp.reinitialize(model, seed=8)
     sa, sb, sc, s0 = (m.state_dict() for m in (a, b, c, model))
     assert all(torch.equal(sa[k], sb[k]) for k in sa)
     assert not torch.equal(sa["fc1.weight"], sc["fc1.weight"])
@@ -152,7 +152,7 @@ def test_rewind_refuses_a_pruned_template():
     model = tiny_model()
     set_masks(model, {"fc1": torch.ones(20, 784)})
     with pytest.raises(ValueError, match="already carries pruning masks"):
-        lottery.rewind(model, {}, {})
+        imp.rewind(model, {}, {})
 
 
 def test_resuming_at_step_k_replays_the_full_run():
@@ -161,7 +161,7 @@ def test_resuming_at_step_k_replays_the_full_run():
     data = synthetic(n_train=100)
     cfg = training.TrainConfig(epochs=3, batch_size=30, lr=0.05, momentum=0.0, lr_schedule="step")
     full = tiny_model()
-    saver = lottery.RewindPoint([6])
+    saver = imp.RewindPoint([6])
     training.train(full, data, cfg, callbacks=[saver], evaluate_test=False)
     resumed = tiny_model()
     resumed.load_state_dict(saver.states[6])
@@ -211,7 +211,7 @@ def test_masks_nest_and_hit_exact_per_layer_counts(run):
     for branch in ("ticket", "random_mask", "lr_rewind"):
         for level in range(1, cfg.levels + 1):
             now, before = report.masks[branch][level], report.masks[branch][level - 1]
-            assert {n: int(m.sum()) for n, m in now.items()} == lottery.layer_keep_counts(sizes, rates, level)
+            assert {n: int(m.sum()) for n, m in now.items()} == imp.layer_keep_counts(sizes, rates, level)
             assert all(torch.all(now[n] <= before[n]) for n in now)
     final = report.masks["ticket"][cfg.levels]
     assert all(torch.equal(current_masks(net)[n], final[n]) for n in final)
@@ -260,7 +260,7 @@ def test_every_branch_starts_from_the_right_weights(run):
                     assert torch.equal(w[keep], theta_k[f"{n}.weight"][keep])
                     assert torch.equal(biases[n], theta_k[f"{n}.bias"])
                 elif branch == "random_reinit":  # a fresh, seeded draw
-                    fresh = lottery.reinitialize(tiny_model(), lottery._control_seed(cfg.reinit_seed, level))
+                    fresh = imp.reinitialize(tiny_model(), lottery._control_seed(cfg.reinit_seed, level))
                     assert torch.equal(w[keep], fresh.state_dict()[f"{n}.weight"][keep])
                     assert not torch.equal(w[keep], theta_k[f"{n}.weight"][keep])
                 else:

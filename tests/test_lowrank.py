@@ -10,16 +10,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from compresslab.core import latency, metrics, models
 from compresslab.core import latency as latency_harness
-from compresslab.core import metrics, models
 from compresslab.core.training import TrainConfig
-from compresslab.techniques import lowrank
-from compresslab.techniques.lowrank import (
-    LowRankConfig,
-    apply_lowrank,
-    factorize_layer,
-    svd_factorize,
-)
+from compresslab.techniques import lowrank, svd
+from compresslab.techniques.lowrank import LowRankConfig, apply_lowrank, factorize_layer
+from compresslab.techniques.svd import svd_factorize
 
 
 @pytest.fixture(autouse=True)
@@ -52,7 +48,7 @@ def test_eckart_young_error_equals_discarded_singular_values(shape):
         assert a.shape == (shape[0], r) and b.shape == (r, shape[1])
         err = torch.linalg.norm(w - a @ b)
         assert float(err) == pytest.approx(math.sqrt(float((s[r:] ** 2).sum())), abs=1e-10)
-        assert lowrank.eckart_young_error(s, r) == pytest.approx(float(err), abs=1e-10)
+        assert svd.eckart_young_error(s, r) == pytest.approx(float(err), abs=1e-10)
         torch.testing.assert_close(a @ b, _reference_truncation(w, r))
 
 
@@ -73,18 +69,18 @@ def test_factors_have_balanced_scale():
 
 def test_energy_rank_selection_hand_case():
     s = torch.tensor([3.0, 2.0, 1.0])  # energies 9/14, 13/14, 14/14
-    torch.testing.assert_close(lowrank.energy_curve(s), torch.tensor([9 / 14, 13 / 14, 1.0], dtype=torch.float64))
-    assert lowrank.rank_for_energy(s, 0.5) == 1
-    assert lowrank.rank_for_energy(s, 9 / 14) == 1
-    assert lowrank.rank_for_energy(s, 0.9) == 2
-    assert lowrank.rank_for_energy(s, 0.93) == 3
-    assert lowrank.rank_for_energy(s, 1.0) == 3
+    torch.testing.assert_close(svd.energy_curve(s), torch.tensor([9 / 14, 13 / 14, 1.0], dtype=torch.float64))
+    assert svd.rank_for_energy(s, 0.5) == 1
+    assert svd.rank_for_energy(s, 9 / 14) == 1
+    assert svd.rank_for_energy(s, 0.9) == 2
+    assert svd.rank_for_energy(s, 0.93) == 3
+    assert svd.rank_for_energy(s, 1.0) == 3
 
 
 def test_energy_rank_is_smallest_rank_reaching_energy():
     s = torch.linalg.svdvals(_randn(30, 20, seed=4))
     for e in (0.1, 0.5, 0.8, 0.95, 0.999):
-        r = lowrank.rank_for_energy(s, e)
+        r = svd.rank_for_energy(s, e)
         kept = float((s[:r] ** 2).sum() / (s ** 2).sum())
         assert kept >= e - 1e-12
         if r > 1:
@@ -92,15 +88,15 @@ def test_energy_rank_is_smallest_rank_reaching_energy():
 
 
 def test_break_even_and_ratio_rank():
-    assert lowrank.break_even_rank(4, 4) == 2.0
+    assert svd.break_even_rank(4, 4) == 2.0
     m, n = 1200, 784
-    even = lowrank.break_even_rank(m, n)
+    even = svd.break_even_rank(m, n)
     r = math.floor(even)  # the largest rank that still saves
     assert r * (m + n) < m * n <= (r + 1) * (m + n)
     for ratio in (0.01, 0.2, 0.5):
-        k = lowrank.rank_for_ratio(m, n, ratio)
+        k = svd.rank_for_ratio(m, n, ratio)
         assert k * (m + n) <= ratio * m * n < (k + 1) * (m + n)
-    assert lowrank.rank_for_ratio(10, 10, 0.001) == 1  # never below rank 1
+    assert svd.rank_for_ratio(10, 10, 0.001) == 1  # never below rank 1
 
 
 # ----------------------------------------------------------------- layers
@@ -219,7 +215,7 @@ def test_layer_scope_energy_and_ratio():
     new, report = apply_lowrank(model, LowRankConfig(energy=0.9, layers=("fc1", "fc2")))
     for row in report.layers:
         s = torch.linalg.svdvals(models.prunable_layers(model)[row["layer"]].weight.detach())
-        assert row["rank"] == lowrank.rank_for_energy(s, 0.9)
+        assert row["rank"] == svd.rank_for_energy(s, 0.9)
         assert row["energy"] >= 0.9
     _, report = apply_lowrank(model, LowRankConfig(param_ratio=0.3, layers=("fc1",)))
     row = report.layers[0]
@@ -240,7 +236,7 @@ def test_model_scope_ratio_respects_budget_and_energy_target():
                for n, r in ranks.items() if r < min(layers[n].weight.shape))
     config = LowRankConfig(energy=0.8, scope="model", layers=("fc1", "fc2"))
     ranks = lowrank.select_ranks(model, config)
-    kept = [float(lowrank.energy_curve(torch.linalg.svdvals(layers[n].weight.detach()))[r - 1])
+    kept = [float(svd.energy_curve(torch.linalg.svdvals(layers[n].weight.detach()))[r - 1])
             for n, r in ranks.items()]
     assert sum(kept) / len(kept) >= 0.8 - 1e-9
 
@@ -318,7 +314,7 @@ def test_bad_ranks_and_inputs_raise():
     with pytest.raises(ValueError, match="2-D matrix"):
         svd_factorize(_randn(2, 3, 4), 1)
     with pytest.raises(ValueError, match=r"must be in \(0, 1\]"):
-        lowrank.rank_for_energy(torch.ones(3), 0.0)
+        svd.rank_for_energy(torch.ones(3), 0.0)
     model = _mlp()
     with pytest.raises(ValueError, match=r"rank for layer 'fc3' \(\(10, 30\)\)=11 must be in \[1, 10\]"):
         apply_lowrank(model, LowRankConfig(rank={"fc3": 11}))
@@ -366,14 +362,14 @@ def test_latency_rounds_interleaves_and_takes_median_of_rounds(monkeypatch):
     def fake_latency(fn, label="", batch_sizes=(1,), **kwargs):
         calls.append(label)
         value = fake[label][sum(1 for c in calls if c == label) - 1]
-        return [metrics.Latency(label, b, value, value - 0.5, value + 0.5, 7, 1) for b in batch_sizes]
+        return [latency.Latency(label, b, value, value - 0.5, value + 0.5, 7, 1) for b in batch_sizes]
 
     monkeypatch.setattr(latency_harness, "latency", fake_latency)
-    rows = metrics.latency_rounds({"a": None, "b": None}, rounds=3, batch_sizes=(1, 256))
+    rows = latency.latency_rounds({"a": None, "b": None}, rounds=3, batch_sizes=(1, 256))
     assert calls == ["a", "b", "b", "a", "a", "b"]  # the order rotates every round
     got = {(r.label, r.batch_size): r for r in rows}
     assert set(got) == {("a", 1), ("a", 256), ("b", 1), ("b", 256)}
     assert got[("a", 1)].median_ms == 2.0 and got[("b", 256)].median_ms == 20.0
     assert got[("a", 1)].p10_ms == 1.5 and got[("b", 1)].p90_ms == 20.5 and got[("a", 1)].repeats == 21
     with pytest.raises(ValueError, match="rounds=0 must be >= 1"):
-        metrics.latency_rounds({"a": None}, rounds=0)
+        latency.latency_rounds({"a": None}, rounds=0)

@@ -9,8 +9,8 @@ import pytest
 import torch
 from torch import nn
 
-from compresslab.core import metrics, models
-from compresslab.techniques import pruning
+from compresslab.core import latency, metrics, models
+from compresslab.techniques import masks
 
 
 def _tiny():
@@ -41,7 +41,7 @@ def test_ledger_arithmetic_by_hand():
 
 def test_ledger_counts_pruned_models_once_and_uses_file_bytes():
     model = models.create("lenet300")
-    pruning.prune_magnitude(model, 0.9, "global")
+    masks.prune_magnitude(model, 0.9, "global")
     report = metrics.size_report(model, file_bytes=1000)
     assert report.params == 266_610  # weight_orig is not counted twice
     weights = 266_200
@@ -53,7 +53,7 @@ def test_ledger_counts_pruned_models_once_and_uses_file_bytes():
 
 def test_parameter_count_and_model_size_agree_with_the_ledger():
     model = models.create("lenet300")
-    pruning.prune_magnitude(model, 0.9, "global")  # adds weight_orig parameters and weight_mask buffers
+    masks.prune_magnitude(model, 0.9, "global")  # adds weight_orig parameters and weight_mask buffers
     ledger = metrics.size_report(model, bits_per_weight=64)
     size = metrics.model_size(model, bits_per_weight=64)
     assert metrics.parameter_count(model) == size.params == ledger.params == 266_610
@@ -76,7 +76,7 @@ def test_macs_by_hand():
 
 
 def test_sparsity_table_and_weight_sparsity():
-    model = pruning.prune_magnitude(models.create("lenet300"), 0.5, "layer")
+    model = masks.prune_magnitude(models.create("lenet300"), 0.5, "layer")
     table = metrics.sparsity_table(model)
     assert list(table["sparsity %"])[:3] == [50.0, 50.0, 50.0]
     assert metrics.weight_sparsity(model) == pytest.approx(0.5)
@@ -84,15 +84,15 @@ def test_sparsity_table_and_weight_sparsity():
 
 def test_latency_reports_medians_and_restores_threads():
     threads = torch.get_num_threads()
-    rows = metrics.latency(models.create("lenet300"), batch_sizes=(1, 8), repeats=5, warmup=1, label="dense", threads=1)
+    rows = latency.latency(models.create("lenet300"), batch_sizes=(1, 8), repeats=5, warmup=1, label="dense", threads=1)
     assert [r.batch_size for r in rows] == [1, 8]
     assert all(r.threads == 1 and r.repeats >= 5 and r.p10_ms <= r.median_ms <= r.p90_ms for r in rows)
     assert torch.get_num_threads() == threads
-    table = metrics.SpeedTable(baseline="dense")
+    table = latency.SpeedTable(baseline="dense")
     table.add(rows)
-    table.add([metrics.Latency("half", 1, rows[0].median_ms / 2, 0, 0, 5, 1)])
+    table.add([latency.Latency("half", 1, rows[0].median_ms / 2, 0, 0, 5, 1)])
     assert table.speedup("half", 1) == pytest.approx(2.0)
     with pytest.raises(KeyError, match="half"):
         table.speedup("half", 8)
     with pytest.raises(ValueError, match="repeats"):
-        metrics.latency(models.create("lenet300"), repeats=0)
+        latency.latency(models.create("lenet300"), repeats=0)

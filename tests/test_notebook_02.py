@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from compresslab.core import models
-from compresslab.techniques import lottery
+from compresslab.techniques import imp, lottery
 
 pytestmark = pytest.mark.notebook
 
@@ -20,7 +20,7 @@ def test_lottery_ticket_quick(run_notebook, png_per_cell):
     # the recorded sparsity per level is the layer-wise recursion n_L = n_{L-1} - round(p n_{L-1})
     sizes = {n: layer.weight.numel() for n, layer in models.prunable_layers(models.create("lenet300")).items()}
     rates = lottery.LotteryConfig().rates(list(sizes))
-    expected = [100 * sum(lottery.layer_keep_counts(sizes, rates, lv).values()) / sum(sizes.values())
+    expected = [100 * sum(imp.layer_keep_counts(sizes, rates, lv).values()) / sum(sizes.values())
                 for lv in range(levels + 1)]
     assert m["remaining_by_level"] == pytest.approx(expected, abs=1e-9)
     assert m["sparsest_remaining"] == pytest.approx(expected[-1] / 100, abs=1e-12)

@@ -10,7 +10,7 @@ from torch.nn.utils import prune
 
 from compresslab.core import metrics, models
 from compresslab.core.training import TrainConfig, seed_everything
-from compresslab.techniques import pruning
+from compresslab.techniques import masks, pruning, structured
 from compresslab.techniques.pruning import PruneConfig
 
 
@@ -26,19 +26,19 @@ def test_magnitude_mask_matches_torch_l1_unstructured(sparsity):
     with torch.no_grad():
         layer.weight.copy_(w)
     prune.l1_unstructured(layer, "weight", amount=sparsity)
-    mask = pruning.magnitude_mask(w, sparsity)
+    mask = masks.magnitude_mask(w, sparsity)
     assert torch.equal(mask, layer.weight_mask)
     assert int((mask == 0).sum()) == round(sparsity * w.numel())
 
 
 def test_hand_case():
     w = torch.tensor([[0.5, -0.1, 2.0], [-3.0, 0.05, 0.2]])
-    assert pruning.magnitude_mask(w, 0.5).tolist() == [[1.0, 0.0, 1.0], [1.0, 0.0, 0.0]]
+    assert masks.magnitude_mask(w, 0.5).tolist() == [[1.0, 0.0, 1.0], [1.0, 0.0, 0.0]]
 
 
 def test_global_masks_match_torch_global_unstructured():
     model = _model()
-    ours = pruning.masks_for(model, 0.8, scope="global")
+    ours = masks.masks_for(model, 0.8, scope="global")
     ref = copy.deepcopy(model)
     params = [(ref.fc1, "weight"), (ref.fc2, "weight"), (ref.fc3, "weight")]
     prune.global_unstructured(params, pruning_method=prune.L1Unstructured, amount=0.8)
@@ -50,10 +50,10 @@ def test_global_masks_match_torch_global_unstructured():
 
 def test_layer_scope_gives_exact_per_layer_sparsity_and_masks_nest():
     model = _model()
-    pruning.prune_magnitude(model, 0.5, "layer")
-    first = pruning.current_masks(model)
-    pruning.prune_magnitude(model, 0.8, "layer")
-    second = pruning.current_masks(model)
+    masks.prune_magnitude(model, 0.5, "layer")
+    first = masks.current_masks(model)
+    masks.prune_magnitude(model, 0.8, "layer")
+    second = masks.current_masks(model)
     for name, layer in models.prunable_layers(model).items():
         w = metrics.effective_weight(layer)
         assert int((w == 0).sum()) == round(0.8 * w.numel())
@@ -63,10 +63,10 @@ def test_layer_scope_gives_exact_per_layer_sparsity_and_masks_nest():
 def test_masks_survive_training_and_permanent_removes_them(tiny_data):
     from compresslab.core.training import train
 
-    model = pruning.prune_magnitude(_model(), 0.9, "global")
+    model = masks.prune_magnitude(_model(), 0.9, "global")
     train(model, tiny_data, TrainConfig(epochs=1, batch_size=32, lr=0.05), progress=False)
     assert metrics.weight_sparsity(model) == pytest.approx(0.9, abs=1e-4)
-    pruning.make_permanent(model)
+    masks.make_permanent(model)
     assert not hasattr(model.fc1, "weight_mask")
     assert metrics.weight_sparsity(model) == pytest.approx(0.9, abs=1e-4)
 
@@ -75,19 +75,19 @@ def test_cubic_schedule_formula():
     s_i, s_f, t0, n, dt = 0.1, 0.9, 100, 10, 5
     for t in (100, 110, 125, 149, 150):
         expected = s_f + (s_i - s_f) * (1 - (t - t0) / (n * dt)) ** 3
-        assert pruning.cubic_sparsity(t, s_i, s_f, t0, n, dt) == pytest.approx(expected)
-    assert pruning.cubic_sparsity(0, s_i, s_f, t0, n, dt) == pytest.approx(s_i)
-    assert pruning.cubic_sparsity(10_000, s_i, s_f, t0, n, dt) == pytest.approx(s_f)
+        assert masks.cubic_sparsity(t, s_i, s_f, t0, n, dt) == pytest.approx(expected)
+    assert masks.cubic_sparsity(0, s_i, s_f, t0, n, dt) == pytest.approx(s_i)
+    assert masks.cubic_sparsity(10_000, s_i, s_f, t0, n, dt) == pytest.approx(s_f)
     with pytest.raises(ValueError, match="interval"):
-        pruning.cubic_sparsity(0, 0.0, 0.5, 0, 10, 0)
+        masks.cubic_sparsity(0, 0.0, 0.5, 0, 10, 0)
 
 
 @pytest.mark.parametrize("name", ["lenet300", "lenet5", "small_cnn"])
 def test_structured_shrink_equals_masked_model(name):
     model = _model(name)
-    keep = pruning.structured_keep(model, 0.6, norm=2)
-    small = pruning.shrink(model, keep)
-    masked = pruning.apply_structured_masks(copy.deepcopy(model), keep)
+    keep = structured.structured_keep(model, 0.6, norm=2)
+    small = structured.shrink(model, keep)
+    masked = structured.apply_structured_masks(copy.deepcopy(model), keep)
     x = torch.randn(5, 1, 28, 28, generator=torch.Generator().manual_seed(0))
     torch.testing.assert_close(small(x), masked(x), rtol=1e-5, atol=1e-5)
     assert sum(p.numel() for p in small.parameters()) < 0.5 * sum(p.numel() for p in model.parameters())
@@ -98,8 +98,8 @@ def test_structured_shrink_equals_masked_model(name):
 
 
 def test_csr_model_matches_dense():
-    model = pruning.prune_magnitude(_model(), 0.95, "global")
-    sparse = pruning.to_sparse(model)
+    model = masks.prune_magnitude(_model(), 0.95, "global")
+    sparse = structured.to_sparse(model)
     x = torch.randn(7, 1, 28, 28)
     torch.testing.assert_close(sparse(x), model(x), rtol=1e-4, atol=1e-5)
     assert sparse.fc1.weight_csr.values().numel() == int((metrics.effective_weight(model.fc1) != 0).sum())
@@ -150,9 +150,9 @@ def test_bad_prune_configs(kwargs, field):
 
 def test_bad_inputs():
     with pytest.raises(ValueError, match="sparsity"):
-        pruning.magnitude_mask(torch.ones(3), 1.2)
+        masks.magnitude_mask(torch.ones(3), 1.2)
     with pytest.raises(ValueError, match="fc9"):
-        pruning.masks_for(_model(), {"fc9": 0.5}, "layer")
+        masks.masks_for(_model(), {"fc9": 0.5}, "layer")
     with pytest.raises(ValueError, match="data"):
         pruning.apply_pruning(_model(), PruneConfig(finetune=TrainConfig(epochs=1)))
 

@@ -8,7 +8,7 @@ Accuracy of a point: the runtime's for int8 recipes (activations in int8 too), P
 (bf16 / fp16 computed in that dtype).
 
 `time_points` times PyTorch eager and the runtime of every point in interleaved rounds
-(`metrics.latency_rounds`); `rows` turns everything into one flat table row per point, with the
+(`latency.latency_rounds`); `rows` turns everything into one flat table row per point, with the
 energy estimate of `core.energy` (executed MACs: non-zero weights only, as a zero-skipping
 accelerator would; weight reads: the artifact's bytes, from SRAM when it fits in `sram_bytes`).
 """
@@ -27,7 +27,7 @@ from torch import nn
 
 from compresslab import deploy
 from compresslab.combine.recipes import Recipe, run_recipe
-from compresslab.core import energy, metrics
+from compresslab.core import energy, latency, metrics
 from compresslab.core.data import Dataset
 from compresslab.core.latency import Latency, time_ratio
 from compresslab.core.models import prepare_model, prunable_layers
@@ -122,7 +122,7 @@ def time_points(built: Sequence[Built], batch_sizes: Sequence[int] = (1, 256), r
         variants[f"{b.recipe.name}\ttorch"] = b.torch_fn
         if b.deployed is not None:
             variants[f"{b.recipe.name}\truntime"] = b.deployed
-    lat = metrics.latency_rounds(variants, rounds=rounds, batch_sizes=tuple(batch_sizes),
+    lat = latency.latency_rounds(variants, rounds=rounds, batch_sizes=tuple(batch_sizes),
                                  input_shape=tuple(input_shape), repeats=repeats, warmup=2, threads=threads,
                                  min_seconds=min_seconds)
     out = {}

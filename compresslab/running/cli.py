@@ -6,6 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from compresslab.core import profiles
 from compresslab.running import runner
 from compresslab.running.sweep import MAX_RETRIES, MAX_WORKERS
 
@@ -147,7 +148,7 @@ def build_parser() -> argparse.ArgumentParser:
     p_list.set_defaults(func=_cmd_list)
     p_run = sub.add_parser("run", help="execute notebooks headless (papermill); sweeps with -p KEY V1,V2")
     p_run.add_argument("names", nargs="+", help="notebook name(s), number(s), or 'all'")
-    p_run.add_argument("--profile", choices=runner.PROFILES, default="full",
+    p_run.add_argument("--profile", choices=profiles.PROFILES, default="full",
                        help="quick: small data and few epochs (minutes); full: the real experiment (default)")
     p_run.add_argument("-p", "--param", nargs=2, action="append", metavar=("KEY", "VALUE"),
                        help="set a parameter; 'V1,V2,V3' runs one execution per value (a grid for several keys)")

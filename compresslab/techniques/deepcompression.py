@@ -29,27 +29,21 @@ from compresslab.core.validate import (
     check_config,
     check_float,
 )
-from compresslab.techniques.compressedfile import (  # noqa: F401  (re-exported: the notebook and exercises use dc.save, dc.load, ...)
-    MAGIC,
-    META_FIELDS,
-    VERSION,
-    LayerRecord,
-    _check_index_bits,
-    _from_state,
-    _table_bytes,
-    _table_size,
+from compresslab.techniques.compressedfile import (
     decode_bytes,
-    decode_layer,
-    encode_layer,
     encode_model,
-    infer_architecture,
     load,
-    relative_decode,
-    relative_encode,
+    model_from_state,
     save,
 )
 from compresslab.techniques.distillation import (
     distillation_loss_fn,
+)
+from compresslab.techniques.filelayers import (
+    LayerRecord,
+    relative_encode,
+    table_bytes,
+    table_size,
 )
 from compresslab.techniques.huffman import codewords, symbol_counts
 from compresslab.techniques.masks import make_permanent
@@ -58,20 +52,9 @@ from compresslab.techniques.registry import StepContext, Technique, register, ti
 from compresslab.techniques.sharing import ShareConfig, SharingReport, apply_sharing
 
 __all__ = [
-    "EncodeConfig",
-    "DeepCompressionConfig",
-    "std_threshold_sparsity",
-    "layer_table",
-    "DeepCompressionReport",
-    "stage_sizes",
-    "prune_stage",
-    "share_stage",
-    "Encoded",
-    "encode_stage",
-    "load_stage",
-    "apply_deep_compression",
-    "byte_parts",
-    "stream_statistics",
+    "EncodeConfig", "DeepCompressionConfig", "std_threshold_sparsity", "layer_table",
+    "DeepCompressionReport", "stage_sizes", "prune_stage", "share_stage", "Encoded", "encode_stage",
+    "load_stage", "apply_deep_compression", "byte_parts", "stream_statistics"
 ]
 
 # ----------------------------------------------------------------- the pipeline
@@ -285,7 +268,7 @@ def encode_stage(shared: nn.Module, config: DeepCompressionConfig, path: str | o
 def load_stage(encoded: Encoded, shared: nn.Module) -> tuple[nn.Module, bool]:
     """Stage 4: load the model back from the file (from memory when it was not saved); True when
     every tensor of `shared` comes back bit-exact."""
-    loaded = load(encoded.path, model=shared) if encoded.path is not None else _from_state(shared, encoded.state)
+    loaded = load(encoded.path, model=shared) if encoded.path is not None else model_from_state(shared, encoded.state)
     bit_exact = all(torch.equal(encoded.state[k].cpu(), v.detach().cpu()) for k, v in shared.state_dict().items())
     return loaded, bit_exact
 
@@ -330,8 +313,8 @@ def byte_parts(records: list[LayerRecord], file_bytes: int) -> list[dict]:
     rows = []
     for r in records:
         rows.append({"layer": r.name, "codebook": r.value_bytes * len(r.codebook),
-                     "code tables": _table_bytes(_table_size(r.weight_code.lengths))
-                     + _table_bytes(_table_size(r.index_code.lengths)),
+                     "code tables": table_bytes(table_size(r.weight_code.lengths))
+                     + table_bytes(table_size(r.index_code.lengths)),
                      "cluster indices (Huffman)": len(r.weight_stream), "positions (Huffman)": len(r.index_stream),
                      "bias": 0 if r.bias is None else r.value_bytes * r.bias.size})
     body = sum(len(r.body()) for r in records)
