@@ -6,7 +6,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from compresslab import combine
+from compresslab.combine import catalogue, points
+from compresslab.combine import recipes as recipes_combine
 from compresslab.core import energy, results
 from compresslab.core.models import mlp
 from compresslab.core.training import TrainConfig, evaluate
@@ -31,12 +32,12 @@ def teacher(tiny_data):
 
 
 def test_recipe_chains_the_verbs(tiny_data, teacher):
-    recipe = combine.Recipe("distill -> prune -> ternary", (
-        combine.Step("distill", DistillStep(student_kwargs={"hidden": (16,)}, config=DistillConfig(train=FT))),
-        combine.Step("prune", PruneConfig(sparsity=0.5, scope="global", finetune=FT)),
-        combine.Step("lowbit", LowBitConfig(kind="ternary", finetune=FT), teacher_temperature=4.0),
+    recipe = recipes_combine.Recipe("distill -> prune -> ternary", (
+        recipes_combine.Step("distill", DistillStep(student_kwargs={"hidden": (16,)}, config=DistillConfig(train=FT))),
+        recipes_combine.Step("prune", PruneConfig(sparsity=0.5, scope="global", finetune=FT)),
+        recipes_combine.Step("lowbit", LowBitConfig(kind="ternary", finetune=FT), teacher_temperature=4.0),
     ), precision="ternary", family="combination")
-    model, reports, dc_file = combine.run_recipe(recipe, teacher, tiny_data)
+    model, reports, dc_file = recipes_combine.run_recipe(recipe, teacher, tiny_data)
     assert [type(r).__name__ for r in reports] == ["DistillReport", "PruningReport", "LowBitReport"]
     assert model.fc1.weight.shape == (16, 784) and dc_file is None
     assert not hasattr(model.fc1, "weight_mask")  # masks folded in
@@ -46,18 +47,18 @@ def test_recipe_chains_the_verbs(tiny_data, teacher):
 
 
 def test_qat_step_leaves_plain_layers(tiny_data, teacher):
-    recipe = combine.Recipe("int4", (combine.Step("qat", QATConfig(quant=QuantConfig(weight_bits=4, act_bits=None),
+    recipe = recipes_combine.Recipe("int4", (recipes_combine.Step("qat", QATConfig(quant=QuantConfig(weight_bits=4, act_bits=None),
                                                                    finetune=FT)),), precision="int4")
-    model, reports, _ = combine.run_recipe(recipe, teacher, tiny_data)
+    model, reports, _ = recipes_combine.run_recipe(recipe, teacher, tiny_data)
     assert type(model.fc1) is torch.nn.Linear and reports[0].method == "qat"
 
 
 def test_build_a_point_from_its_artifact(tiny_data, teacher, tmp_path):
     pytest.importorskip("onnxruntime")
     calib = tiny_data.train.tensors(64)[0]
-    fp32 = combine.build(combine.Recipe("FP32", precision="fp32", family="precision"), teacher, tiny_data, tmp_path,
+    fp32 = points.build(recipes_combine.Recipe("FP32", precision="fp32", family="precision"), teacher, tiny_data, tmp_path,
                          calibration=calib)
-    pruned = combine.build(combine.Recipe("pruned -> INT8", (combine.Step("prune", PruneConfig(sparsity=0.8)),),
+    pruned = points.build(recipes_combine.Recipe("pruned -> INT8", (recipes_combine.Step("prune", PruneConfig(sparsity=0.8)),),
                                           precision="int8", family="combination", sparse=True),
                            teacher, tiny_data, tmp_path, calibration=calib)
     # bytes: the files on disk; the FP32 file is the weights plus a small header
@@ -71,9 +72,9 @@ def test_build_a_point_from_its_artifact(tiny_data, teacher, tmp_path):
     # MACs: dense per example, and the non-zero ones a zero-skipping kernel would execute
     assert fp32.macs == 784 * 32 + 32 * 10 and fp32.macs_executed == pytest.approx(fp32.macs)
     assert pruned.macs_executed == pytest.approx(0.2 * fp32.macs, rel=0.05)
-    timings = combine.time_points([fp32, pruned], rounds=1, repeats=2)
+    timings = points.time_points([fp32, pruned], rounds=1, repeats=2)
     assert set(timings) == {(n, e, b) for n in ("FP32", "pruned -> INT8") for e in ("torch", "runtime") for b in (1, 256)}
-    rows = combine.rows([fp32, pruned], timings, reference_bytes=fp32.bytes, sram_bytes=50_000)
+    rows = points.rows([fp32, pruned], timings, reference_bytes=fp32.bytes, sram_bytes=50_000)
     assert rows[0]["compression"] == 1.0 and rows[1]["compression"] == fp32.bytes / pruned.bytes
     for row, b in zip(rows, (fp32, pruned)):
         est = energy.estimate_energy(b.macs_executed, b.bytes, b.recipe.precision, sram_bytes=50_000)
@@ -88,7 +89,7 @@ def test_wins_at_size_by_hand():
            {"name": "big single", "family": "single", "accuracy": 99.0, "bytes": 60},
            {"name": "tiny combo", "family": "combination", "accuracy": 90.0, "bytes": 10},
            {"name": "loser", "family": "combination", "accuracy": 95.0, "bytes": 55}]
-    out = {w["name"]: w for w in combine.wins_at_size(pts)}
+    out = {w["name"]: w for w in points.wins_at_size(pts)}
     assert out["combo"]["beats_all"] and out["combo"]["best_other"] == "small single"
     assert out["combo"]["margin_points"] == 1.0
     assert not out["tiny combo"]["beats_all"] and out["tiny combo"]["unmatched"]
@@ -106,32 +107,32 @@ def test_points_from_recorded_runs(tmp_path):
     results.record("01_magnitude_pruning", {"sparsity": 0.9}, {}, tmp_path / "run3")  # no point in it
     (tmp_path / "broken.results.json").write_text("{")
     with pytest.warns(UserWarning, match="skipping"):
-        pts = combine.points_from_runs(tmp_path)
+        pts = points.points_from_runs(tmp_path)
     got = {p["name"]: (p["accuracy"], p["bytes"], p["family"]) for p in pts}
     assert got == {"05_svd run0": (97.5, 20_000.0, "recorded"),
                    "06_deep_compression run1": (pytest.approx(98.1), 26_000.0, "recorded"),
                    "run2: INT8": (98.5, 270_000, "recorded")}
-    assert combine.points_from_runs(tmp_path / "empty") == []
+    assert points.points_from_runs(tmp_path / "empty") == []
 
 
 def test_recipe_validation():
     with pytest.raises(ValueError, match=r"Recipe.precision='int3' must be one of"):
-        combine.Recipe("x", precision="int3")
+        recipes_combine.Recipe("x", precision="int3")
     with pytest.raises(ValueError, match=r"Step.verb='quantum' must be one of"):
-        combine.Step("quantum", None)
+        recipes_combine.Step("quantum", None)
     with pytest.raises(TypeError, match="Step.config=.* must be a PruneConfig"):
-        combine.Step("prune", LowRankConfig(rank=2))
+        recipes_combine.Step("prune", LowRankConfig(rank=2))
     with pytest.raises(ValueError, match=r"teacher_temperature is for a step of \['lowbit'\], not 'prune'"):
-        combine.Step("prune", PruneConfig(), teacher_temperature=2.0)
+        recipes_combine.Step("prune", PruneConfig(), teacher_temperature=2.0)
     with pytest.raises(ValueError, match="Recipe.family='mixed'"):
-        combine.Recipe("x", family="mixed")
+        recipes_combine.Recipe("x", family="mixed")
 
 
 def test_catalogue_is_valid_for_both_architectures():
     for arch in ("lenet300", "lenet5"):
-        recipes = combine.catalogue(arch, epochs=0.5)
+        recipes = catalogue.catalogue(arch, epochs=0.5)
         assert len({r.name for r in recipes}) == len(recipes)
         assert {r.family for r in recipes} == {"precision", "single", "combination"}
         assert sorted(r.precision for r in recipes if r.family == "precision") == sorted(packedfile.KINDS)
     with pytest.raises(ValueError, match="arch='resnet'"):
-        combine.catalogue("resnet")
+        catalogue.catalogue("resnet")

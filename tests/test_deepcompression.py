@@ -17,6 +17,7 @@ from compresslab.techniques import compressedfile as cf
 from compresslab.techniques import deepcompression as dc
 from compresslab.techniques.pruning import PruneConfig
 from compresslab.techniques.sharing import ShareConfig, apply_sharing
+from compresslab.views import deepcompression
 
 
 def test_relative_indices_hand_case_with_fillers():
@@ -350,7 +351,6 @@ def test_staged_verbs_chain_to_the_same_file(tmp_path, tiny_data):
 def test_views_for_the_notebook(shared_model):
     import matplotlib.pyplot as plt
 
-    from compresslab import views
     from compresslab.core.data import Dataset, Split
 
     content, records = compressedfile.encode_model(shared_model, index_bits=5, bits=5)
@@ -363,16 +363,16 @@ def test_views_for_the_notebook(shared_model):
     gen = torch.Generator().manual_seed(0)
     split = Split(torch.randint(0, 256, (64, 28, 28), dtype=torch.uint8, generator=gen),
                   torch.randint(0, 10, (64,), generator=gen), 0.5, 0.3)
-    view = views.sharing_view(shared_model, Dataset("toy", split, split, None, tuple("0123456789")),
+    view = deepcompression.sharing_view(shared_model, Dataset("toy", split, split, None, tuple("0123456789")),
                            conv_bits=8, fc_bits=3, init="density", layer="fc2")
     assert view.metrics["file bytes"] < len(content)  # 3 bits instead of 5
     assert view.metrics["compression x"] == pytest.approx(4 * sum(p.numel() for p in shared_model.parameters())
                                                          / view.metrics["file bytes"], abs=0.05)
-    for fig in (view.figure, views.byte_breakdown(parts), views.code_lengths(stats)):
+    for fig in (view.figure, deepcompression.byte_breakdown(parts), deepcompression.code_lengths(stats)):
         assert fig.axes
         plt.close(fig)
     with pytest.raises(ValueError, match="layer="):
-        views.sharing_view(shared_model, Dataset("toy", split, split, None, tuple("0123456789")), 8, 3, "linear", "fc9")
+        deepcompression.sharing_view(shared_model, Dataset("toy", split, split, None, tuple("0123456789")), 8, 3, "linear", "fc9")
 
 
 def test_degenerate_layers_round_trip():

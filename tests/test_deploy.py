@@ -7,8 +7,8 @@ import pytest
 import torch
 from torch import nn
 
-from compresslab import deploy
 from compresslab.core.training import TrainConfig
+from compresslab.deploy import pt2e
 from compresslab.techniques import quantization as Q
 from compresslab.techniques import quantops
 
@@ -41,10 +41,10 @@ def trained(data):
 
 @pytest.fixture(scope="module")
 def built(trained, data):
-    config = deploy.Int8Config(batch_sizes=(BATCH,), calibration_size=128, benchmark=False)
+    config = pt2e.Int8Config(batch_sizes=(BATCH,), calibration_size=128, benchmark=False)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)  # torch.export / inductor chatter
-        return deploy.apply_int8(trained, config, data)
+        return pt2e.apply_int8(trained, config, data)
 
 
 def test_int8_model_is_a_module_that_evaluate_runs(built, data):
@@ -95,8 +95,8 @@ def test_report(built, trained):
 
 
 def test_timing_variants_uncompiled(trained, data):
-    config = deploy.Int8Config(batch_sizes=(1, BATCH), calibration_size=64, compile=False, rounds=2, repeats=3)
-    _, report = deploy.apply_int8(trained, config, data)
+    config = pt2e.Int8Config(batch_sizes=(1, BATCH), calibration_size=64, compile=False, rounds=2, repeats=3)
+    _, report = pt2e.apply_int8(trained, config, data)
     assert not report.compiled and "compile=False" in report.warning
     assert {row["variant"] for row in report.timings} == {"fp32 eager", "fp32 channels_last", "int8"}
     assert {row["batch"] for row in report.timings} == {1, BATCH}
@@ -114,7 +114,7 @@ def test_benchmark_interleaves_and_ranks():
 
     slow = (lambda x: time.sleep(0.004), False)
     fast = (lambda x: time.sleep(0.001), False)
-    table = deploy.benchmark({"slow": slow, "fast": fast}, (2,), (1, 4, 4), rounds=3, repeats=3, baseline="slow")
+    table = pt2e.benchmark({"slow": slow, "fast": fast}, (2,), (1, 4, 4), rounds=3, repeats=3, baseline="slow")
     rows = table.table()
     assert list(rows["variant"]) == ["slow", "fast"] and set(rows["batch"]) == {2}
     assert int(rows["p10 ms"].min()) >= 0 and table.rows[0].repeats == 9  # 3 rounds x 3 calls
@@ -134,9 +134,9 @@ def test_fallback_without_compiler(trained, data, monkeypatch):
         raise RuntimeError("no C++ compiler found")
 
     monkeypatch.setattr(torch, "compile", broken)
-    config = deploy.Int8Config(batch_sizes=(BATCH,), calibration_size=64, benchmark=False)
+    config = pt2e.Int8Config(batch_sizes=(BATCH,), calibration_size=64, benchmark=False)
     with pytest.warns(RuntimeWarning, match="NOT representative"):
-        int8, report = deploy.apply_int8(trained, config, data)
+        int8, report = pt2e.apply_int8(trained, config, data)
     assert not report.compiled and not int8.compiled and "no C++ compiler" in report.warning
     x = data.test.tensors(3)[0]
     assert torch.equal(int8(x), int8.reference(x))  # runs the converted graph as is
@@ -144,9 +144,9 @@ def test_fallback_without_compiler(trained, data, monkeypatch):
 
 
 def test_qat_flow_trains_the_exported_graph(trained, data):
-    config = deploy.Int8Config(batch_sizes=(BATCH,), calibration_size=64, compile=False, benchmark=False,
+    config = pt2e.Int8Config(batch_sizes=(BATCH,), calibration_size=64, compile=False, benchmark=False,
                                  qat=TrainConfig(epochs=1, lr=0.01, batch_size=32))
-    int8, report = deploy.apply_int8(trained, config, data)
+    int8, report = pt2e.apply_int8(trained, config, data)
     assert report.method == "qat" and not report.compiled
     assert report.accuracy_after == report.accuracy_reference
     assert abs(report.accuracy_after - report.accuracy_before) < 15
@@ -162,7 +162,7 @@ def test_weight_bytes_counts_int8_constants():
     with graph.inserting_before(out):
         graph.get_attr("w8")
     gm.recompile()
-    sizes = deploy.weight_bytes(gm)
+    sizes = pt2e.weight_bytes(gm)
     assert sizes["int8_bytes"] == 20
     assert sizes["other_bytes"] == 4 * (3 * 2 + 2)
 
@@ -174,7 +174,7 @@ def test_weight_bytes_counts_int8_constants():
 ])
 def test_bad_deploy_config(kwargs, field):
     with pytest.raises((ValueError, TypeError), match=field):
-        deploy.Int8Config(**kwargs)
+        pt2e.Int8Config(**kwargs)
 
 
 @pytest.mark.parametrize("weights", [torch.channels_last, torch.contiguous_format])
@@ -201,7 +201,7 @@ def test_eager_is_nchw_and_channels_last_is_nhwc_whatever_the_weights_arrive_in(
         raise StopIteration
 
     monkeypatch.setattr(pt2e, "benchmark", capture)
-    config = deploy.Int8Config(batch_sizes=(BATCH,), calibration_size=64, compile=False)
+    config = pt2e.Int8Config(batch_sizes=(BATCH,), calibration_size=64, compile=False)
     with pytest.raises(StopIteration):
         pt2e._time_variants(model, int8, config, (1, 28, 28))
     assert seen == {"fp32 eager": {False}, "fp32 channels_last": {True}}, seen

@@ -7,18 +7,19 @@ import pytest
 import torch
 from deploy_support import check_missing, held_out, trained
 
-from compresslab import deploy
-
 pytest.importorskip("coremltools")
-from compresslab.deploy import runtime_coreml  # noqa: E402
+from compresslab.deploy import (
+    base,
+    runtime_coreml,  # noqa: E402
+)
 
 
 def test_convert_compress_and_macos_only(tmp_path):
     model = trained("lenet300")
     example = held_out(1)[0]
     adapter = runtime_coreml.CoreMLAdapter()
-    fp32 = adapter.export(model, example, deploy.DeployOptions(), workdir=tmp_path)
-    w8 = adapter.export(model, example, deploy.DeployOptions(precision="int8_weights"), workdir=tmp_path)
+    fp32 = adapter.export(model, example, base.DeployOptions(), workdir=tmp_path)
+    w8 = adapter.export(model, example, base.DeployOptions(precision="int8_weights"), workdir=tmp_path)
     assert fp32.path.exists() and 0.2 < w8.file_bytes / fp32.file_bytes < 0.3
     ml = runtime_coreml.convert(model, example)
     pal = runtime_coreml.compress(ml, "palettize", nbits=4)

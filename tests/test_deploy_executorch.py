@@ -14,10 +14,11 @@ from deploy_support import (
     trained,
 )
 
-from compresslab import deploy
-
 pytest.importorskip("executorch.runtime")
-from compresslab.deploy import runtime_executorch  # noqa: E402
+from compresslab.deploy import (
+    base,
+    runtime_executorch,  # noqa: E402
+)
 
 ADAPTER = runtime_executorch.ExecuTorchAdapter()
 
@@ -25,12 +26,12 @@ ADAPTER = runtime_executorch.ExecuTorchAdapter()
 def test_fp32_and_int8(tmp_path):
     model = trained("lenet5")
     example = held_out(2)[0]
-    fp32 = ADAPTER.export(model, example, deploy.DeployOptions(), workdir=tmp_path)
+    fp32 = ADAPTER.export(model, example, base.DeployOptions(), workdir=tmp_path)
     check_fp32(fp32, model)
     check_file(fp32)  # loads it again with 2 threads: the 1-thread program must be reloaded after
     check_fp32(fp32, model)
     assert fp32(held_out(300)[0]).shape == (300, 10)  # batches above MAX_BATCH run in chunks
-    q = ADAPTER.export(model, example, deploy.DeployOptions(precision="int8"), calibration(), tmp_path)
+    q = ADAPTER.export(model, example, base.DeployOptions(precision="int8"), calibration(), tmp_path)
     check_int8(q, model)
     assert q.file_bytes < 0.3 * fp32.file_bytes
 

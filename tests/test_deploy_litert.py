@@ -16,8 +16,7 @@ from deploy_support import (
     trained,
 )
 
-from compresslab import deploy
-from compresslab.deploy import runtime_litert
+from compresslab.deploy import base, runtime_litert
 
 
 def test_quantize_input_matches_the_affine_formula():
@@ -30,7 +29,7 @@ def test_quantize_input_matches_the_affine_formula():
 def test_fp32_and_int8(tmp_path):
     import pytest
 
-    missing = deploy.available(["litert"])["litert"]
+    missing = base.available(["litert"])["litert"]
     if missing is not None:
         if os.environ.get("COMPRESSLAB_EXPECT_LITERT"):  # the LiteRT environment of .ci/run: a skip is a failure
             pytest.fail(missing)
@@ -38,10 +37,10 @@ def test_fp32_and_int8(tmp_path):
     adapter = runtime_litert.LiteRTAdapter()
     model = trained("lenet5")
     example = held_out(2)[0]
-    fp32 = adapter.export(model, example, deploy.DeployOptions(batch_size=100), workdir=tmp_path)
+    fp32 = adapter.export(model, example, base.DeployOptions(batch_size=100), workdir=tmp_path)
     check_fp32(fp32, model)
     check_file(fp32)
-    q = adapter.export(model, example, deploy.DeployOptions(precision="int8", batch_size=100), calibration(), tmp_path)
+    q = adapter.export(model, example, base.DeployOptions(precision="int8", batch_size=100), calibration(), tmp_path)
     assert q.interpreter.get_input_details()[0]["dtype"] == np.int8
     check_int8(q, model)
 

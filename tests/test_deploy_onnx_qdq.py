@@ -15,7 +15,7 @@ import onnx  # noqa: E402
 import onnxruntime as ort  # noqa: E402
 from onnxruntime.quantization import QuantFormat, QuantType, quantize_static  # noqa: E402
 
-from compresslab.deploy import onnx_qdq, runtime_onnx  # noqa: E402
+from compresslab.deploy import base, onnx_qdq, runtime_onnx  # noqa: E402
 
 
 def _models() -> dict[str, nn.Module]:
@@ -105,10 +105,9 @@ def test_the_project_session_is_exact_on_real_weights(tmp_path):
     LeNet-300-100's first layer: exact kernels on every CPU (U8U8 where the CPU has no VNNI)."""
     from deploy_support import calibration, held_out, trained
 
-    from compresslab import deploy
 
     q = runtime_onnx.OnnxRuntimeAdapter().export(trained("lenet300"), held_out(2)[0],
-                                                   deploy.DeployOptions(precision="int8"), calibration(), tmp_path)
+                                                   base.DeployOptions(precision="int8"), calibration(), tmp_path)
     layer = onnx_qdq.qdq_layers(q.path)[0]
     sub = onnx_qdq.first_layer_model(q.path, tmp_path / "first.onnx")
     x = held_out(64)[0].numpy()

@@ -12,6 +12,7 @@ from compresslab.core import models
 from compresslab.core.data import Dataset, Split
 from compresslab.core.training import TrainConfig
 from compresslab.techniques import distillation as kd
+from compresslab.views import distillation
 
 
 def _logits(seed: int, batch: int = 6, classes: int = 10, scale: float = 3.0) -> torch.Tensor:
@@ -206,12 +207,11 @@ def test_distilled_student_learns_the_teacher():
 # ---------------------------------------------------------------- the panel's render function and the figures
 
 def test_render_distillation_reports_the_kd_terms_of_that_image():
-    from compresslab import views
 
     data, teacher = _toy_data(), _teacher()
     torch.manual_seed(6)
     student = models.create("mlp", hidden=(16,))
-    view = views.render_distillation(teacher, student, data.test, temperature=3.0, image_index=5, alpha=0.4)
+    view = distillation.render_distillation(teacher, student, data.test, temperature=3.0, image_index=5, alpha=0.4)
     x, y = data.test.tensors(limit=6)
     with torch.no_grad():
         zt, zs = teacher.eval()(x[5:6]).double(), student.eval()(x[5:6]).double()
@@ -227,15 +227,14 @@ def test_render_distillation_reports_the_kd_terms_of_that_image():
 def test_distillation_figures():
     import matplotlib.pyplot as plt
 
-    from compresslab import views
 
     z = _logits(12, batch=2).float()
     figs = [
-        views.soft_target_grid(torch.zeros(2, 28, 28, dtype=torch.uint8), [1, 2],
+        distillation.soft_target_grid(torch.zeros(2, 28, 28, dtype=torch.uint8), [1, 2],
                                {1.0: kd.soft_targets(z, 1.0), 4.0: kd.soft_targets(z, 4.0)}, [str(c) for c in range(10)]),
-        views.entropy_vs_temperature([1, 2, 4], {"teacher": [0.1, 0.5, 1.5]}, max_bits=math.log2(10)),
-        views.t_squared_gradients([1, 2, 4], [1.0, 1.1, 1.2], [1.0, 0.3, 0.08]),
-        views.distillation_sweep({"distilled": ([1, 2, 4], [120, 110, 100])}, {"teacher": 90, "alone": 150}),
+        distillation.entropy_vs_temperature([1, 2, 4], {"teacher": [0.1, 0.5, 1.5]}, max_bits=math.log2(10)),
+        distillation.t_squared_gradients([1, 2, 4], [1.0, 1.1, 1.2], [1.0, 0.3, 0.08]),
+        distillation.distillation_sweep({"distilled": ([1, 2, 4], [120, 110, 100])}, {"teacher": 90, "alone": 150}),
     ]
     assert [len(f.axes) for f in figs] == [6, 1, 1, 1]
     for f in figs:

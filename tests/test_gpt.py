@@ -79,7 +79,8 @@ def test_bad_arguments_raise():
         gpt.generate(small(), b"", 3)
 
 
-def test_cache_key_follows_the_corpus_and_the_model(tmp_path):
+def test_cache_key_follows_the_corpus_and_the_model(tmp_path, monkeypatch):
+    monkeypatch.setenv("COMPRESSLAB_CACHE", str(tmp_path / "cache"))  # empty: the first call trains
     split = textdata.TextSplit(torch.randint(0, 256, (4000,), dtype=torch.uint8), 16)
     ds = textdata.TextDataset("t", split, split, None, (), {"name": "t", "sha": "a"})
     other = textdata.TextDataset("t", split, split, None, (), {"name": "t", "sha": "b"})

@@ -12,11 +12,10 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from compresslab import exercises
-from compresslab.exercises import checks, grading, submission, worker
+from compresslab.exercises import building, checks, grading, releasing, submission, worker
 from compresslab.running import cli
 
-SOLUTIONS = exercises.solutions()
+SOLUTIONS = building.solutions()
 
 
 def read(path: Path):
@@ -32,7 +31,7 @@ def make(stem: str, solve: tuple[str, ...] = (), replace: dict[str, str] | None 
          checks_as: str | None = "keep", extra: tuple[str, ...] = ()):
     """The student notebook of `stem` with functions solved (as in the solution) or replaced by other
     code; check cells kept, deleted (checks_as=None) or replaced by `checks_as`; extra cells appended."""
-    nb = read(exercises.EXERCISE_DIR / f"{stem}.ipynb")
+    nb = read(building.EXERCISE_DIR / f"{stem}.ipynb")
     by_id = {c.id: c for c in read(SOLUTIONS[stem]).cells}
     cells = []
     for cell in nb.cells:
@@ -52,7 +51,7 @@ def make(stem: str, solve: tuple[str, ...] = (), replace: dict[str, str] | None 
 
 def graded(nb, stem: str, student: str = "s1", timeout: float = 120) -> dict[str, dict]:
     """{check: row} from the grading worker's own routine, run in this process."""
-    names = exercises.checks_in(read(SOLUTIONS[stem]))
+    names = building.checks_in(read(SOLUTIONS[stem]))
     return {r["check"]: r for r in worker.run_checks(nb, names, student, timeout)["rows"]}
 
 
@@ -75,7 +74,7 @@ REDEFINED = ("from compresslab.exercises import checks\n"
 def test_every_solution_passes_the_grader(stem):
     """No false alarm: the instructor's functions pass every check, reference guard included."""
     rows = graded(read(SOLUTIONS[stem]), stem, student="any")
-    assert list(rows) == exercises.checks_in(read(SOLUTIONS[stem]))
+    assert list(rows) == building.checks_in(read(SOLUTIONS[stem]))
     assert set(statuses(rows).values()) == {"passed"}, rows
 
 
@@ -219,7 +218,7 @@ def checked(tmp_path_factory):
     nbformat.write(carol, str(folder / "carol" / "04_distillation.ipynb"))
     out = tmp_path_factory.mktemp("grades")
     code = cli.main(["check", str(folder), "--out", str(out)])
-    grades = {g["student"]: g for g in exercises.load_grades(out)["notebooks"]}
+    grades = {g["student"]: g for g in grading.load_grades(out)["notebooks"]}
     return code, out, grades
 
 
@@ -246,7 +245,7 @@ def test_reports_carry_the_hint_seen_the_answers_and_a_gradebook(checked):
     assert ANSWER in answers and "**Rubric.** 2: one range per tensor" in answers and "Score: ___ / 2" in answers
     assert grades["bob"]["answers"][0]["answer"] == ANSWER and grades["alice"]["answers"][0]["answer"] == ""
     page = (out / "feedback" / "carol__04_distillation.html").read_text()
-    model_answer = exercises.answer_key(read(SOLUTIONS["04_distillation"]))[0]["model"]
+    model_answer = building.answer_key(read(SOLUTIONS["04_distillation"]))[0]["model"]
     assert "LOG-probabilities" in page and "kd_loss" in page and model_answer[:40] not in page
     assert (out / "feedback" / "bob__03_quantization.html").exists()
 
@@ -260,33 +259,33 @@ def test_release_has_no_solution_text(tmp_path, capsys):
     assert names == sorted(["README.md", "DATA.md"] + [f"{stem}.ipynb" for stem in SOLUTIONS])
     text = "\n".join(p.read_text() for p in out.rglob("*") if p.is_file())
     flat = " ".join(text.replace("\\n", "\n").replace('\\"', '"').split())
-    shown = " ".join(exercises.visible_text(read(p)) for p in SOLUTIONS.values())  # task text of any notebook
+    shown = " ".join(building.visible_text(read(p)) for p in SOLUTIONS.values())  # task text of any notebook
     for stem, path in SOLUTIONS.items():
-        lines = exercises.solution_lines(read(path), visible=shown)
+        lines = building.solution_lines(read(path), visible=shown)
         assert len(lines) >= 10, stem
         assert lines, stem
         for line in lines:  # every line of every solution body and model answer
             assert line not in flat, (stem, line)
-        for rubric in (k["rubric"] for k in exercises.answer_key(read(path))):
+        for rubric in (k["rubric"] for k in building.answer_key(read(path))):
             assert rubric not in flat
     assert "BEGIN SOLUTION" not in text and "RUBRIC" not in text
-    assert exercises.leaks(out) == []
+    assert releasing.leaks(out) == []
     for stem in SOLUTIONS:  # the released notebooks are exactly the committed student notebooks
-        assert (out / f"{stem}.ipynb").read_text() == (exercises.EXERCISE_DIR / f"{stem}.ipynb").read_text()
+        assert (out / f"{stem}.ipynb").read_text() == (building.EXERCISE_DIR / f"{stem}.ipynb").read_text()
 
 
 def test_a_leak_is_found_and_the_release_stays_outside_the_solutions(tmp_path):
     out = tmp_path / "release"
-    exercises.release(out)
-    line = exercises.solution_lines(read(SOLUTIONS["03_quantization"]))[0]
+    releasing.release(out)
+    line = building.solution_lines(read(SOLUTIONS["03_quantization"]))[0]
     (out / "notes.txt").write_text(f"x = 1\n    {line}\n")
-    assert [hit[1] for hit in exercises.leaks(out)] == [line]
+    assert [hit[1] for hit in releasing.leaks(out)] == [line]
     with pytest.raises(ValueError, match="must not contain"):
-        exercises.release(exercises.SOLUTION_DIR / "out")
+        releasing.release(building.SOLUTION_DIR / "out")
     copy = tmp_path / "solutions"
-    shutil.copytree(exercises.SOLUTION_DIR, copy)
+    shutil.copytree(building.SOLUTION_DIR, copy)
     with pytest.raises(ValueError, match="must not contain"):
-        exercises.release(tmp_path, solution_dir=copy)
+        releasing.release(tmp_path, solution_dir=copy)
 
 
 def test_grade_table_and_paths(tmp_path):
@@ -298,12 +297,12 @@ def test_grade_table_and_paths(tmp_path):
     table = grade.table()
     assert "1/2 checks passed" in table and "reference used" in table and "boom" in table and "alice" in table
     with pytest.raises(ValueError, match="not a notebook"):
-        exercises.notebook_paths([tmp_path / "missing.ipynb"])
+        grading.notebook_paths([tmp_path / "missing.ipynb"])
     with pytest.raises(ValueError, match="no .ipynb"):
-        exercises.notebook_paths([tmp_path])
-    assert exercises.notebook_paths([exercises.SOLUTION_DIR]) == list(SOLUTIONS.values())
+        grading.notebook_paths([tmp_path])
+    assert grading.notebook_paths([building.SOLUTION_DIR]) == list(SOLUTIONS.values())
     stranger = tmp_path / "essay.ipynb"
     nbformat.write(nbformat.v4.new_notebook(), str(stranger))
-    g = exercises.grade_one(stranger)
+    g = grading.grade_one(stranger)
     assert g.total == 0 and "not an exercise" in g.run_error
     assert json.loads(json.dumps(g.to_dict()))["ok"] is False

@@ -7,8 +7,8 @@ import math
 import pytest
 import torch
 
-from compresslab import deploy
 from compresslab.core import latency, models
+from compresslab.deploy import pt2e
 
 
 def _is_cl(x: torch.Tensor) -> bool:
@@ -64,7 +64,7 @@ def test_latency_rounds_feeds_each_variant_its_own_layout_and_reports_threads():
 
 def test_deploy_benchmark_is_latency_rounds():
     seen = []
-    table = deploy.benchmark({"a": (lambda x: seen.append(("a", _is_cl(x))), True),
+    table = pt2e.benchmark({"a": (lambda x: seen.append(("a", _is_cl(x))), True),
                               "b": (lambda x: seen.append(("b", _is_cl(x))), False)},
                              (2,), (3, 4, 4), rounds=2, repeats=3, threads=1, baseline="a")
     assert {s for s in seen} == {("a", True), ("b", False)}

@@ -16,6 +16,7 @@ from compresslab.core.data import Dataset, Split
 from compresslab.techniques import imp, lottery
 from compresslab.techniques.lottery import LotteryConfig
 from compresslab.techniques.masks import current_masks, set_masks
+from compresslab.views import lottery as lottery_views
 
 
 def synthetic(n_train: int = 120, n_val: int = 40, n_test: int = 40, seed: int = 0) -> Dataset:
@@ -353,27 +354,26 @@ def test_pixel_density_is_the_mean_kept_per_input_pixel():
 def test_level_view_and_figures(run):
     import matplotlib.pyplot as plt
 
-    from compresslab import views
 
     cfg, _, report, _, _ = run
     for branch in ALL:
-        view = views.level_view(report, cfg.levels, branch)
+        view = lottery_views.level_view(report, cfg.levels, branch)
         result = report.get(branch, cfg.levels)
         assert view.metrics["test accuracy %"] == round(result.test_accuracy, 2)
         assert view.metrics["weights remaining %"] == round(100 * result.remaining, 2)
         assert view.metrics["early-stop step"] == result.early_stop_step
         assert len(view.figure.axes) == 4  # curve, densities, pixel map and its colour bar
         plt.close(view.figure)
-    assert views.level_view(report, 0, "ticket").metrics["branch"] == "dense"
+    assert lottery_views.level_view(report, 0, "ticket").metrics["branch"] == "dense"
     series = {b: report.series(b) for b in ALL}
     assert all(xs[0] == 100 and len(xs) == cfg.levels + 1 for xs, _ in series.values())
-    fig = views.ticket_curves(series, "test accuracy", reference=report.dense.test_accuracy, band=0.3)
+    fig = lottery_views.ticket_curves(series, "test accuracy", reference=report.dense.test_accuracy, band=0.3)
     assert len(fig.axes[0].get_lines()) == len(ALL) + 1
     runs = {f"level {r.level}": r.history for r in report.curve("ticket")}
-    fig2 = views.learning_curves(runs)
+    fig2 = lottery_views.learning_curves(runs)
     xs, _ = report.series("ticket")
     layers = {n: [100 * r.layer_density[n] for r in report.curve("ticket")] for n in report.dense.layer_density}
-    fig3 = views.mask_density(xs, layers, lottery.pixel_density(report.masks["ticket"][cfg.levels]["fc1"]))
+    fig3 = lottery_views.mask_density(xs, layers, lottery.pixel_density(report.masks["ticket"][cfg.levels]["fc1"]))
     assert len(fig3.axes[0].get_lines()) == len(layers) + 1
     for f in (fig, fig2, fig3):
         plt.close(f)

@@ -16,6 +16,7 @@ from compresslab.core.training import TrainConfig
 from compresslab.techniques import lowrank, svd
 from compresslab.techniques.lowrank import LowRankConfig, apply_lowrank, factorize_layer
 from compresslab.techniques.svd import svd_factorize
+from compresslab.views import lowrank as lowrank_views
 
 
 @pytest.fixture(autouse=True)
@@ -339,12 +340,11 @@ def test_factorizable_layers_skip_classifier_and_tiny_layers():
 
 
 def test_render_lowrank_matches_apply(tiny_data):
-    from compresslab import views
     from compresslab.core.training import evaluate
 
     model = _mlp()
     svds = lowrank.decompose(model, layers=("fc1", "fc2"))
-    view = views.render_lowrank(model, tiny_data.test, svds, fc1=3, fc2=30)
+    view = lowrank_views.render_lowrank(model, tiny_data.test, svds, fc1=3, fc2=30)
     new, report = apply_lowrank(model, LowRankConfig(rank={"fc1": 3, "fc2": 30}, layers=("fc1", "fc2"),
                                                      skip_unprofitable=False))
     assert view.figure is not None
@@ -352,7 +352,7 @@ def test_render_lowrank_matches_apply(tiny_data):
     assert view.metrics["fc1 relative error"] == round(report.layers[0]["rel_error"], 4)
     assert "no saving" in view.metrics["fc2 params"]  # 30 >= break-even 30*40/70
     with pytest.raises(ValueError, match=r"must be in \[1, 30\]"):
-        views.render_lowrank(model, tiny_data.test, svds, fc1=3, fc2=31)
+        lowrank_views.render_lowrank(model, tiny_data.test, svds, fc1=3, fc2=31)
 
 
 def test_latency_rounds_interleaves_and_takes_median_of_rounds(monkeypatch):

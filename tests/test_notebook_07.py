@@ -6,17 +6,18 @@ import math
 
 import pytest
 
+from compresslab.deploy import base
+
 pytestmark = pytest.mark.notebook
 
 
 def test_deployment_quick(run_notebook, png_per_cell):
-    from compresslab import deploy
 
     run = run_notebook("07_deployment")
     m = run.results
     assert m["profile"] == "quick" and m["headline"] == "lenet5"
     # runtimes: what is installed here was used, the rest is reported in one sentence
-    status = deploy.available(["onnxruntime", "openvino", "executorch", "litert", "coreml", "tensorrt"])
+    status = base.available(["onnxruntime", "openvino", "executorch", "litert", "coreml", "tensorrt"])
     assert set(m["runtimes_used"]) == {k for k, v in status.items() if v is None}
     assert all(isinstance(v, str) and "\n" not in v for v in m["runtimes_missing"].values())
     # the QDQ arithmetic by hand equals ONNX Runtime's first layer

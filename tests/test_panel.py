@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from compresslab import views
+from compresslab.views import display, panel
 
 
 def test_headless_panel_renders_once_without_widgets(monkeypatch):
@@ -13,9 +13,9 @@ def test_headless_panel_renders_once_without_widgets(monkeypatch):
 
     def render(sparsity, scope):
         calls.append((sparsity, scope))
-        return views.View(figure=views.layer_bars({"fc1": sparsity}, "kept"), metrics={"s": sparsity})
+        return panel.View(figure=display.layer_bars({"fc1": sparsity}, "kept"), metrics={"s": sparsity})
 
-    box = views.panel(render, {"sparsity": views.slider(0, 0.99), "scope": views.choice(["layer", "global"])},
+    box = panel.panel(render, {"sparsity": panel.slider(0, 0.99), "scope": panel.choice(["layer", "global"])},
                         {"sparsity": 0.5, "scope": "global"})
     assert box is None and calls == [(0.5, "global")]
 
@@ -26,9 +26,9 @@ def test_interactive_panel_builds_controls_and_rerenders(monkeypatch):
 
     def render(bits, per_channel):
         calls.append((bits, per_channel))
-        return views.View(metrics={"bits": bits})
+        return panel.View(metrics={"bits": bits})
 
-    box = views.build_panel(render, {"bits": views.int_slider(2, 8), "per_channel": views.toggle()},
+    box = panel.build_panel(render, {"bits": panel.int_slider(2, 8), "per_channel": panel.toggle()},
                             {"bits": 4, "per_channel": False}, title="demo")
     assert "compresslab-panel" in box._dom_classes
     slider = box.children[1].children[0]
@@ -40,25 +40,25 @@ def test_interactive_panel_builds_controls_and_rerenders(monkeypatch):
                                            ({}, "missing")])
 def test_panel_validates_values(values, match):
     with pytest.raises(ValueError, match=match):
-        views.panel(lambda **kw: views.View(), {"bits": views.int_slider(2, 8)}, values)
+        panel.panel(lambda **kw: panel.View(), {"bits": panel.int_slider(2, 8)}, values)
 
 
 def test_controls_validate():
     with pytest.raises(ValueError, match="low < high"):
-        views.slider(1.0, 0.0)
+        panel.slider(1.0, 0.0)
     with pytest.raises(ValueError, match="options"):
-        views.choice([])
+        panel.choice([])
     with pytest.raises(ValueError, match="True or False"):
-        views.toggle().check("structured", "yes")
+        panel.toggle().check("structured", "yes")
 
 
 def test_headless_detection(monkeypatch):
     monkeypatch.setenv("COMPRESSLAB_HEADLESS", "1")
-    assert views.headless()
+    assert panel.headless()
     monkeypatch.setenv("COMPRESSLAB_HEADLESS", "0")
-    assert not views.headless()
+    assert not panel.headless()
     monkeypatch.delenv("COMPRESSLAB_HEADLESS")
-    assert views.headless()  # no IPython kernel in a test process
+    assert panel.headless()  # no IPython kernel in a test process
 
 
 def test_report_base_table_headline_and_percent():

@@ -8,6 +8,7 @@ import random
 import pytest
 
 from compresslab.core.pareto import best_under_budget, dominated_by, dominates, pareto_front
+from compresslab.views import pareto
 
 
 def brute_front(points, maximize, minimize):
@@ -89,14 +90,13 @@ def test_budget_skips_points_without_a_value_and_none_limits():
 def test_budget_view_and_frontier_table_agree_with_the_helper():
     import time
 
-    from compresslab import views
 
     rng = random.Random(3)
     pts = [{"name": f"p{i}", "family": rng.choice(["precision", "single", "combination"]),
             "accuracy": rng.uniform(95, 99), "bytes": rng.uniform(1e4, 1e6), "ms_b1": rng.uniform(0.01, 0.1),
             "ms_b256": rng.uniform(0.1, 2), "energy_nj": rng.uniform(50, 1e5)} for i in range(20)]
     start = time.perf_counter()
-    view = views.render_budget(pts, max_kb=300, max_ms=0.05, min_accuracy=96, batch=1)
+    view = pareto.render_budget(pts, max_kb=300, max_ms=0.05, min_accuracy=96, batch=1)
     assert time.perf_counter() - start < 3  # a panel update: filter a table, draw one small figure
     best = best_under_budget(pts, "accuracy", upper={"bytes": 300 * 1024, "ms_b1": 0.05}, lower={"accuracy": 96},
                              tie_break=["bytes", "ms_b1"])
@@ -104,8 +104,8 @@ def test_budget_view_and_frontier_table_agree_with_the_helper():
     assert view.metrics["best recipe"] == expected and view.figure is not None
     fits = [p for p in pts if p["bytes"] <= 300 * 1024 and p["ms_b1"] <= 0.05 and p["accuracy"] >= 96]
     assert view.metrics["recipes within budget"] == len(fits)
-    assert views.render_budget(pts, max_kb=1, max_ms=0.05, min_accuracy=96, batch=1).metrics["best recipe"] == "none"
-    table = views.frontier_table(pts, "bytes")
+    assert pareto.render_budget(pts, max_kb=1, max_ms=0.05, min_accuracy=96, batch=1).metrics["best recipe"] == "none"
+    table = pareto.frontier_table(pts, "bytes")
     assert list(table["name"]) == [pts[i]["name"] for i in sorted(brute_front(pts, ["accuracy"], ["bytes"]),
                                                                   key=lambda i: pts[i]["bytes"])]
-    assert views.frontier_figure(pts).axes
+    assert pareto.frontier_figure(pts).axes

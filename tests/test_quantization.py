@@ -11,6 +11,7 @@ from compresslab.core.training import TrainConfig
 from compresslab.techniques import masks, quantops
 from compresslab.techniques import quantization as Q
 from compresslab.techniques.quantlayers import FakeQuantize, quant_layers
+from compresslab.views import quantization
 
 
 def _gen(seed=0):
@@ -338,25 +339,24 @@ def test_widget_render_and_plots(tiny_data):
     import matplotlib
 
     matplotlib.use("Agg")
-    from compresslab import views
 
     model = _mlp()
     calib = tiny_data.train.tensors(64)[0]
-    view = views.render_quantization(model, tiny_data.test, calib, "fc1", 3, 4, "per_channel", "mse")
+    view = quantization.render_quantization(model, tiny_data.test, calib, "fc1", 3, 4, "per_channel", "mse")
     assert view.figure is not None
     _, report = Q.apply_ptq(model, Q.QuantConfig(weight_bits=3, act_bits=4, weight_observer="mse",
                                                   act_observer="mse", calibration_size=64), calibration=calib)
     assert view.metrics["fc1 weight SQNR dB"] == report.layers[0]["weight SQNR dB"]
     assert 0 <= view.metrics["test accuracy %"] <= 100
     with pytest.raises(ValueError, match="layer"):
-        views.render_quantization(model, tiny_data.test, calib, "conv9", 3, 4, "per_channel", "mse")
+        quantization.render_quantization(model, tiny_data.test, calib, "conv9", 3, 4, "per_channel", "mse")
     x = torch.tensor([-1.2, -0.3, 0.0, 0.45, 2.5])
     qt = quantops.quantize_tensor(x, 3, "asymmetric")
-    figs = [views.number_line(x.tolist(), qt.values.tolist(), qt.grid().tolist(), list(range(qt.qmin, qt.qmax + 1))),
-            views.clipping_tradeoff([1, 2, 3], [0.1, 0.2, 0.3], [0.3, 0.1, 0.0], {"min-max": 3}),
-            views.channel_ranges({"fc1": model.fc1.weight.abs().amax(1).tolist()}),
-            views.activation_ranges({"fc1": calib}, {"fc1": {"minmax": 1.0}}),
-            views.sqnr_vs_bits([{"layer": "fc1", "bits": b, "weight SQNR dB": 6.0 * b} for b in (2, 4, 8)])]
+    figs = [quantization.number_line(x.tolist(), qt.values.tolist(), qt.grid().tolist(), list(range(qt.qmin, qt.qmax + 1))),
+            quantization.clipping_tradeoff([1, 2, 3], [0.1, 0.2, 0.3], [0.3, 0.1, 0.0], {"min-max": 3}),
+            quantization.channel_ranges({"fc1": model.fc1.weight.abs().amax(1).tolist()}),
+            quantization.activation_ranges({"fc1": calib}, {"fc1": {"minmax": 1.0}}),
+            quantization.sqnr_vs_bits([{"layer": "fc1", "bits": b, "weight SQNR dB": 6.0 * b} for b in (2, 4, 8)])]
     assert all(f.axes for f in figs)
 
 

@@ -8,6 +8,7 @@ import warnings
 
 import pytest
 
+from compresslab.combine import points as points_combine
 from compresslab.core import results
 
 
@@ -56,14 +57,13 @@ def test_current_records_are_left_as_written(tmp_path):
 
 
 def test_load_runs_and_points_see_percent_for_old_and_new(tmp_path):
-    from compresslab import combine
 
     _v1(tmp_path / "old", "06_deep_compression", {"loaded_accuracy": 0.981, "file_bytes": 26_000})
     results.record("06_deep_compression", {"loaded_accuracy": 98.3, "file_bytes": 25_000}, directory=tmp_path / "new")
     with pytest.warns(UserWarning, match="read as percent"):
         table = results.load_runs(tmp_path)
     assert sorted(table["loaded_accuracy"]) == [pytest.approx(98.1), 98.3]
-    points = combine.points_from_runs(tmp_path)
+    points = points_combine.points_from_runs(tmp_path)
     assert sorted(p["accuracy"] for p in points) == [pytest.approx(98.1), 98.3]
 
 

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 from matplotlib.figure import Figure
 
-from compresslab import views
 from compresslab.core import pareto
+from compresslab.views import language
 
 
 def grid_and_points():
@@ -27,22 +27,22 @@ def grid_and_points():
 def test_render_language_shows_the_chosen_variant():
     grid, points, rows = grid_and_points()
     front = pareto.pareto_front(points, minimize=["bpb", "bytes"])
-    view = views.render_language(grid, points, front, "gptq", 4, 32, 2.0)
+    view = language.render_language(grid, points, front, "gptq", 4, 32, 2.0)
     assert isinstance(view.figure, Figure)
     row = grid[("gptq", 4, 32)]
     assert view.metrics["bits per byte"] == pytest.approx(row["bpb"], abs=1e-4)
     assert view.metrics["file bytes"] == row["file_bytes"] and view.metrics["generated text"] == "gptq432"
     assert view.metrics["on the frontier"] == (row["point"] in front)
     with pytest.raises(ValueError, match="was not computed"):
-        views.render_language(grid, points, front, "gptq", 3, 32, 2.0)
+        language.render_language(grid, points, front, "gptq", 3, 32, 2.0)
 
 
 def test_figures_build(monkeypatch):
     grid, points, rows = grid_and_points()
-    assert isinstance(views.group_size_sweep(rows, 2.0), Figure)
-    assert isinstance(views.channel_maxima({"a": np.array([1.0, 2.0, 30.0])}), Figure)
-    assert isinstance(views.training_curve([1, 2], [3.0, 2.5], 2.4), Figure)
-    table = views.sample_table({"m": "a\nb"})
+    assert isinstance(language.group_size_sweep(rows, 2.0), Figure)
+    assert isinstance(language.channel_maxima({"a": np.array([1.0, 2.0, 30.0])}), Figure)
+    assert isinstance(language.training_curve([1, 2], [3.0, 2.5], 2.4), Figure)
+    table = language.sample_table({"m": "a\nb"})
     assert table["generated text"].tolist() == ["a ⏎ b"]
     monkeypatch.setenv("COMPRESSLAB_HEADLESS", "1")
-    assert views.language_panel(grid, points, [0], "rtn", 8, 0, 2.0) is None  # headless: the static view only
+    assert language.language_panel(grid, points, [0], "rtn", 8, 0, 2.0) is None  # headless: the static view only
