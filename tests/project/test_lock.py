@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from packaging.requirements import Requirement
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 SPEC = importlib.util.spec_from_file_location("refresh_lock", REPO / "tools" / "refresh_lock.py")
 refresh_lock = importlib.util.module_from_spec(SPEC)
 sys.modules["refresh_lock"] = refresh_lock  # dataclasses look their module up by name

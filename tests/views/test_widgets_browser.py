@@ -28,7 +28,7 @@ from jupyterlab_driver import (
 
 pytestmark = pytest.mark.browser
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 NOTEBOOKS = sorted(p.name for p in (REPO / "notebooks").glob("[0-9][0-9]_*.ipynb"))
 RUN_TIMEOUT_S = 900.0  # one notebook's "run all" (quick profile) on a loaded 2-core machine
 UPDATE_BOUND_S = 60.0  # one control move until the panel shows the new output

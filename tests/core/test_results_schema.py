@@ -75,7 +75,7 @@ def test_every_v1_fraction_key_is_an_accuracy():
             assert "accuracy" in last or last.endswith("bit"), (notebook, key)
 
 
-V1_DIR = __import__("pathlib").Path(__file__).parent / "data" / "results_v1"
+V1_DIR = __import__("pathlib").Path(__file__).parents[1] / "data" / "results_v1"
 NOT_LEVELS = ("change", "points", "drop", "gain", "ci_", "agreement", "_p", "target")
 
 

@@ -13,7 +13,7 @@ import pytest
 
 from compresslab.core import locations
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 VARS = ("COMPRESSLAB_NOTEBOOKS", "COMPRESSLAB_EXERCISES", "COMPRESSLAB_DATA", "COMPRESSLAB_CACHE",
         "XDG_DATA_HOME", "XDG_CACHE_HOME")
 

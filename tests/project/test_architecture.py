@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-PACKAGE = Path(__file__).resolve().parent.parent / "compresslab"
+PACKAGE = Path(__file__).resolve().parents[2] / "compresslab"
 MAX_LINES = 450
 UI_LIBRARIES = {"matplotlib", "ipywidgets", "IPython", "seaborn"}
 NOTEBOOK_LIBRARIES = {"papermill", "nbformat", "nbclient", "nbconvert"}  # running and exercises only
