@@ -401,3 +401,27 @@ def test_code_tables_pack_and_unpack(lengths):
     assert abs(size) == (used[-1] + 1 if len(used) else 0)  # trailing unused symbols cost nothing
     assert (size < 0) == (bool(len(used)) and lengths.max() <= 15)  # 4 bits per length when they fit
     assert np.array_equal(filelayers.unpack_lengths(raw, size, len(lengths)), lengths)
+
+
+def test_paper_summary_by_hand():
+    from compresslab.techniques.deepcompression import PAPER, paper_summary, stage_accuracies
+
+    stages = [{"stage": "dense", "bytes": 1000, "compression x": 1.0, "gzip bytes": 900},
+              {"stage": "pruned", "bytes": 250, "compression x": 4.0, "gzip bytes": 300},
+              {"stage": "shared", "bytes": 50, "compression x": 20.0, "gzip bytes": 40},
+              {"stage": "huffman (file)", "bytes": 25, "compression x": 40.0, "gzip bytes": None}]
+    s = paper_summary("lenet300", 98.0, 97.9, 1000, 25, stages)
+    assert s["compression_x"] == 40.0 and s["compression_target_met"]  # exactly the paper's 40x
+    assert s["error_increase_points"] == pytest.approx(0.1) and s["accuracy_target_met"]  # exactly +0.1
+    assert s["dense_error_pct"] == pytest.approx(2.0) and s["compressed_error_pct"] == pytest.approx(2.1)
+    assert (s["pruned_compression_x"], s["shared_compression_x"]) == (4.0, 20.0)
+    assert s["gzip_dense_compression_x"] == 1000 / 900 and s["gzip_shared_compression_x"] == 1000 / 40
+    missed = paper_summary("lenet5", 98.0, 97.8, 1000, 26, stages)
+    assert not missed["compression_target_met"] and not missed["accuracy_target_met"]  # 38.5x < 39x; +0.2
+    assert PAPER["lenet5"].compression_x == 39.0 and PAPER["lenet300"].layer_sparsity["fc1"] == 0.92
+    with pytest.raises(ValueError, match="model_name"):
+        paper_summary("alexnet", 98.0, 97.9, 1000, 25, stages)
+    rows = stage_accuracies(stages, [98.0, 97.951, 97.9, 97.9])
+    assert [r["accuracy %"] for r in rows] == [98.0, 97.95, 97.9, 97.9] and "accuracy %" not in stages[0]
+    with pytest.raises(ValueError, match="3 accuracies for 4 stages"):
+        stage_accuracies(stages, [98.0, 97.9, 97.9])
