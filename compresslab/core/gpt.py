@@ -27,6 +27,9 @@ __all__ = [
     "gpt",
     "block_linears",
     "bits_per_byte",
+    "kl_bits",
+    "reference_log_probs",
+    "kl_bits_per_byte",
     "generate",
 ]
 
@@ -140,6 +143,55 @@ def bits_per_byte(model: nn.Module, split, batch_size: int = 64) -> float:
     from compresslab.core.training import evaluate
 
     return evaluate(model, split, batch_size=batch_size).loss_bits
+
+
+def kl_bits(p_logits: torch.Tensor, q_logits: torch.Tensor) -> torch.Tensor:
+    """KL(p || q) in bits at every position: sum_v p(v) (log2 p(v) - log2 q(v)), p = softmax(p_logits)
+    and q = softmax(q_logits) over the last dimension (the vocabulary); >= 0, and 0 when p = q.
+
+    >>> p = torch.log(torch.tensor([0.5, 0.5]))  # two symbols: KL([1/2, 1/2] || [3/4, 1/4])
+    >>> round(float(kl_bits(p, torch.log(torch.tensor([0.75, 0.25])))), 6)  # 1/2 log2(2/3) + 1/2 log2(2)
+    0.207519
+    """
+    if p_logits.shape != q_logits.shape:
+        raise ValueError(f"kl_bits: logits of shapes {tuple(p_logits.shape)} and {tuple(q_logits.shape)} differ")
+    log_p = torch.log_softmax(p_logits.double(), -1)
+    log_q = torch.log_softmax(q_logits.double(), -1)
+    return (log_p.exp() * (log_p - log_q)).sum(-1) / math.log(2)
+
+
+@torch.no_grad()
+def reference_log_probs(model: nn.Module, split, batch_size: int = 64) -> torch.Tensor:
+    """log p(v | context) of `model` at every position of `split` (windows x T x 256, FP32, in the
+    split's order): the reference that `kl_bits_per_byte` compares other models against."""
+    was_training = model.training
+    model.eval()
+    device = next(model.parameters()).device
+    out = [torch.log_softmax(model(x).float(), -1).cpu() for x, _ in split.batches(batch_size, device=device)]
+    model.train(was_training)
+    return torch.cat(out)
+
+
+@torch.no_grad()
+def kl_bits_per_byte(model: nn.Module, split, reference: torch.Tensor, batch_size: int = 64) -> float:
+    """KL(p_ref || p_model) in bits, averaged over every position of `split`: how far `model`'s whole
+    next-byte distribution moved from the reference's (`reference_log_probs` of, e.g., the FP32
+    model). Unlike bits per byte, which reads only the probability of the true next byte, it sees
+    every changed probability, including changes that cancel in the loss."""
+    n_windows = len(split)
+    if reference.shape[0] != n_windows:
+        raise ValueError(f"kl_bits_per_byte: reference holds {reference.shape[0]} windows, the split {n_windows}")
+    was_training = model.training
+    model.eval()
+    device = next(model.parameters()).device
+    total, n, start = 0.0, 0, 0
+    for x, _ in split.batches(batch_size, device=device):
+        ref = reference[start:start + len(x)]
+        start += len(x)
+        kl = kl_bits(ref, model(x).float().cpu())
+        total, n = total + float(kl.sum()), n + kl.numel()
+    model.train(was_training)
+    return total / n
 
 
 @torch.no_grad()

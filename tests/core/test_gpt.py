@@ -58,6 +58,44 @@ def test_bits_per_byte_of_an_untrained_model_is_near_eight():
     assert 7.5 < bpb < 8.5  # near-uniform predictions over 256 bytes: log2 256 = 8
 
 
+def test_kl_bits_matches_torch_kl_div_and_a_two_symbol_case():
+    torch.manual_seed(1)
+    p, q = torch.randn(3, 5, 256), torch.randn(3, 5, 256)
+    ours = gpt.kl_bits(p, q)
+    # torch: kl_div(input = log q, target = log p, log_target) = sum p (log p - log q), in nats
+    ref = torch.nn.functional.kl_div(torch.log_softmax(q.double(), -1), torch.log_softmax(p.double(), -1),
+                                     reduction="none", log_target=True).sum(-1) / math.log(2)
+    assert ours.shape == (3, 5) and torch.allclose(ours, ref, atol=1e-12)
+    assert (ours >= 0).all() and torch.allclose(gpt.kl_bits(p, p), torch.zeros(3, 5, dtype=torch.float64))
+    # by hand: p = (0.9, 0.1), q = (0.6, 0.4): 0.9 log2(0.9/0.6) + 0.1 log2(0.1/0.4)
+    hand = 0.9 * math.log2(0.9 / 0.6) + 0.1 * math.log2(0.1 / 0.4)
+    two = gpt.kl_bits(torch.tensor([0.9, 0.1], dtype=torch.float64).log(), torch.tensor([0.6, 0.4], dtype=torch.float64).log())
+    assert float(two) == pytest.approx(hand, abs=1e-12)
+    # logits are defined up to a constant per position: shifting them changes nothing
+    assert torch.allclose(gpt.kl_bits(p + 3.0, q - 1.0), ours, atol=1e-12)
+    with pytest.raises(ValueError, match="shapes"):
+        gpt.kl_bits(p, q[..., :10])
+
+
+def test_kl_bits_per_byte_over_a_split():
+    split = textdata.TextSplit(torch.randint(0, 256, (1000,), dtype=torch.uint8), 16)
+    m = small()
+    ref = gpt.reference_log_probs(m, split, batch_size=7)
+    assert ref.shape == (len(split), 16, 256)
+    assert gpt.kl_bits_per_byte(m, split, ref, batch_size=5) == pytest.approx(0.0, abs=1e-9)  # identical models
+    other = small()
+    with torch.no_grad():
+        other.blocks[0].mlp.fc.weight.mul_(3.0)
+    kl = gpt.kl_bits_per_byte(other, split, ref, batch_size=5)
+    # the oracle: the mean of kl_bits over every position of the whole split, in one pass
+    x = split.tensors()[0]
+    with torch.no_grad():
+        expected = float(gpt.kl_bits(m(x), other(x)).mean())
+    assert kl > 0 and kl == pytest.approx(expected, rel=1e-5)
+    with pytest.raises(ValueError, match="windows"):
+        gpt.kl_bits_per_byte(other, split, ref[:-1])
+
+
 def test_generate_is_deterministic():
     m = small()
     a = gpt.generate(m, b"def ", 20)
