@@ -25,6 +25,15 @@ def test_language_model_quick(run_notebook, png_per_cell):
     assert quant["rtn_int4_g32"]["file_bytes"] < quant["rtn_int8_g32"]["file_bytes"]
     assert quant["rtn_int3_g32"]["file_bytes"] < quant["rtn_int4_g32"]["file_bytes"]
     assert m["int8_max_increase"] < 0.05
+    # KL(p_fp32 || p_variant): an identical copy is exactly 0 away, every variant >= 0 (up to rounding),
+    # INT3 moves the distribution far more than INT8, and GPTQ less than RTN where RTN's error is large
+    assert m["fp32_copy_kl"] == 0.0 and m["kl_by_hand"] > 0
+    kls = {**{k: row["kl"] for k, row in quant.items()}, **m["kl"]}
+    assert all(math.isfinite(v) and v >= -1e-12 for v in kls.values()), kls
+    assert quant["rtn_int3_g0"]["kl"] > 10 * quant["rtn_int8_g0"]["kl"]
+    assert quant["gptq_int3_g0"]["kl"] < quant["rtn_int3_g0"]["kl"]
+    assert m["kl"]["ORT FP32"] < 1e-6 and m["kl"]["ORT INT8 dynamic"] > m["kl"]["ORT FP32"]
+    assert 0 <= m["kl_disagreeing_pairs"] <= len(quant) * (len(quant) - 1) // 2
     # the oracle of the hand-worked layer: GPTQ's output error never exceeds RTN's
     assert m["gptq_layer_error"] <= m["rtn_layer_error"]
     # INT4 with groups of 32 and 16: both increases recorded
