@@ -55,6 +55,7 @@ __all__ = [
     "dequantize_groups",
     "rtn",
     "hessian",
+    "inverse_hessian_factor",
     "gptq",
     "output_error",
     "pack_codes",
@@ -139,6 +140,23 @@ def hessian(x: torch.Tensor) -> torch.Tensor:
     return 2.0 * x.T @ x / x.shape[0]
 
 
+def inverse_hessian_factor(h: torch.Tensor, damp: float = 0.01) -> tuple[torch.Tensor, torch.Tensor]:
+    """(U, dead): U the upper Cholesky factor of (H + damp mean(diag H) I)^-1 (float64), U^T U = H_d^-1,
+    and the inputs that are always 0 (diag H = 0; their diagonal set to 1 first, their weights are
+    to be set to 0). Row i of U holds what GPTQ and SparseGPT need at column i: U_ii and U_ij, j > i.
+
+    >>> u, dead = inverse_hessian_factor(torch.diag(torch.tensor([4.0, 0.0])), damp=0.0)
+    >>> torch.diag(u).tolist(), float(u[0, 1]) == 0, dead.tolist()  # H = diag(4, 1): U = diag(1/2, 1)
+    ([0.5, 1.0], True, [False, True])
+    """
+    check_float("GroupQuant", "damp", damp, 0, 1)
+    h = h.double().clone()
+    dead = torch.diag(h) == 0
+    h[dead, dead] = 1.0
+    h += damp * torch.diag(h).mean() * torch.eye(h.shape[0], dtype=h.dtype)
+    return torch.linalg.cholesky(torch.cholesky_inverse(torch.linalg.cholesky(h)), upper=True), dead
+
+
 def gptq(w: torch.Tensor, h: torch.Tensor, bits: int, group_size: int, damp: float = 0.01) -> GroupQuant:
     """GPTQ codes of w (out x in) given the Hessian h (in x in) of the layer inputs.
 
@@ -158,12 +176,8 @@ def gptq(w: torch.Tensor, h: torch.Tensor, bits: int, group_size: int, damp: flo
         raise ValueError(f"hessian shape {tuple(h.shape)} does not match in_features={in_f}")
     g = check_group_size(in_f, group_size)
     w = w.detach().double().clone()
-    h = h.double().clone()
-    dead = torch.diag(h) == 0
-    h[dead, dead] = 1.0
+    u, dead = inverse_hessian_factor(h, damp)
     w[:, dead] = 0.0
-    h += damp * torch.diag(h).mean() * torch.eye(in_f, dtype=h.dtype)
-    u = torch.linalg.cholesky(torch.cholesky_inverse(torch.linalg.cholesky(h)), upper=True)
     q = torch.empty(out_f, in_f, dtype=torch.int32)
     scales, zeros = torch.empty(out_f, in_f // g), torch.empty(out_f, in_f // g, dtype=torch.int32)
     qmax = 2**bits - 1

@@ -36,6 +36,7 @@ __all__ = [
     "wanda_scores",
     "row_mask",
     "nm_mask",
+    "nm_bytes",
     "WandaConfig",
     "WandaReport",
     "apply_wanda",
@@ -96,6 +97,16 @@ def nm_mask(scores: torch.Tensor, n: int = 2, m: int = 4) -> torch.Tensor:
     keep = torch.topk(groups, n, dim=2).indices
     mask = torch.zeros_like(groups, dtype=torch.float32).scatter_(2, keep, 1.0)
     return mask.reshape(rows, cols)
+
+
+def nm_bytes(fp32_bytes: int, zeros: int, kept: int) -> int:
+    """Bytes of a model whose pruned layers are stored in a 2:4 format: the dense FP32 bytes minus
+    4 per dropped value, plus a 2-bit position (which of the 4) per kept value.
+
+    >>> nm_bytes(4 * 8, zeros=4, kept=4)  # 8 weights in FP32, half dropped: 16 bytes + 4 x 2 bits
+    17
+    """
+    return int(fp32_bytes - 4 * zeros + kept * 2 // 8)
 
 
 @dataclass(frozen=True)
@@ -178,16 +189,16 @@ def apply_wanda(
         rows.append({"layer": name, "shape": f"{w.shape[0]}x{w.shape[1]}", "sparsity": 1 - nz / mask.numel()})
     after = evaluate(model, data.test) if data is not None else None
     size_after = metrics.model_size(model)
-    nm_bytes = None
-    if config.pattern == "2:4":  # dense FP32 minus the dropped values, plus a 2-bit position per kept value
-        nm_bytes = int(size_after.fp32_bytes - 4 * zeros + kept * 2 // 8)
+    stored_nm = None
+    if config.pattern == "2:4":
+        stored_nm = nm_bytes(size_after.fp32_bytes, zeros, kept)
     report = WandaReport(
         config=config, size_before=size_before, size_after=size_after,
         accuracy_before=None if before is None else before.accuracy,
         accuracy_after=None if after is None else after.accuracy,
         loss_bits_before=None if before is None else before.loss_bits,
         loss_bits_after=None if after is None else after.loss_bits,
-        sparsity=zeros / max(total, 1), nm_bytes=nm_bytes, seconds=time.perf_counter() - start, layers=rows)
+        sparsity=zeros / max(total, 1), nm_bytes=stored_nm, seconds=time.perf_counter() - start, layers=rows)
     return model, report
 
 

@@ -81,9 +81,22 @@ def test_registering_the_same_name_twice_is_refused(with_scale):
 
 
 def test_every_notebook_has_a_declared_owner():
-    """Each notebook's parameters are declared by exactly one registered technique."""
+    """Each notebook's parameters are declared by the registered techniques that own it."""
     notebooks = sorted(p.stem for p in (ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
     assert sorted(registry.notebook_specs()) == notebooks
+
+
+def test_several_techniques_may_declare_one_notebook(with_scale):
+    """A second technique adds its parameters to the notebook's; declaring a shared name differently is refused."""
+    extra = registry.Technique(name="scale2", apply=apply_other, config=ScaleConfig, example=with_scale.example,
+                               notebook="99_scale", params={"profile": choice("quick", "full"), "rounds": Param("int", 1, 9)})
+    registry.register(extra)
+    spec = registry.notebook_specs()["99_scale"]
+    assert list(spec) == ["profile", "factor", "rounds"] and spec["rounds"].hi == 9
+    clashing = registry.Technique(name="scale3", apply=apply_other, config=ScaleConfig, example=with_scale.example,
+                                  notebook="99_scale", params={"factor": Param("float", 0, 2)})
+    with pytest.raises(ValueError, match="parameter 'factor' declared differently"):
+        registry.register(clashing)
 
 
 def _hand_lists(tree: ast.AST) -> list[str]:
