@@ -37,6 +37,7 @@ __all__ = [
     "smooth_linear",
     "fake_quant_activations",
     "fake_quant_weights",
+    "ln_fed",
     "SmoothQuantConfig",
     "SmoothQuantReport",
     "apply_smoothquant",
@@ -138,7 +139,7 @@ class SmoothQuantReport(Report):
         return parts
 
 
-def _ln_fed(model: nn.Module) -> dict[int, nn.LayerNorm]:
+def ln_fed(model: nn.Module) -> dict[int, nn.LayerNorm]:
     """id(Linear) -> the LayerNorm that feeds it, in each pre-norm block (ln1 -> attn.qkv, ln2 -> mlp.fc)."""
     fed = {}
     for block in model.modules():
@@ -170,7 +171,7 @@ def apply_smoothquant(
     unknown = [n for n in names if n not in linears]
     if unknown:
         raise ValueError(f"apply_smoothquant layers: {unknown} are not Linear layers; choose from {list(linears)}")
-    fed = _ln_fed(model)
+    fed = ln_fed(model)
     rows = []
     for name in names:
         linear = linears[name]

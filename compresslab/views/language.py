@@ -14,6 +14,7 @@ __all__ = [
     "training_curve",
     "group_size_sweep",
     "channel_maxima",
+    "awq_alpha_curve",
     "frontier_plot",
     "sample_table",
     "render_language",
@@ -65,6 +66,23 @@ def channel_maxima(maxima: Mapping[str, np.ndarray]) -> Figure:
         ax.set(yscale="log", xlabel="input channel", title=f"{name}\nmax/median {m.max() / np.median(m):.1f}")
         ax.legend(fontsize=7)
     axes[0, 0].set_ylabel("max |x_j| over tokens")
+    fig.tight_layout()
+    return fig
+
+
+def awq_alpha_curve(alphas: Sequence[float], errors: Mapping[str, Sequence[float]]) -> Figure:
+    """Relative output error of the scaled, quantized layer against AWQ's exponent alpha, one line per
+    layer (log scale); the chosen (smallest) point of each marked. alpha = 0 is plain RTN."""
+    fig, axes = new_figure(width=6.0, height=3.6)
+    ax = axes[0, 0]
+    for i, (name, errs) in enumerate(errors.items()):
+        errs = np.asarray(errs, dtype=float)
+        ax.plot(alphas, errs, marker=".", color=PALETTE[i % 10], label=name)
+        k = int(np.argmin(errs))
+        ax.scatter([alphas[k]], [errs[k]], s=70, facecolors="none", edgecolors=PALETTE[i % 10], lw=1.5)
+    ax.set(yscale="log", xlabel="alpha (s_j = mean|x_j|^alpha; 0 = plain RTN)",
+           ylabel="relative output error", title="AWQ's scale search: the circled alpha is kept")
+    ax.legend(fontsize=7)
     fig.tight_layout()
     return fig
 

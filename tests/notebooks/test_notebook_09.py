@@ -38,6 +38,16 @@ def test_language_model_quick(run_notebook, png_per_cell):
     assert m["gptq_layer_error"] <= m["rtn_layer_error"]
     # INT4 with groups of 32 and 16: both increases recorded
     assert set(m["int4_small_group"]) == {"32", "16"}
+    # AWQ at INT4 / INT3 with groups of 32 and 128: a real file a little larger than RTN's (the mlp.proj
+    # input scales), the hand-worked layer's search never worse than RTN (alpha = 0 is on the grid)
+    assert set(m["awq"]) == {f"awq_int{b}_g{g}" for b in (4, 3) for g in (32, 128)}
+    for key, row in m["awq"].items():
+        rtn_row = quant[key.replace("awq", "rtn")]
+        assert math.isfinite(row["bpb"]) and row["kl"] >= 0, key
+        assert rtn_row["file_bytes"] < row["file_bytes"] < m["fp32_bytes"], key
+        assert row["rtn_increase"] == pytest.approx(rtn_row["bpb"] - m["baseline_bpb"])
+    assert m["awq_layer_error"] <= m["awq_layer_rtn_error"] and 0 <= m["awq_layer_alpha"] <= 1
+    assert m["awq"]["awq_int4_g128"]["increase"] <= m["awq"]["awq_int4_g128"]["rtn_increase"] + 0.005
     # pruning at 50% and 2:4 recorded; the ONNX FP32 export computes the same model
     assert m["prune_sparsity"] == pytest.approx(0.5)
     # SparseGPT: the same sparsity; on the hand-worked layer its output error is below magnitude's and
@@ -52,5 +62,5 @@ def test_language_model_quick(run_notebook, png_per_cell):
     assert m["student_params"] < m["n_params"]
     assert m["samples_deterministic"] and m["greedy_deterministic"] and m["n_samples"] >= 10
     assert m["frontier"] and m["n_points"] >= 30
-    # figures: training curve, group-size sweep, channel maxima, the panel's static view
-    assert sum(png_per_cell(run.output)) == 4
+    # figures: training curve, group-size sweep, AWQ's alpha search, channel maxima, the panel's static view
+    assert sum(png_per_cell(run.output)) == 5

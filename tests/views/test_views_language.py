@@ -42,6 +42,9 @@ def test_figures_build(monkeypatch):
     assert isinstance(language.group_size_sweep(rows, 2.0), Figure)
     assert isinstance(language.channel_maxima({"a": np.array([1.0, 2.0, 30.0])}), Figure)
     assert isinstance(language.training_curve([1, 2], [3.0, 2.5], 2.4), Figure)
+    fig = language.awq_alpha_curve([0.0, 0.5, 1.0], {"a": [3e-3, 1e-3, 2e-3], "b": [1e-2, 2e-2, 4e-2]})
+    ax = fig.axes[0]
+    assert len(ax.lines) == 2 and [float(c.get_offsets()[0][0]) for c in ax.collections] == [0.5, 0.0]  # minima marked
     table = language.sample_table({"m": "a\nb"})
     assert table["generated text"].tolist() == ["a ⏎ b"]
     monkeypatch.setenv("COMPRESSLAB_HEADLESS", "1")

@@ -1,0 +1,220 @@
+"""Activation-aware weight quantization: AWQ (Lin et al. 2024).
+
+A weight on an input channel that carries large activations matters more to the output than one on a
+quiet channel. AWQ scales input channel j of a Linear layer by s_j before group-wise round-to-nearest
+and undoes it on the input:
+
+    y = W x = (W diag(s)) (diag(s)^-1 x)  ~  Q(W diag(s)) diag(s)^-1 x,
+
+so salient columns get a larger share of their group's grid and a smaller relative rounding error.
+The scales come from the mean activation magnitude, one exponent per layer searched on a grid:
+
+    s_j = mean_t |x_tj|^alpha  (normalised by sqrt(max s min s)),  alpha in {0, 1/(k-1), ..., 1},
+
+keeping the alpha with the smallest relative output error ||X W^T - X W_hat^T||^2 / ||X W^T||^2 on
+calibration inputs X, where W_hat = Q(W diag(s)) diag(s)^-1 (alpha = 0: s = 1, plain RTN). The scales
+are then folded so the FP32 model computes the same function: diag(s)^-1 into the LayerNorm that feeds
+the layer (qkv, mlp.fc), into the value rows of the qkv projection (attn.proj), or, where a nonlinearity
+sits in between (mlp.proj after GELU), into a stored input-scale vector the layer divides by; W's
+columns are multiplied by s, and every layer is then quantized with `groupquant.quantize_groups`.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from compresslab.core import metrics
+from compresslab.core.data import Dataset
+from compresslab.core.gpt import CausalSelfAttention
+from compresslab.core.params import Param
+from compresslab.core.report import Report
+from compresslab.core.training import EvalResult, LossFn, evaluate
+from compresslab.core.validate import check_float, check_int
+from compresslab.techniques.groupquant import (
+    GroupQuant,
+    check_group_size,
+    file_bytes,
+    quantize_groups,
+    rtn,
+)
+from compresslab.techniques.layerwise import layer_inputs, layerwise_setup
+from compresslab.techniques.registry import Technique, register, tiny_mlp
+from compresslab.techniques.smoothquant import ln_fed
+
+__all__ = [
+    "SCALE_BUFFER",
+    "activation_scales",
+    "awq_weight",
+    "search_scales",
+    "fold_scales",
+    "AWQConfig",
+    "AWQReport",
+    "apply_awq",
+]
+
+SCALE_BUFFER = "awq_input_scale"  # a layer whose scales cannot be folded divides its input by this buffer
+
+
+def activation_scales(x: torch.Tensor, alpha: float) -> torch.Tensor:
+    """s_j = mean_t |x_tj|^alpha of x (..., in), each mean floored at 1e-4, divided by sqrt(max s min s).
+
+    >>> activation_scales(torch.tensor([[1.0, -4.0], [3.0, 12.0]]), 0.5)  # means 2, 8: sqrt -> 1.41, 2.83
+    tensor([0.7071, 1.4142])
+    """
+    check_float("AWQ", "alpha", alpha, 0, 1)
+    mean = x.detach().reshape(-1, x.shape[-1]).abs().float().mean(0).clamp_min(1e-4)
+    s = mean.pow(alpha)
+    return s / (s.max() * s.min()).sqrt()
+
+
+def awq_weight(w: torch.Tensor, s: torch.Tensor, bits: int, group_size: int) -> torch.Tensor:
+    """W_hat = Q(W diag(s)) diag(s)^-1 with Q group-wise RTN (`groupquant.rtn`): what the scaled,
+    quantized layer computes on the unscaled input."""
+    return rtn(w * s[None, :], bits, group_size) / s[None, :]
+
+
+def search_scales(x: torch.Tensor, w: torch.Tensor, bits: int, group_size: int, grid: int = 20
+                  ) -> tuple[float, torch.Tensor, list[float]]:
+    """(alpha, s, errors): the alpha of linspace(0, 1, grid) whose scales give the smallest relative
+    output error ||X (W - W_hat)^T||^2 / ||X W^T||^2 of W_hat = `awq_weight(w, s)` (ties: the smaller
+    alpha), its scales and every error. The errors go through the Gram matrix G = X^T X once:
+    ||X D^T||_F^2 = sum(D G * D), so each alpha costs out x in^2, not tokens x in x out."""
+    check_int("AWQ", "grid", grid, 2, 1000)
+    alphas = torch.linspace(0, 1, grid).tolist()
+    rows = x.detach().reshape(-1, x.shape[-1]).double()
+    gram, w64 = rows.T @ rows, w.detach().double()
+    scale = float(((w64 @ gram) * w64).sum().clamp_min(1e-300))
+    errors = []
+    for a in alphas:
+        d = w64 - awq_weight(w, activation_scales(x, a), bits, group_size).double()
+        errors.append(float(((d @ gram) * d).sum()) / scale)
+    best = min(range(grid), key=lambda i: (errors[i], i))
+    return alphas[best], activation_scales(x, alphas[best]), errors
+
+
+def _divide_input(module: nn.Module, inputs: tuple) -> tuple:
+    """Forward pre-hook: the layer's input divided by its stored scales."""
+    return (inputs[0] / getattr(module, SCALE_BUFFER),) + tuple(inputs[1:])
+
+
+@torch.no_grad()
+def fold_scales(model: nn.Module, layer: nn.Linear, s: torch.Tensor) -> str:
+    """Multiply `layer`'s weight columns by s and fold diag(s)^-1 into what feeds it, so `model`
+    computes the same function; returns where the 1/s went: 'layernorm' (gain and bias), 'value' (the
+    value rows and bias of the attention's qkv, for its output projection) or 'input' (a buffer the
+    layer divides its input by, kept in the state dict)."""
+    ln = ln_fed(model).get(id(layer))
+    attn = next((m for m in model.modules() if isinstance(m, CausalSelfAttention) and m.proj is layer), None)
+    if ln is not None:
+        ln.weight.div_(s)
+        ln.bias.div_(s)
+        where = "layernorm"
+    elif attn is not None:
+        d = layer.in_features
+        attn.qkv.weight[2 * d:].div_(s[:, None])
+        attn.qkv.bias[2 * d:].div_(s)
+        where = "value"
+    else:
+        if hasattr(layer, SCALE_BUFFER):
+            getattr(layer, SCALE_BUFFER).mul_(s)
+        else:
+            layer.register_buffer(SCALE_BUFFER, s.clone())
+            layer.register_forward_pre_hook(_divide_input)
+        where = "input"
+    layer.weight.mul_(s[None, :])
+    return where
+
+
+@dataclass(frozen=True)
+class AWQConfig:
+    """bits in [2, 8]; group_size: columns per group (0: one per row); grid: alpha values searched in
+    [0, 1] (at least 2); calibration: windows of data.train; layers: Linear layers to quantize (None:
+    every Linear but the last)."""
+
+    bits: int = 4
+    group_size: int = 128
+    grid: int = 20
+    calibration: int = 64
+    layers: tuple[str, ...] | None = None
+
+    def __post_init__(self) -> None:
+        owner = "AWQConfig"
+        check_int(owner, "bits", self.bits, 2, 8)
+        check_int(owner, "group_size", self.group_size, 0, 1 << 20)
+        check_int(owner, "grid", self.grid, 2, 1000)
+        check_int(owner, "calibration", self.calibration, 1, 1 << 20)
+        if self.layers is not None and (not isinstance(self.layers, tuple) or not self.layers):
+            raise ValueError(f"{owner}.layers={self.layers!r} must be a non-empty tuple of layer names or None")
+
+
+@dataclass(kw_only=True, repr=False)
+class AWQReport(Report):
+    """Report of apply_awq: next-symbol accuracy (percent) and cross-entropy in bits per symbol before
+    and after; the packed file's bytes; per layer the alpha chosen, where the scales were folded and
+    the relative output error of RTN (alpha = 0) and of AWQ on the calibration inputs."""
+
+    loss_bits_before: float | None = None
+    loss_bits_after: float | None = None
+    file_bytes: int = 0
+
+    technique = "awq"
+
+    def headline_extra(self) -> list[str]:
+        c = self.config
+        parts = [f"AWQ INT{c.bits}, groups of {c.group_size or 'a row'}", f"file {self.file_bytes:,} bytes"]
+        if self.loss_bits_after is not None:
+            parts.append(f"{self.loss_bits_before:.4f} &rarr; {self.loss_bits_after:.4f} bits per symbol")
+        return parts
+
+
+def apply_awq(
+    model: nn.Module, config: AWQConfig, data: Dataset | None = None, *, inplace: bool = False,
+    progress: bool | None = None, loss_fn: LossFn | None = None, before: EvalResult | None = None,
+) -> tuple[nn.Module, AWQReport]:
+    """AWQ on (a copy of) `model`: for every layer in model order, its inputs on the first
+    config.calibration training windows (earlier layers already scaled), the alpha search and the
+    fold; then group-wise RTN of every scaled layer (weights stored as w_hat in FP32: simulated
+    quantization; the stored size is the packed file, input-scale buffers included).
+    before: `evaluate(model, data.test)` when already known."""
+    if loss_fn is not None:
+        raise ValueError("loss_fn must be None: apply_awq trains nothing")
+    if data is None:
+        raise ValueError("apply_awq needs data (calibration windows from data.train)")
+    start = time.perf_counter()
+    setup = layerwise_setup(model, data, config.layers, config.calibration, "AWQConfig", inplace, before)
+    model, before, size_before, calib = setup.model, setup.before, setup.size_before, setup.calibration
+    for layer in setup.layers.values():
+        check_group_size(layer.in_features, config.group_size)
+    rows = []
+    for name, layer in setup.layers.items():
+        x = layer_inputs(model, layer, calib)
+        w = layer.weight.detach().clone()
+        alpha, s, errors = search_scales(x, w, config.bits, config.group_size, config.grid)
+        where = fold_scales(model, layer, s)
+        rows.append({"layer": name, "shape": f"{w.shape[0]}x{w.shape[1]}", "alpha": alpha, "folded_into": where,
+                     "rtn_error": errors[0], "awq_error": min(errors)})
+    quants: dict[str, GroupQuant] = {}
+    for name, layer in setup.layers.items():
+        quants[name] = quantize_groups(layer.weight.detach(), config.bits, config.group_size)
+        with torch.no_grad():
+            layer.weight.copy_(quants[name].dequantize())
+    stored = file_bytes(model, quants)
+    after = evaluate(model, data.test)
+    report = AWQReport(
+        config=config, size_before=size_before, size_after=metrics.model_size(model, stored_bytes=stored),
+        accuracy_before=None if before is None else before.accuracy, accuracy_after=after.accuracy,
+        loss_bits_before=None if before is None else before.loss_bits, loss_bits_after=after.loss_bits,
+        file_bytes=stored, seconds=time.perf_counter() - start, layers=rows)
+    return model, report
+
+
+# ----------------------------------------------------------------- registration
+
+register(Technique(
+    name="awq", apply=apply_awq, config=AWQConfig,
+    example=lambda: (tiny_mlp(), AWQConfig(bits=4, group_size=16, grid=5, calibration=64), {}),
+    notebook="09_language_model", params={"awq_grid": Param("int", 2, 1000)}))

@@ -1,0 +1,109 @@
+"""AWQ: the alpha search against brute force over the same grid, alpha = 0 is RTN, folding keeps the
+FP32 function, the verb."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+
+from compresslab.core import gpt, textdata
+from compresslab.techniques import awq, groupquant
+
+
+def loud_channel_case(seed: int = 0):
+    """Inputs whose channel 3 is 40x louder than the rest, and a weight whose column 3 is small."""
+    gen = torch.Generator().manual_seed(seed)
+    x = torch.randn(512, 32, generator=gen)
+    x[:, 3] *= 40
+    w = torch.randn(16, 32, generator=gen)
+    w[:, 3] *= 0.05
+    return x, w
+
+
+def test_search_finds_the_brute_force_optimum_of_the_grid():
+    x, w = loud_channel_case()
+    grid = 11
+    alpha, s, errors = awq.search_scales(x, w, bits=3, group_size=8, grid=grid)
+    brute = []
+    for k in range(grid):  # every alpha of the grid, written out: s, the scaled RTN, the error
+        a = k / (grid - 1)
+        mean = x.abs().mean(0).clamp_min(1e-4) ** a
+        s_k = mean / (mean.max() * mean.min()).sqrt()
+        w_hat = groupquant.rtn(w * s_k, 3, 8) / s_k
+        ref = x.double() @ w.double().T
+        brute.append(float((ref - x.double() @ w_hat.double().T).pow(2).sum() / ref.pow(2).sum()))
+    best = min(range(grid), key=lambda k: brute[k])
+    assert errors == pytest.approx(brute, rel=1e-9)
+    assert alpha == pytest.approx(best / (grid - 1)) and torch.allclose(s, awq.activation_scales(x, alpha))
+    # the loud channel makes the scaling pay: the optimum is not plain RTN
+    assert alpha > 0 and min(errors) < errors[0]
+
+
+def test_alpha_zero_is_plain_rtn():
+    x, w = loud_channel_case(1)
+    s = awq.activation_scales(x, 0.0)
+    assert torch.equal(s, torch.ones(32))
+    assert torch.equal(awq.awq_weight(w, s, 4, 16), groupquant.rtn(w, 4, 16))
+    _, _, errors = awq.search_scales(x, w, 4, 16, grid=3)
+    assert errors[0] == pytest.approx(groupquant.output_error(x, w, groupquant.rtn(w, 4, 16)), rel=1e-12)
+
+
+def small_gpt():
+    torch.manual_seed(0)
+    return gpt.gpt(block_size=16, d_model=32, n_layer=2, n_head=2).eval()
+
+
+def test_folding_keeps_the_fp32_function():
+    model = small_gpt()
+    x = torch.randint(0, 256, (3, 16))
+    with torch.no_grad():
+        ref = model(x)
+    folded = copy.deepcopy(model)
+    gen = torch.Generator().manual_seed(3)
+    where = {}
+    for name, layer in gpt.block_linears(folded).items():
+        where[name] = awq.fold_scales(folded, layer, torch.rand(layer.in_features, generator=gen) * 4 + 0.25)
+    assert where["blocks.0.attn.qkv"] == where["blocks.1.mlp.fc"] == "layernorm"
+    assert where["blocks.0.attn.proj"] == "value" and where["blocks.1.mlp.proj"] == "input"
+    with torch.no_grad():
+        out = folded(x)
+    assert torch.allclose(out, ref, atol=1e-4, rtol=1e-4)
+    assert not torch.equal(folded.blocks[0].mlp.fc.weight, model.blocks[0].mlp.fc.weight)
+    # the unfoldable layer keeps its scales in the state dict, and a copy still computes the same
+    assert any(k.endswith(awq.SCALE_BUFFER) for k in folded.state_dict())
+    with torch.no_grad():
+        assert torch.allclose(copy.deepcopy(folded)(x), ref, atol=1e-4, rtol=1e-4)
+
+
+def test_bad_config_raises():
+    with pytest.raises(ValueError, match="AWQConfig.bits=1"):
+        awq.AWQConfig(bits=1)
+    with pytest.raises(ValueError, match="AWQConfig.grid=1"):
+        awq.AWQConfig(grid=1)
+    with pytest.raises(ValueError, match="AWQConfig.layers"):
+        awq.AWQConfig(layers=())
+    with pytest.raises(ValueError, match="AWQ.alpha=2"):
+        awq.activation_scales(torch.ones(2, 2), 2.0)
+
+
+def test_apply_awq():
+    split = textdata.TextSplit(torch.randint(0, 256, (3000,), dtype=torch.uint8, generator=torch.Generator().manual_seed(0)), 16)
+    ds = textdata.TextDataset("t", split, split, None, (), {})
+    model = small_gpt()
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+    out, rep = awq.apply_awq(model, awq.AWQConfig(bits=4, group_size=16, grid=5, calibration=8), ds)
+    assert all(torch.equal(v, model.state_dict()[k]) for k, v in state.items())
+    assert [r["folded_into"] for r in rep.layers[:4]] == ["layernorm", "value", "layernorm", "input"]
+    for row in rep.layers:  # alpha = 0 (RTN) is on the grid, so the chosen error is never larger
+        assert row["awq_error"] <= row["rtn_error"] and row["alpha"] in (0.0, 0.25, 0.5, 0.75, 1.0)
+    assert 0 < rep.file_bytes < groupquant.file_bytes(model, {})
+    assert rep.loss_bits_after == pytest.approx(gpt.bits_per_byte(out, ds.test), rel=1e-6)
+    # every quantized weight sits on its group's 4-bit grid
+    w = out.blocks[0].mlp.fc.weight.detach()
+    assert torch.allclose(groupquant.rtn(w, 4, 16), w, atol=1e-6)
+    with pytest.raises(ValueError, match="needs data"):
+        awq.apply_awq(model, awq.AWQConfig())
+    with pytest.raises(ValueError, match="group_size=24"):
+        awq.apply_awq(model, awq.AWQConfig(group_size=24), ds)
