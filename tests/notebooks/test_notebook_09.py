@@ -48,6 +48,16 @@ def test_language_model_quick(run_notebook, png_per_cell):
         assert row["rtn_increase"] == pytest.approx(rtn_row["bpb"] - m["baseline_bpb"])
     assert m["awq_layer_error"] <= m["awq_layer_rtn_error"] and 0 <= m["awq_layer_alpha"] <= 1
     assert m["awq"]["awq_int4_g128"]["increase"] <= m["awq"]["awq_int4_g128"]["rtn_increase"] + 0.005
+    # KV cache: bytes per token by hand (layers x keys and values x (d_model codes x b / 8 + 3 bytes per head)),
+    # INT8 within 0.01 bits per byte of FP32, and its logits on the FP32 text within 2% of the largest logit
+    kv, gen = m["kv"], m["kv_generation"]
+    d_model, n_head, n_layer = 128, 4, 1  # the quick profile's GPT
+    assert m["kv_fp32_bytes_per_token"] == n_layer * 2 * d_model * 4 == gen["FP32"]["bytes_per_token"]
+    for b in (8, 4):
+        assert kv[f"INT{b}"]["bytes_per_token"] == n_layer * 2 * (d_model * b // 8 + 3 * n_head)
+        assert gen[f"INT{b}"]["bytes_per_token"] == kv[f"INT{b}"]["bytes_per_token"]
+    assert abs(kv["INT8"]["increase"]) < 0.01 and 0 <= kv["INT8"]["kl"] < kv["INT4"]["kl"]
+    assert gen["FP32"]["max_logit_change"] == 0 and gen["INT8"]["max_logit_change"] < 0.02 * m["kv_max_logit"]
     # pruning at 50% and 2:4 recorded; the ONNX FP32 export computes the same model
     assert m["prune_sparsity"] == pytest.approx(0.5)
     # SparseGPT: the same sparsity; on the hand-worked layer its output error is below magnitude's and
