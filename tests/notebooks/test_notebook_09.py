@@ -46,6 +46,7 @@ def test_language_model_quick(run_notebook, png_per_cell):
         assert math.isfinite(row["bpb"]) and row["kl"] >= 0, key
         assert rtn_row["file_bytes"] < row["file_bytes"] < m["fp32_bytes"], key
         assert row["rtn_increase"] == pytest.approx(rtn_row["bpb"] - m["baseline_bpb"])
+        assert 0 <= row["layer_gain"] < 1, key  # alpha = 0 is on the grid: never worse per layer than RTN
     assert m["awq_layer_error"] <= m["awq_layer_rtn_error"] and 0 <= m["awq_layer_alpha"] <= 1
     assert m["awq"]["awq_int4_g128"]["increase"] <= m["awq"]["awq_int4_g128"]["rtn_increase"] + 0.005
     # KV cache: bytes per token by hand (layers x keys and values x (d_model codes x b / 8 + 3 bytes per head)),
