@@ -9,7 +9,7 @@ import torch
 from matplotlib.figure import Figure
 
 from compresslab.techniques import quantops
-from compresslab.views.display import (
+from compresslab.views.figures import (
     PALETTE,
     new_figure,
 )
