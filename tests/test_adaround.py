@@ -194,3 +194,14 @@ def test_adaround_declares_its_knobs_in_notebook_03_beside_ptq(monkeypatch):
                                params={"adaround_iterations": Param("int", 1, 5)})
     with pytest.raises(ValueError, match="adaround_iterations"):
         register(clash)
+
+
+def test_the_figure_plots_the_given_accuracies_and_layer_errors():
+    from compresslab import views
+
+    rows = [{"layer": "fc1", "recon loss RTN": 2.0, "recon loss AdaRound": 0.5},
+            {"layer": "fc2", "recon loss RTN": 1.0, "recon loss AdaRound": 0.25}]
+    fig = views.adaround_vs_rtn([4, 3, 2], [80.0, 70.0, 40.0], [81.0, 76.0, 60.0], 82.0, rows, 2)
+    left, right = fig.axes
+    assert [list(line.get_ydata()) for line in left.lines[:2]] == [[80.0, 70.0, 40.0], [81.0, 76.0, 60.0]]
+    assert [p.get_height() for p in right.patches] == [2.0, 1.0, 0.5, 0.25]

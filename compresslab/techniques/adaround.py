@@ -292,12 +292,14 @@ class AdaRoundReport(QuantReport):
 
 def apply_adaround(model: nn.Module, config: AdaRoundConfig, data: Dataset | None = None, *, inplace: bool = False,
                    progress: bool | None = None, loss_fn: LossFn | None = None,
-                   calibration: torch.Tensor | None = None) -> tuple[nn.Module, AdaRoundReport]:
+                   calibration: torch.Tensor | None = None,
+                   float_accuracy: float | None = None) -> tuple[nn.Module, AdaRoundReport]:
     """RTN by apply_ptq (grid and activation ranges calibrated), then each layer's rounding learned
     as in the module docstring. data: calibrate on `config.calibration_size` random training images
     and report test accuracy (float, RTN, AdaRound); or calibration: a tensor of inputs (no
-    accuracy). progress: a bar over the layers; loss_fn must be None (the loss is the layer's
-    output reconstruction)."""
+    accuracy). float_accuracy: the float model's known test accuracy in percent (not evaluated
+    again). progress: a bar over the layers; loss_fn must be None (the loss is the layer's output
+    reconstruction)."""
     if loss_fn is not None:
         raise ValueError("loss_fn must be None: AdaRound minimises each layer's output reconstruction error")
     if data is not None and not isinstance(data, Dataset):
@@ -308,7 +310,8 @@ def apply_adaround(model: nn.Module, config: AdaRoundConfig, data: Dataset | Non
     reference = copy.deepcopy(model).eval()
     inputs = (calibration[:config.calibration_size] if calibration is not None
               else calibration_inputs(data, config.calibration_size, config.seed))
-    model_q, rtn = apply_ptq(model, rtn_config(config), data, inplace=inplace, calibration=inputs)
+    model_q, rtn = apply_ptq(model, rtn_config(config), data, inplace=inplace, calibration=inputs,
+                              float_accuracy=float_accuracy)
     model_q.eval()
     x = prepare_input(inputs, model_q)
     layers = quant_layers(model_q)
@@ -357,7 +360,7 @@ def _recipe_step(model: nn.Module, config: AdaRoundConfig, data: Dataset,
 
 def _frontier(arch: str, epochs: float, seed: int) -> list[dict]:
     """Notebook 08: 4-bit weights rounded by AdaRound, stored as int4 (weight-only, as INT4 (QAT))."""
-    return [{"name": "INT4 (AdaRound)", "precision": "int4", "family": "precision",
+    return [{"name": "INT4 (AdaRound)", "precision": "int4", "family": "single",
              "steps": [("adaround", AdaRoundConfig(bits=4, act_bits=None, iterations=max(100, round(500 * min(epochs, 2))),
                                                    calibration_size=512, seed=seed))]}]
 
