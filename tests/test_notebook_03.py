@@ -43,6 +43,7 @@ def test_ptq_vs_qat_quick(run_notebook, png_per_cell):
         assert m["adaround_gain_ci_low"][key] <= m["adaround_gain_ci_high"][key]
         # what AdaRound minimises: the layers' output error on the calibration images falls below RTN's
         assert 0 < m["adaround_output_error_ratio"][key] < 1
-    # the accuracy follows at the low widths (margin: 1 point of 1000 quick-profile test images)
-    assert ada["3bit"] >= rtn["3bit"] - 1 and ada["2bit"] >= rtn["2bit"] - 1
+    # the accuracy follows at the low widths; margin 2 points, about 3 standard errors of a paired
+    # difference on the 1000 quick-profile test images
+    assert ada["3bit"] >= rtn["3bit"] - 2 and ada["2bit"] >= rtn["2bit"] - 2
     assert m["adaround_iterations"] <= 100 and m["adaround_seconds"] > 0  # the quick profile stays quick

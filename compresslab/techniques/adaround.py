@@ -359,10 +359,11 @@ def _recipe_step(model: nn.Module, config: AdaRoundConfig, data: Dataset,
 
 
 def _frontier(arch: str, epochs: float, seed: int) -> list[dict]:
-    """Notebook 08: 4-bit weights rounded by AdaRound, stored as int4 (weight-only, as INT4 (QAT))."""
-    return [{"name": "INT4 (AdaRound)", "precision": "int4", "family": "single",
-             "steps": [("adaround", AdaRoundConfig(bits=4, act_bits=None, iterations=max(100, round(500 * min(epochs, 2))),
-                                                   calibration_size=512, seed=seed))]}]
+    """Notebook 08: 4-bit weights rounded by AdaRound, stored as int4 (weight-only, as INT4 (QAT));
+    150 steps per layer per fine-tuning epoch of the notebook (at least 50), 256 calibration images."""
+    config = AdaRoundConfig(bits=4, act_bits=None, iterations=max(50, round(150 * epochs)), calibration_size=256,
+                            seed=seed)
+    return [{"name": "INT4 (AdaRound)", "precision": "int4", "family": "single", "steps": [("adaround", config)]}]
 
 
 register(Technique(

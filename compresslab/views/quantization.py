@@ -147,7 +147,7 @@ def adaround_vs_rtn(bits: Sequence[int], rtn: Sequence[float], adaround: Sequenc
         ax.bar(pos - 0.2, [r["recon loss RTN"] for r in layers], 0.4, color=PALETTE[0], label="round to nearest")
         ax.bar(pos + 0.2, [r["recon loss AdaRound"] for r in layers], 0.4, color=PALETTE[1], label="AdaRound")
         ax.set_yscale("log")
-        ax.set(xticks=pos, xticklabels=names, ylabel="||W x - W~ x||^2 per input",
+        ax.set(xticks=pos, xticklabels=names, ylabel=r"$\|W x - \widetilde{W} x\|^2$ per input row (log)",
                title=f"Layer output error at {layer_bits} bits" if layer_bits else "Layer output error")
         ax.legend(fontsize=8)
     fig.tight_layout()
