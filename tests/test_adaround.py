@@ -205,3 +205,17 @@ def test_the_figure_plots_the_given_accuracies_and_layer_errors():
     left, right = fig.axes
     assert [list(line.get_ydata()) for line in left.lines[:2]] == [[80.0, 70.0, 40.0], [81.0, 76.0, 60.0]]
     assert [p.get_height() for p in right.patches] == [2.0, 1.0, 0.5, 0.25]
+
+
+def test_a_recipe_step_leaves_plain_layers_with_weights_on_the_int4_grid(tiny_data_module):
+    from compresslab.combine import recipes
+
+    model = tiny_mlp()
+    config = ar.AdaRoundConfig(bits=4, act_bits=None, iterations=30, calibration_size=64)
+    out, reports, _ = recipes.run_recipe(recipes.Recipe("adaround int4", (recipes.Step("adaround", config),), "int4"),
+                                         model, tiny_data_module)
+    assert not quant_layers(out) and isinstance(reports[0], ar.AdaRoundReport)
+    for name in ("fc1", "fc2"):
+        w0, w = getattr(model, name).weight.detach(), getattr(out, name).weight.detach()
+        u = w / (w0.abs().amax(1, keepdim=True) / 7)  # the symmetric min-max grid of the float weight
+        assert float((u - torch.round(u)).abs().max()) < 1e-4 and float(u.abs().max()) <= 7 + 1e-4
