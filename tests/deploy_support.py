@@ -7,6 +7,8 @@ import functools
 import pytest
 import torch
 
+from compresslab.deploy import base
+
 N_TEST = 1000
 
 
@@ -70,10 +72,9 @@ def check_file(deployed) -> None:
 
 def check_missing(monkeypatch, name: str, package: str) -> None:
     """With `package`'s import blocked, the runtime is reported missing in one sentence, never raised."""
-    from compresslab import deploy
 
     monkeypatch.setitem(__import__("sys").modules, package, None)
-    message = deploy.available()[name]
+    message = base.available()[name]
     assert message is not None and "install" in message and "\n" not in message and "Traceback" not in message
-    with pytest.raises(deploy.MissingRuntime, match="install"):
-        deploy.adapter(name)
+    with pytest.raises(base.MissingRuntime, match="install"):
+        base.adapter(name)

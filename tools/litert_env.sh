@@ -7,7 +7,7 @@
 # one (TypedDict extra_items) to run notebooks; the converter works with the newer one (the LiteRT
 # tests pass), so the second venv drops its own copy and uses the main environment's.
 #
-#   tools/litert_env.sh [DIR]      then: DIR/bin/python -m pytest tests/test_deploy_litert.py
+#   tools/litert_env.sh [DIR]      then: DIR/bin/python -m pytest tests/deploy/test_deploy_litert.py
 set -euo pipefail
 target=${1:-.venv-litert}
 python=${PYTHON:-python}

@@ -5,7 +5,7 @@
     python tools/refresh_lock.py --dry-run    # resolve and print what would change; write nothing
     python tools/refresh_lock.py --all        # test with the whole test suite, not only deployment
     python tools/refresh_lock.py --python python3.10 --keep-venv
-    python tools/refresh_lock.py --tests "tests/test_deploy_onnx.py -x"
+    python tools/refresh_lock.py --tests "tests/deploy/test_deploy_onnx.py -x"
 
 The steps, in a temporary folder:
 
@@ -18,7 +18,7 @@ The steps, in a temporary folder:
 3. install: a fresh venv (``--python``) gets ``pip install -e ".[dev]" -c CANDIDATE``; then every
    locked package that applies there must be installed at its locked version.
 4. test: pytest in that venv, by default the deployment and notebook tests
-   (``tests/test_deploy*.py tests/test_notebook_07.py``). COMPRESSLAB_DATA defaults to a copy of
+   (``tests/deploy/test_deploy*.py tests/notebooks/test_notebook_07.py``). COMPRESSLAB_DATA defaults to a copy of
    ../shared/data when that exists.
 5. write: only if all of that passed, requirements/lock.txt and environment.yml's pin list are
    replaced (each written to a temporary file in its own folder, then ``os.replace``), and the
@@ -27,7 +27,7 @@ The steps, in a temporary folder:
 A failing step leaves both files as they were and exits non-zero, naming the step.
 
 The pure parts (parse a lock, diff two locks, render environment.yml's pins, check a lock against
-pyproject.toml or against the installed distributions) are plain functions used by tests/test_lock.py.
+pyproject.toml or against the installed distributions) are plain functions used by tests/project/test_lock.py.
 Needs only the standard library and ``packaging``.
 """
 
@@ -63,7 +63,7 @@ PROJECT = "compresslab"
 EXTRAS = ("dev",)
 TARGET_PYTHONS = ("3.10", "3.11", "3.12")
 CANDIDATE = "candidate-lock.txt"  # the candidate lock's name in the temporary folder
-DEFAULT_TESTS = ("tests/test_deploy*.py", "tests/test_notebook_07.py")
+DEFAULT_TESTS = ("tests/deploy/test_deploy*.py", "tests/notebooks/test_notebook_07.py")
 BEGIN_PINS = "# pins from requirements/lock.txt (written by tools/refresh_lock.py; do not edit by hand)"
 END_PINS = "# end of pins"
 
@@ -574,7 +574,7 @@ def pytest_runner(root: Path, workdir: Path, arguments: Sequence[str]) -> Test:
         environment["COMPRESSLAB_EXPECT_LOCK"] = "1"
         environment["COMPRESSLAB_LOCK_FILE"] = str(workdir / CANDIDATE)
         expanded: list[str] = []
-        for argument in arguments:  # expand tests/test_deploy*.py here: no shell runs pytest
+        for argument in arguments:  # expand tests/deploy/test_deploy*.py here: no shell runs pytest
             matches = sorted(glob.glob(argument, root_dir=root)) if "*" in argument else []
             expanded += matches or [argument]
         command = [str(python), "-m", "pytest", "-q", "-p", "no:cacheprovider", *expanded]

@@ -2,7 +2,3 @@
 (`recipes`), and each result becomes a measured point with its real artifact, runtime latency and
 energy estimate (`points`). This layer sits above `deploy` (it exports to the runtimes) and below
 `views` and `running`."""
-
-from compresslab.combine.catalogue import *  # noqa: F403
-from compresslab.combine.points import *  # noqa: F403
-from compresslab.combine.recipes import *  # noqa: F403

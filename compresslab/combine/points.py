@@ -8,7 +8,7 @@ Accuracy of a point: the runtime's for int8 recipes (activations in int8 too), P
 (bf16 / fp16 computed in that dtype).
 
 `time_points` times PyTorch eager and the runtime of every point in interleaved rounds
-(`metrics.latency_rounds`); `rows` turns everything into one flat table row per point, with the
+(`latency.latency_rounds`); `rows` turns everything into one flat table row per point, with the
 energy estimate of `core.energy` (executed MACs: non-zero weights only, as a zero-skipping
 accelerator would; weight reads: the artifact's bytes, from SRAM when it fits in `sram_bytes`).
 """
@@ -25,14 +25,14 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from compresslab import deploy
 from compresslab.combine.recipes import Recipe, run_recipe
-from compresslab.core import energy, metrics
+from compresslab.core import energy, latency, metrics
 from compresslab.core.data import Dataset
 from compresslab.core.latency import Latency, time_ratio
 from compresslab.core.models import prepare_model, prunable_layers
 from compresslab.core.report import Report
 from compresslab.core.training import evaluate
+from compresslab.deploy import base, bench
 from compresslab.techniques import packedfile
 from compresslab.techniques.lowbitops import half_copy
 
@@ -76,7 +76,7 @@ def _slug(name: str) -> str:
 
 
 def _accuracy(fn: Callable, data: Dataset) -> float:
-    logits = deploy.logits_of(fn, data.test)
+    logits = bench.logits_of(fn, data.test)
     return 100.0 * int((logits.argmax(1) == data.test.labels).sum()) / len(data.test)
 
 
@@ -102,8 +102,8 @@ def build(recipe: Recipe, model: nn.Module, data: Dataset, workdir: str | os.Pat
     if runtime is not None:
         example = data.test.tensors(limit=2)[0]
         precision = "int8" if recipe.precision == "int8" else "fp32"
-        deployed = deploy.adapter(runtime).export(
-            deploy.plain_copy(loaded), example, deploy.DeployOptions(precision=precision, threads=1), calibration,
+        deployed = base.adapter(runtime).export(
+            base.plain_copy(loaded), example, base.DeployOptions(precision=precision, threads=1), calibration,
             folder / runtime)
         runtime_bytes, runtime_acc = deployed.file_bytes, _accuracy(deployed, data)
     macs, executed = executed_macs(loaded, tuple(data.input_shape))
@@ -122,7 +122,7 @@ def time_points(built: Sequence[Built], batch_sizes: Sequence[int] = (1, 256), r
         variants[f"{b.recipe.name}\ttorch"] = b.torch_fn
         if b.deployed is not None:
             variants[f"{b.recipe.name}\truntime"] = b.deployed
-    lat = metrics.latency_rounds(variants, rounds=rounds, batch_sizes=tuple(batch_sizes),
+    lat = latency.latency_rounds(variants, rounds=rounds, batch_sizes=tuple(batch_sizes),
                                  input_shape=tuple(input_shape), repeats=repeats, warmup=2, threads=threads,
                                  min_seconds=min_seconds)
     out = {}

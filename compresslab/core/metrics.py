@@ -14,34 +14,11 @@ from dataclasses import asdict, dataclass
 import torch
 from torch import nn
 
-from compresslab.core.latency import (
-    Latency,
-    SpeedTable,
-    in_layout,
-    latency,
-    latency_rounds,
-    time_ratio,
-)
 from compresslab.core.models import prunable_layers
 
 __all__ = [
-    "effective_weight",
-    "LayerSize",
-    "SizeReport",
-    "Size",
-    "parameter_count",
-    "model_size",
-    "serialized_bytes",
-    "size_report",
-    "sparsity_table",
-    "weight_sparsity",
-    "macs",
-    "Latency",
-    "latency",
-    "SpeedTable",
-    "time_ratio",
-    "latency_rounds",
-    "in_layout",
+    "effective_weight", "LayerSize", "SizeReport", "Size", "parameter_count", "model_size",
+    "serialized_bytes", "size_report", "sparsity_table", "weight_sparsity", "macs"
 ]
 
 

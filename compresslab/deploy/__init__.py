@@ -2,9 +2,3 @@
 and the runtimes people ship with, one adapter each behind one interface (`base`: ONNX Runtime,
 OpenVINO, ExecuTorch, LiteRT, Core ML, TensorRT in `runtime_*`), measured side by side (`bench`)
 and watched for drift after deployment (`monitor`)."""
-
-from compresslab.deploy.base import *  # noqa: F403
-from compresslab.deploy.bench import *  # noqa: F403
-from compresslab.deploy.monitor import *  # noqa: F403
-from compresslab.deploy.pt2e import *  # noqa: F403
-from compresslab.deploy.report import *  # noqa: F403

@@ -22,8 +22,9 @@ import numpy as np
 import torch
 
 from compresslab.core.validate import check_choice, check_float, check_int
+from compresslab.techniques.distillation import logit_entropy
 
-__all__ = ["max_softmax", "entropy", "signal", "ks_2samp", "DriftConfig", "DriftTrace", "drift_trace"]
+__all__ = ["max_softmax", "signal", "ks_2samp", "DriftConfig", "DriftTrace", "drift_trace"]
 
 SIGNALS = ("max_softmax", "entropy")
 METHODS = ("threshold", "ks")
@@ -34,16 +35,10 @@ def max_softmax(logits: torch.Tensor) -> torch.Tensor:
     return torch.softmax(logits.double(), dim=1).max(dim=1).values.float()
 
 
-def entropy(logits: torch.Tensor) -> torch.Tensor:
-    """-sum_k p_k log p_k per row (nats), p = softmax(z)."""
-    logp = torch.log_softmax(logits.double(), dim=1)
-    return -(logp.exp() * logp).sum(dim=1).float()
-
-
 def signal(logits: torch.Tensor, name: str) -> np.ndarray:
     """The named per-input signal as a numpy array."""
     check_choice("signal", "name", name, SIGNALS)
-    return (max_softmax(logits) if name == "max_softmax" else entropy(logits)).numpy()
+    return (max_softmax(logits) if name == "max_softmax" else logit_entropy(logits)).numpy()
 
 
 def _kolmogorov_sf(t: float) -> float:

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from compresslab.core import metrics, models
+from compresslab.core import latency, metrics, models
 from compresslab.core.data import Dataset, Split
 from compresslab.core.models import is_convnet, to_model_layout
 from compresslab.core.params import DATASET, PROFILE, SEED, Param, choice
@@ -270,14 +270,14 @@ def weight_bytes(converted: torch.fx.GraphModule) -> dict[str, int]:
 # ----------------------------------------------------------------- timing
 
 def benchmark(variants: dict[str, tuple[Callable, bool]], batch_sizes: Sequence[int], input_shape: Sequence[int],
-              rounds: int = 5, repeats: int = 20, threads: int | None = None, baseline: str = "") -> metrics.SpeedTable:
-    """`metrics.latency_rounds` over variants label -> (fn, channels_last), each fed batches in its
+              rounds: int = 5, repeats: int = 20, threads: int | None = None, baseline: str = "") -> latency.SpeedTable:
+    """`latency.latency_rounds` over variants label -> (fn, channels_last), each fed batches in its
     own layout (a compiled graph is fixed to one), as a SpeedTable against `baseline`."""
-    rows = metrics.latency_rounds({label: fn for label, (fn, _) in variants.items()}, rounds=rounds,
+    rows = latency.latency_rounds({label: fn for label, (fn, _) in variants.items()}, rounds=rounds,
                                   channels_last={label: cl for label, (_, cl) in variants.items()},
                                   batch_sizes=tuple(batch_sizes), input_shape=tuple(input_shape),
                                   repeats=repeats, warmup=2, threads=threads)
-    table = metrics.SpeedTable(baseline=baseline)
+    table = latency.SpeedTable(baseline=baseline)
     table.add(rows)
     return table
 
@@ -335,7 +335,7 @@ def apply_int8(model: nn.Module, config: Int8Config, data: Dataset, *, inplace: 
         compile_seconds += seconds
         timings = table.table().to_dict("records")
         for b in config.batch_sizes:
-            speedups[f"int8 vs {fair} @ batch {b}"] = metrics.time_ratio(table.speedup("int8", b), table.speedup(fair, b))
+            speedups[f"int8 vs {fair} @ batch {b}"] = latency.time_ratio(table.speedup("int8", b), table.speedup(fair, b))
             speedups[f"int8 vs fp32 eager @ batch {b}"] = table.speedup("int8", b)
 
     ref_preds = predictions(int8.reference, data.test)
@@ -360,7 +360,7 @@ def apply_int8(model: nn.Module, config: Int8Config, data: Dataset, *, inplace: 
 
 
 def _time_variants(model: nn.Module, int8: Int8Model, config: Int8Config,
-                   shape: tuple[int, ...]) -> tuple[metrics.SpeedTable, str, float]:
+                   shape: tuple[int, ...]) -> tuple[latency.SpeedTable, str, float]:
     """Time FP32 eager (NCHW weights and batches), FP32 channels_last, FP32 compiled and INT8; return the
     table, the fair FP32 label (the fastest kind of FP32 we built: compiled if it compiled) and the FP32
     compile seconds."""
@@ -383,7 +383,7 @@ def _time_variants(model: nn.Module, int8: Int8Model, config: Int8Config,
 
 
 def _no_module(model: nn.Module) -> Callable[[torch.Tensor], torch.Tensor]:
-    """Wrap a module as a plain function (metrics.latency would otherwise call .eval() on it)."""
+    """Wrap a module as a plain function (latency.latency would otherwise call .eval() on it)."""
     model.eval()
     return lambda x: model(x)
 

@@ -2,7 +2,3 @@
 students (`releasing`), grading submissions outside the student's kernel (`grading`, `worker`,
 `submission`), reports and feedback (`reporting`), the check mechanics (`checking`) and one
 checks module per notebook (`checks`)."""
-
-from compresslab.exercises.building import *  # noqa: F403
-from compresslab.exercises.grading import *  # noqa: F403
-from compresslab.exercises.releasing import *  # noqa: F403

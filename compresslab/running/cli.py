@@ -6,6 +6,8 @@ import argparse
 import sys
 from pathlib import Path
 
+from compresslab.core import profiles
+from compresslab.exercises import building, grading, releasing
 from compresslab.running import runner
 from compresslab.running.sweep import MAX_RETRIES, MAX_WORKERS
 
@@ -105,15 +107,14 @@ def _cmd_report(args: argparse.Namespace) -> int:
 
 
 def _cmd_exercises(args: argparse.Namespace) -> int:
-    from compresslab import exercises
 
     if args.action == "release":
-        written = exercises.release(Path(args.out_dir))
+        written = releasing.release(Path(args.out_dir))
         for path in written:
             print(f"wrote {path}")
         print(f"student release in {args.out_dir}: {len(written)} files, no solution text")
         return 0
-    changed = exercises.build(check=args.check)
+    changed = building.build(check=args.check)
     if args.check:
         for path in changed:
             print(f"out of date: {path} (run `compresslab exercises build`)")
@@ -121,14 +122,13 @@ def _cmd_exercises(args: argparse.Namespace) -> int:
         return 1 if changed else 0
     for path in changed:
         print(f"wrote {path}")
-    print(f"{len(changed)} student notebook(s) written, {len(exercises.solutions()) - len(changed)} unchanged")
+    print(f"{len(changed)} student notebook(s) written, {len(building.solutions()) - len(changed)} unchanged")
     return 0
 
 
 def _cmd_check(args: argparse.Namespace) -> int:
-    from compresslab import exercises
 
-    grades, out_dir = exercises.grade(args.notebooks, Path(args.out) if args.out else None, args.student_id,
+    grades, out_dir = grading.grade(args.notebooks, Path(args.out) if args.out else None, args.student_id,
                                       args.cell_timeout)
     passed, total = sum(g.passed for g in grades), sum(g.total for g in grades)
     if len(grades) > 1:
@@ -147,7 +147,7 @@ def build_parser() -> argparse.ArgumentParser:
     p_list.set_defaults(func=_cmd_list)
     p_run = sub.add_parser("run", help="execute notebooks headless (papermill); sweeps with -p KEY V1,V2")
     p_run.add_argument("names", nargs="+", help="notebook name(s), number(s), or 'all'")
-    p_run.add_argument("--profile", choices=runner.PROFILES, default="full",
+    p_run.add_argument("--profile", choices=profiles.PROFILES, default="full",
                        help="quick: small data and few epochs (minutes); full: the real experiment (default)")
     p_run.add_argument("-p", "--param", nargs=2, action="append", metavar=("KEY", "VALUE"),
                        help="set a parameter; 'V1,V2,V3' runs one execution per value (a grid for several keys)")

@@ -27,31 +27,10 @@ from compresslab.running.progress import register_engine
 from compresslab.running.summary import write_summary
 
 __all__ = [
-    "NOTEBOOK_DIR",
-    "PROFILES",
-    "CELL_TIMEOUT",
-    "MAX_THREADS",
-    "notebooks",
-    "resolve",
-    "parameters",
-    "check_parameters",
-    "check_cell_timeout",
-    "defaults",
-    "parse_value",
-    "expand_grid",
-    "split_values",
-    "RunResult",
-    "run_label",
-    "cpu_cores",
-    "threads_per_run",
-    "thread_env",
-    "recorded",
-    "execute",
-    "kernel_env",
-    "export_html",
-    "default_out_dir",
-    "run_many",
-    "write_summary",
+    "NOTEBOOK_DIR", "CELL_TIMEOUT", "MAX_THREADS", "notebooks", "resolve", "parameters",
+    "check_parameters", "check_cell_timeout", "defaults", "parse_value", "expand_grid",
+    "split_values", "RunResult", "run_label", "cpu_cores", "threads_per_run", "thread_env",
+    "recorded", "execute", "kernel_env", "export_html", "default_out_dir", "run_many"
 ]
 
 NOTEBOOK_DIR = notebook_dir()  # core.locations: $COMPRESSLAB_NOTEBOOKS, the checkout, or the installed package

@@ -46,41 +46,21 @@ from compresslab.core.cache import weights_digest
 from compresslab.core.io import write_bytes_atomic
 from compresslab.core.models import prunable_layers
 from compresslab.core.validate import check_tensor
-from compresslab.techniques.filelayers import (  # noqa: F401  (re-exported: compressedfile.encode_layer, ...)
+from compresslab.techniques.filelayers import (
     META_FIELDS,
     META_FIELDS_V2,
     VALUE_DTYPES,
     LayerRecord,
-    _check_index_bits,
-    _pack_lengths,
-    _table_bytes,
-    _table_size,
-    _unpack_lengths,
     decode_layer,
     encode_layer,
-    relative_decode,
-    relative_encode,
-    value_bytes_for,
+    table_bytes,
+    unpack_lengths,
 )
 from compresslab.techniques.huffman import HuffmanCode
 
 __all__ = [
-    "MAGIC",
-    "VERSION",
-    "READABLE_VERSIONS",
-    "relative_encode",
-    "relative_decode",
-    "LayerRecord",
-    "META_FIELDS",
-    "value_bytes_for",
-    "encode_layer",
-    "decode_layer",
-    "infer_architecture",
-    "encode_model",
-    "decode_bytes",
-    "read_file",
-    "save",
-    "load",
+    "MAGIC", "VERSION", "READABLE_VERSIONS", "infer_architecture", "encode_model", "decode_bytes",
+    "read_file", "save", "load"
 ]
 
 MAGIC = b"CLDEEPC\x00"
@@ -279,8 +259,8 @@ def decode_bytes(content: bytes) -> tuple[dict, dict[str, torch.Tensor], list[La
         for m in meta["layers"]:
             k, vb = m["k"], m["value_bytes"]
             codebook, off = _take(buf, off, vb * k, "codebook")
-            w_len, off = _take(buf, off, _table_bytes(m["w_table"]), "weight code")
-            i_len, off = _take(buf, off, _table_bytes(m["i_table"]), "index code")
+            w_len, off = _take(buf, off, table_bytes(m["w_table"]), "weight code")
+            i_len, off = _take(buf, off, table_bytes(m["i_table"]), "index code")
             w_stream, off = _take(buf, off, m["w_bytes"], "weight stream")
             i_stream, off = _take(buf, off, m["i_bytes"], "index stream")
             bias = None
@@ -290,8 +270,8 @@ def decode_bytes(content: bytes) -> tuple[dict, dict[str, torch.Tensor], list[La
             rec = LayerRecord(m["name"], m["kind"], m["shape"], m["bits"], m["index_bits"],
                               _finite(np.frombuffer(codebook, VALUE_DTYPES[vb]).astype(np.float32),
                                       f"the codebook of {m['name']!r}"),
-                              HuffmanCode(_unpack_lengths(w_len, m["w_table"], k), m["w_single"]),
-                              HuffmanCode(_unpack_lengths(i_len, m["i_table"], 1 << m["index_bits"]), m["i_single"]),
+                              HuffmanCode(unpack_lengths(w_len, m["w_table"], k), m["w_single"]),
+                              HuffmanCode(unpack_lengths(i_len, m["i_table"], 1 << m["index_bits"]), m["i_single"]),
                               w_stream, i_stream, m["nnz"], m["n_gaps"], bias, vb)
             _check_stream(rec.index_code, i_stream, rec.n_gaps, f"position gaps of layer {rec.name!r}")
             _check_stream(rec.weight_code, w_stream, rec.nnz, f"cluster indices of layer {rec.name!r}")
@@ -381,7 +361,7 @@ def _build_architecture(arch: dict, found: dict[str, tuple[int, ...]]) -> nn.Mod
         return models.create(name, **kwargs)
 
 
-def _from_state(template: nn.Module, state: dict[str, torch.Tensor]) -> nn.Module:
+def model_from_state(template: nn.Module, state: dict[str, torch.Tensor]) -> nn.Module:
     model = copy.deepcopy(template)
     device = next(model.parameters()).device
     model.load_state_dict({k: v.to(device) for k, v in state.items()}, strict=True)

@@ -3,7 +3,8 @@
 The pipeline: prune with retraining (pruning.apply_pruning), share weights with k-means and
 fine-tune the centroids (sharing.apply_sharing), then write the file whose format lives in
 `compressedfile` (codebook, Huffman-coded cluster indices and relative positions, bias; header,
-metadata and CRC-32) and load it back. The file-format names are re-exported here.
+metadata and CRC-32) and load it back. `PAPER` holds the paper's reported results, which
+`paper_summary` compares a run with.
 """
 
 from __future__ import annotations
@@ -11,8 +12,10 @@ from __future__ import annotations
 import copy
 import os
 import time
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from types import MappingProxyType
 
 import numpy as np
 import torch
@@ -26,30 +29,25 @@ from compresslab.core.report import Report
 from compresslab.core.training import LossFn, evaluate
 from compresslab.core.validate import (
     check_bits,
+    check_choice,
     check_config,
     check_float,
 )
-from compresslab.techniques.compressedfile import (  # noqa: F401  (re-exported: the notebook and exercises use dc.save, dc.load, ...)
-    MAGIC,
-    META_FIELDS,
-    VERSION,
-    LayerRecord,
-    _check_index_bits,
-    _from_state,
-    _table_bytes,
-    _table_size,
+from compresslab.techniques.compressedfile import (
     decode_bytes,
-    decode_layer,
-    encode_layer,
     encode_model,
-    infer_architecture,
     load,
-    relative_decode,
-    relative_encode,
+    model_from_state,
     save,
 )
 from compresslab.techniques.distillation import (
     distillation_loss_fn,
+)
+from compresslab.techniques.filelayers import (
+    LayerRecord,
+    relative_encode,
+    table_bytes,
+    table_size,
 )
 from compresslab.techniques.huffman import codewords, symbol_counts
 from compresslab.techniques.masks import make_permanent
@@ -58,20 +56,10 @@ from compresslab.techniques.registry import StepContext, Technique, register, ti
 from compresslab.techniques.sharing import ShareConfig, SharingReport, apply_sharing
 
 __all__ = [
-    "EncodeConfig",
-    "DeepCompressionConfig",
-    "std_threshold_sparsity",
-    "layer_table",
-    "DeepCompressionReport",
-    "stage_sizes",
-    "prune_stage",
-    "share_stage",
-    "Encoded",
-    "encode_stage",
-    "load_stage",
-    "apply_deep_compression",
-    "byte_parts",
-    "stream_statistics",
+    "EncodeConfig", "DeepCompressionConfig", "std_threshold_sparsity", "layer_table",
+    "DeepCompressionReport", "stage_sizes", "prune_stage", "share_stage", "Encoded", "encode_stage",
+    "load_stage", "apply_deep_compression", "byte_parts", "stream_statistics", "stage_accuracies",
+    "PaperResult", "PAPER", "paper_summary"
 ]
 
 # ----------------------------------------------------------------- the pipeline
@@ -238,6 +226,53 @@ def stage_sizes(dense: nn.Module, pruned: nn.Module, shared: nn.Module, config: 
     return rows
 
 
+def stage_accuracies(stages: list[dict], accuracies: Sequence[float]) -> list[dict]:
+    """`stage_sizes`' rows with each stage's accuracy ("accuracy %", 2 decimals) beside its bytes,
+    in the stages' order: dense, pruned, shared, the file."""
+    if len(accuracies) != len(stages):
+        raise ValueError(f"stage_accuracies: {len(accuracies)} accuracies for {len(stages)} stages")
+    return [{**row, "accuracy %": round(float(acc), 2)} for row, acc in zip(stages, accuracies, strict=True)]
+
+
+@dataclass(frozen=True)
+class PaperResult:
+    """One model as Han, Mao and Dally (2016) report it, the reported numbers: the per-layer
+    pruning rates (fraction removed), the whole pipeline's compression factor, and the error
+    increase a reproduction may show (points; the paper's own change is below zero)."""
+
+    layer_sparsity: Mapping[str, float]
+    compression_x: float
+    max_error_increase_points: float = 0.1
+
+
+PAPER = MappingProxyType({
+    "lenet300": PaperResult(MappingProxyType({"fc1": 0.92, "fc2": 0.91, "fc3": 0.74}), 40.0),
+    "lenet5": PaperResult(MappingProxyType({"conv1": 0.34, "conv2": 0.88, "fc1": 0.92, "fc2": 0.81}), 39.0),
+})
+
+
+def paper_summary(model_name: str, dense_accuracy: float, loaded_accuracy: float, dense_bytes: int,
+                  file_bytes: int, stages: list[dict]) -> dict:
+    """The headline of a run against the paper: errors (100 - accuracy, percent), the error increase
+    (points), the compression factors of the file and of each stage (dense bytes / bytes; gzip of
+    the dense and the shared model), and whether the paper's compression and accuracy are met
+    (compression_x >= the paper's factor; increase <= its allowance, with 1e-9 for rounding)."""
+    check_choice("paper_summary", "model_name", model_name, tuple(PAPER))
+    paper = PAPER[model_name]
+    by_stage = {row["stage"]: row for row in stages}
+    increase = dense_accuracy - loaded_accuracy
+    return {"dense_error_pct": 100 - dense_accuracy, "compressed_error_pct": 100 - loaded_accuracy,
+            "error_increase_points": increase, "compression_x": dense_bytes / file_bytes,
+            "pruned_compression_x": by_stage["pruned"]["compression x"],
+            "shared_compression_x": by_stage["shared"]["compression x"],
+            "gzip_dense_compression_x": dense_bytes / by_stage["dense"]["gzip bytes"],
+            "gzip_shared_compression_x": dense_bytes / by_stage["shared"]["gzip bytes"],
+            "paper_compression_x": paper.compression_x,
+            "paper_max_error_increase_points": paper.max_error_increase_points,
+            "compression_target_met": dense_bytes / file_bytes >= paper.compression_x,
+            "accuracy_target_met": increase <= paper.max_error_increase_points + 1e-9}
+
+
 # ----------------------------------------------------------------- the stages, then the chain
 
 def prune_stage(dense: nn.Module, config: DeepCompressionConfig, data: Dataset, *, progress: bool | None = None,
@@ -285,7 +320,7 @@ def encode_stage(shared: nn.Module, config: DeepCompressionConfig, path: str | o
 def load_stage(encoded: Encoded, shared: nn.Module) -> tuple[nn.Module, bool]:
     """Stage 4: load the model back from the file (from memory when it was not saved); True when
     every tensor of `shared` comes back bit-exact."""
-    loaded = load(encoded.path, model=shared) if encoded.path is not None else _from_state(shared, encoded.state)
+    loaded = load(encoded.path, model=shared) if encoded.path is not None else model_from_state(shared, encoded.state)
     bit_exact = all(torch.equal(encoded.state[k].cpu(), v.detach().cpu()) for k, v in shared.state_dict().items())
     return loaded, bit_exact
 
@@ -330,8 +365,8 @@ def byte_parts(records: list[LayerRecord], file_bytes: int) -> list[dict]:
     rows = []
     for r in records:
         rows.append({"layer": r.name, "codebook": r.value_bytes * len(r.codebook),
-                     "code tables": _table_bytes(_table_size(r.weight_code.lengths))
-                     + _table_bytes(_table_size(r.index_code.lengths)),
+                     "code tables": table_bytes(table_size(r.weight_code.lengths))
+                     + table_bytes(table_size(r.index_code.lengths)),
                      "cluster indices (Huffman)": len(r.weight_stream), "positions (Huffman)": len(r.index_stream),
                      "bias": 0 if r.bias is None else r.value_bytes * r.bias.size})
     body = sum(len(r.body()) for r in records)

@@ -42,6 +42,7 @@ __all__ = [
     "DistillStep",
     "soft_targets",
     "entropy",
+    "logit_entropy",
     "soft_loss",
     "kd_terms",
     "kd_loss",
@@ -90,6 +91,17 @@ def entropy(probs: torch.Tensor, base: float = 2.0) -> torch.Tensor:
     """
     logp = torch.log(probs.clamp_min(torch.finfo(probs.dtype).tiny))
     return -(probs * logp).sum(-1) / math.log(base)
+
+
+def logit_entropy(logits: torch.Tensor) -> torch.Tensor:
+    """H(softmax(z)) = -sum_k p_k log p_k per row in nats, from logits (log-softmax in float64, so
+    saturated logits give 0, not NaN).
+
+    >>> logit_entropy(torch.zeros(1, 4))  # four equal logits: log 4 nats
+    tensor([1.3863])
+    """
+    logp = torch.log_softmax(logits.double(), dim=1)
+    return -(logp.exp() * logp).sum(dim=1).float()
 
 
 def soft_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float) -> torch.Tensor:

@@ -30,7 +30,7 @@ __all__ = [
 
 # ----------------------------------------------------------------- relative indices
 
-def _check_index_bits(bits: int, name: str = "index_bits") -> None:
+def check_index_bits(bits: int, name: str = "index_bits") -> None:
     check_bits("", name, bits, 1, 16)
 
 
@@ -43,7 +43,7 @@ def relative_encode(positions, index_bits: int) -> np.ndarray:
     >>> relative_encode([1, 4, 20], index_bits=3)  # gaps 2, 3, 16; M = 7: 16 = two fillers (7 + 7) + 2
     array([2, 3, 0, 0, 2])
     """
-    _check_index_bits(index_bits)
+    check_index_bits(index_bits)
     pos = np.asarray(positions, dtype=np.int64)
     if pos.size == 0:
         return np.zeros(0, dtype=np.int64)
@@ -63,7 +63,7 @@ def relative_decode(symbols, index_bits: int) -> np.ndarray:
     >>> relative_decode([2, 3, 0, 0, 2], index_bits=3)
     array([ 1,  4, 20])
     """
-    _check_index_bits(index_bits)
+    check_index_bits(index_bits)
     s = np.asarray(symbols, dtype=np.int64)
     m = (1 << index_bits) - 1
     if s.size and (s.min() < 0 or s.max() > m):
@@ -101,7 +101,7 @@ class LayerRecord:
 
     def meta(self) -> list:
         """This layer's entry in the file's metadata: the values of META_FIELDS, in order."""
-        w_tab, i_tab = _table_size(self.weight_code.lengths), _table_size(self.index_code.lengths)
+        w_tab, i_tab = table_size(self.weight_code.lengths), table_size(self.index_code.lengths)
         return [self.name, self.kind, list(self.shape), self.bits, self.index_bits, len(self.codebook), self.nnz,
                 self.n_gaps, self.weight_code.single, self.index_code.single, len(self.weight_stream),
                 len(self.index_stream), 0 if self.bias is None else int(self.bias.size), w_tab, i_tab,
@@ -109,8 +109,8 @@ class LayerRecord:
 
     def body(self) -> bytes:
         dtype = VALUE_DTYPES[self.value_bytes]
-        parts = [self.codebook.astype(dtype).tobytes(), _pack_lengths(self.weight_code.lengths),
-                 _pack_lengths(self.index_code.lengths), self.weight_stream, self.index_stream]
+        parts = [self.codebook.astype(dtype).tobytes(), pack_lengths(self.weight_code.lengths),
+                 pack_lengths(self.index_code.lengths), self.weight_stream, self.index_stream]
         if self.bias is not None:
             parts.append(self.bias.astype(dtype).tobytes())
         return b"".join(parts)
@@ -135,16 +135,16 @@ def value_bytes_for(*arrays: np.ndarray | None) -> int:
     return 2
 
 
-def _table_size(lengths: np.ndarray) -> int:
+def table_size(lengths: np.ndarray) -> int:
     """Code lengths stored: up to the last used symbol (the rest are 0), negative = 4-bit packed."""
     used = np.flatnonzero(lengths)
     n = int(used[-1]) + 1 if len(used) else 0
     return -n if n and lengths.max() <= 15 else n
 
 
-def _pack_lengths(lengths: np.ndarray) -> bytes:
+def pack_lengths(lengths: np.ndarray) -> bytes:
     """Code lengths up to the last used symbol: two per byte when all are <= 15, else one per byte."""
-    size = _table_size(lengths)
+    size = table_size(lengths)
     if size >= 0:
         return lengths[:size].astype(np.uint8).tobytes()
     n = -size
@@ -153,11 +153,11 @@ def _pack_lengths(lengths: np.ndarray) -> bytes:
     return (padded[0::2] << 4 | padded[1::2]).astype(np.uint8).tobytes()
 
 
-def _table_bytes(size: int) -> int:
+def table_bytes(size: int) -> int:
     return (-size + 1) // 2 if size < 0 else size
 
 
-def _unpack_lengths(raw: bytes, size: int, alphabet: int) -> np.ndarray:
+def unpack_lengths(raw: bytes, size: int, alphabet: int) -> np.ndarray:
     n = abs(size)
     if n > alphabet:
         raise ValueError(f"corrupt file: code table of {n} entries for an alphabet of {alphabet}")
@@ -172,7 +172,7 @@ def encode_layer(name: str, weight: torch.Tensor, bias: torch.Tensor | None, bit
     """Codebook + Huffman-coded indices + Huffman-coded relative positions of one weight tensor.
 
     The weight must already be shared: at most 2^bits distinct non-zero values, all finite."""
-    _check_index_bits(index_bits)
+    check_index_bits(index_bits)
     check_tensor(f"layer {name!r} weight", weight)
     if bias is not None:
         check_tensor(f"layer {name!r} bias", bias, allow_empty=True)

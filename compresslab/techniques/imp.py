@@ -135,7 +135,7 @@ class RewindPoint(Callback):
             self.states[state.step] = state_of(state.model)
 
 
-def _check_unpruned(model: nn.Module) -> None:
+def check_unpruned(model: nn.Module) -> None:
     if any(hasattr(layer, "weight_mask") for layer in prunable_layers(model).values()):
         raise ValueError("model already carries pruning masks; pass the unpruned network (its weights are theta_0)")
 
@@ -143,7 +143,7 @@ def _check_unpruned(model: nn.Module) -> None:
 def rewind(template: nn.Module, state: State, masks: Masks) -> nn.Module:
     """A copy of the unpruned `template` holding `state` (e.g. theta_k) with `masks` attached:
     surviving weights take exactly their saved values, pruned weights are zero."""
-    _check_unpruned(template)
+    check_unpruned(template)
     model = copy.deepcopy(template)
     model.load_state_dict(state)
     set_masks(model, masks)
@@ -153,7 +153,7 @@ def rewind(template: nn.Module, state: State, masks: Masks) -> nn.Module:
 def reinitialize(template: nn.Module, seed: int) -> nn.Module:
     """A copy of the unpruned `template` with every layer re-drawn by its own `reset_parameters`
     under torch seed `seed` (the same distribution as the original initialisation)."""
-    _check_unpruned(template)
+    check_unpruned(template)
     model = copy.deepcopy(template)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
@@ -163,7 +163,7 @@ def reinitialize(template: nn.Module, seed: int) -> nn.Module:
     return model
 
 
-def _weights(model: nn.Module) -> dict[str, torch.Tensor]:
+def effective_weights(model: nn.Module) -> dict[str, torch.Tensor]:
     return {n: metrics.effective_weight(m).cpu() for n, m in prunable_layers(model).items()}
 
 
@@ -187,7 +187,7 @@ class LevelResult:
         return asdict(self)
 
 
-def _level_result(level: int, branch: str, masks: Masks, history: TrainHistory) -> LevelResult:
+def level_result(level: int, branch: str, masks: Masks, history: TrainHistory) -> LevelResult:
     remaining, per_layer = density(masks)
     best = int(np.argmin(history.val_loss))
     return LevelResult(

@@ -55,16 +55,14 @@ from compresslab.core.validate import (
     check_int,
     check_seed,
 )
-from compresslab.techniques.imp import (  # noqa: F401  (re-exported: notebooks and exercises use lottery.rewind, ...)
+from compresslab.techniques.imp import (
     LevelResult,
     Masks,
     RewindPoint,
     State,
-    _check_unpruned,
-    _level_result,
-    _weights,
-    density,
-    layer_keep_counts,
+    check_unpruned,
+    effective_weights,
+    level_result,
     prune_survivors,
     prune_survivors_global,
     random_masks_like,
@@ -78,16 +76,8 @@ from compresslab.techniques.pruning import sparse_size
 from compresslab.techniques.registry import Technique, register, tiny_mlp
 
 __all__ = [
-    "BRANCHES",
-    "CONTROLS",
-    "DEFAULT_TRAIN",
-    "LotteryConfig",
-    "next_masks",
-    "DenseRun",
-    "train_dense",
-    "LotteryReport",
-    "apply_lottery",
-    "pixel_density",
+    "BRANCHES", "CONTROLS", "DEFAULT_TRAIN", "LotteryConfig", "next_masks", "DenseRun",
+    "train_dense", "LotteryReport", "apply_lottery", "pixel_density"
 ]
 
 BRANCHES = ("ticket", "random_reinit", "random_mask", "lr_rewind")
@@ -198,7 +188,7 @@ def train_dense(
     progress: bool | None = None,
 ) -> DenseRun:
     """Train a copy of the unpruned `model` (weights theta_0) with `config`; keep theta_k for each k."""
-    _check_unpruned(model)
+    check_unpruned(model)
     total = config.total_steps(len(data.train))
     for k in rewind_steps:
         if not 0 <= k < total:
@@ -309,7 +299,7 @@ def apply_lottery(
         raise ValueError(f"apply_lottery needs a Dataset to train on, got {type(data).__name__}")
     from tqdm.auto import tqdm
 
-    _check_unpruned(model)
+    check_unpruned(model)
     if data.val is None or len(data.val) == 0:
         raise ValueError("the early-stopping iteration needs a validation split: data.load(..., val_size=5000)")
     start = time.perf_counter()
@@ -330,8 +320,8 @@ def apply_lottery(
     template = copy.deepcopy(model).cpu()
     template.load_state_dict(dense.init)
     device = next(model.parameters()).device
-    ones = {n: torch.ones_like(w) for n, w in _weights(dense.model).items()}
-    results = [_level_result(0, "dense", ones, dense.history)]
+    ones = {n: torch.ones_like(w) for n, w in effective_weights(dense.model).items()}
+    results = [level_result(0, "dense", ones, dense.history)]
     masks: dict[str, dict[int, Masks]] = {b: {0: ones} for b in cfg.branches if b != "random_reinit"}
     scores = random_scores({n: m.shape for n, m in ones.items()}, cfg.random_mask_seed)
     prev = {"ticket": dense.model, "lr_rewind": dense.model}
@@ -339,13 +329,13 @@ def apply_lottery(
     def run(net: nn.Module, level: int, branch: str, mask: Masks) -> nn.Module:
         net.to(device)
         history = train(net, data, cfg.train, loss_fn=loss_fn, callbacks=callbacks, progress=False, start_step=k)
-        results.append(_level_result(level, branch, mask, history))
+        results.append(level_result(level, branch, mask, history))
         return net
 
     show = (not quiet_default()) if progress is None else progress
     for level in tqdm(range(1, cfg.levels + 1), desc="IMP levels", disable=not show):
         if "ticket" in cfg.branches:
-            mask = next_masks(_weights(prev["ticket"]), masks["ticket"][level - 1], cfg)
+            mask = next_masks(effective_weights(prev["ticket"]), masks["ticket"][level - 1], cfg)
             masks["ticket"][level] = mask
             prev["ticket"] = run(rewind(template, theta_k, mask), level, "ticket", mask)
             if cfg.runs_control(level):
@@ -357,7 +347,7 @@ def apply_lottery(
                     masks["random_mask"][level] = rand
                     run(rewind(template, theta_k, rand), level, "random_mask", rand)
         if "lr_rewind" in cfg.branches:
-            mask = next_masks(_weights(prev["lr_rewind"]), masks["lr_rewind"][level - 1], cfg)
+            mask = next_masks(effective_weights(prev["lr_rewind"]), masks["lr_rewind"][level - 1], cfg)
             masks["lr_rewind"][level] = mask
             trained = {n: v.cpu() for n, v in prev["lr_rewind"].state_dict().items()}
             state = {n: trained.get(f"{n}_orig", trained.get(n)) for n in template.state_dict()}

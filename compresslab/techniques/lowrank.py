@@ -39,12 +39,11 @@ from compresslab.core.validate import (
 )
 from compresslab.techniques import tensordecomp
 from compresslab.techniques.registry import TINY_TRAIN, Technique, register, tiny_mlp
-from compresslab.techniques.svd import (  # noqa: F401  (re-exported: notebooks and exercises use lowrank.svd, ...)
+from compresslab.techniques.svd import (
     SVD,
-    _check_fraction,
-    _check_rank,
-    _check_svd,
     break_even_rank,
+    check_rank,
+    check_svd,
     eckart_young_error,
     energy_curve,
     rank_for_energy,
@@ -55,9 +54,9 @@ from compresslab.techniques.svd import (  # noqa: F401  (re-exported: notebooks 
 )
 
 __all__ = [
-    "CONV_MODES", "SCOPES", "layer_matrix", "factorized_params", "factorize_layer", "reconstructed_weight",
-    "LowRankConfig", "target_layers", "factorizable_layers", "decompose", "select_ranks", "LowRankReport",
-    "apply_lowrank", "spectra",
+    "CONV_MODES", "SCOPES", "layer_matrix", "factorized_params", "factorize_layer",
+    "reconstructed_weight", "LowRankConfig", "target_layers", "factorizable_layers", "decompose",
+    "select_ranks", "LowRankReport", "apply_lowrank", "spectra"
 ]
 
 CONV_MODES = ("channel", "spatial") + tensordecomp.TENSOR_MODES  # the last two: rank only, conv only
@@ -99,7 +98,7 @@ def factorize_layer(layer: nn.Module, rank: int, conv_mode: str = "channel",
     Conv2d 'spatial' -> Sequential(vertical: k_h x 1 conv C -> r, horizontal: 1 x k_w conv r -> N).
     """
     mat = layer_matrix(layer, conv_mode)
-    _check_rank(rank, min(mat.shape))
+    check_rank(rank, min(mat.shape))
     a, b = svd_factorize(mat, rank, decomposition)
     w = layer.weight
     kw = dict(device=w.device, dtype=w.dtype)
@@ -237,7 +236,7 @@ def _svds_for(model: nn.Module, config: LowRankConfig, svds: dict[str, SVD] | No
         svds.update(decompose(model, config.conv_mode, missing))
     for n, layer in layers.items():
         if n not in missing:
-            _check_svd(layer_matrix(layer, config.conv_mode), svds[n])
+            check_svd(layer_matrix(layer, config.conv_mode), svds[n])
     return {n: svds[n] for n in layers}
 
 
@@ -253,7 +252,7 @@ def select_ranks(model: nn.Module, config: LowRankConfig, svds: dict[str, SVD] |
                 raise ValueError(f"rank has no entry for layer {n!r}; give one for each of {list(mats)}")
             r = config.rank[n] if isinstance(config.rank, dict) else config.rank
             cp = config.conv_mode == "cp" and isinstance(layers[n], nn.Conv2d)  # a CP rank can exceed min(m, n)
-            ranks[n] = _check_rank(r, mat.numel() if cp else min(mat.shape), f"rank for layer {n!r} ({tuple(mat.shape)})")
+            ranks[n] = check_rank(r, mat.numel() if cp else min(mat.shape), f"rank for layer {n!r} ({tuple(mat.shape)})")
         return ranks
     if config.scope == "layer":
         if config.energy is not None:

@@ -33,7 +33,7 @@ SCOPES = ("layer", "global")
 SCHEDULES = ("one_shot", "iterative", "gradual")
 
 
-def _check_sparsity(sparsity: float, field_name: str = "sparsity") -> None:
+def check_sparsity(sparsity: float, field_name: str = "sparsity") -> None:
     check_float("", field_name, sparsity, 0, 1, hi_open=True)
 
 
@@ -45,7 +45,7 @@ def magnitude_mask(w: torch.Tensor, sparsity: float) -> torch.Tensor:
     tensor([[1., 0., 1., 0.],
             [1., 0., 0., 1.]])
     """
-    _check_sparsity(sparsity)
+    check_sparsity(sparsity)
     k = int(round(sparsity * w.numel()))
     mask = torch.ones_like(w, memory_format=torch.contiguous_format)  # view(-1) below needs contiguous
     if k:
@@ -61,7 +61,7 @@ def global_magnitude_masks(weights: dict[str, torch.Tensor], sparsity: float) ->
     >>> global_magnitude_masks(weights, 0.4)  # one threshold over all 5 weights: 0.5 and 1.0 go
     {'a': tensor([0., 1.]), 'b': tensor([0., 1., 1.])}
     """
-    _check_sparsity(sparsity)
+    check_sparsity(sparsity)
     if not weights:
         raise ValueError("weights is empty: nothing to prune")
     flat = torch.cat([w.detach().abs().reshape(-1) for w in weights.values()])
@@ -80,8 +80,8 @@ def cubic_sparsity(step: int, initial: float, final: float, start: int, n: int, 
     >>> [round(cubic_sparsity(t, initial=0.0, final=0.9, start=0, n=4, interval=100), 4) for t in steps]
     [0.0, 0.5203, 0.7875, 0.9, 0.9]
     """
-    _check_sparsity(initial, "initial")
-    _check_sparsity(final, "final")
+    check_sparsity(initial, "initial")
+    check_sparsity(final, "final")
     if n < 1 or interval < 1:
         raise ValueError(f"n={n} and interval={interval} must be >= 1")
     progress = min(max((step - start) / (n * interval), 0.0), 1.0)

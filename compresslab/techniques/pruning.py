@@ -34,37 +34,25 @@ from compresslab.core.validate import (
     check_instance,
     check_int,
 )
-from compresslab.techniques.masks import (  # noqa: F401  (re-exported: notebooks and exercises use pruning.magnitude_mask, ...)
+from compresslab.techniques.masks import (
     SCHEDULES,
     SCOPES,
-    _check_sparsity,
     copy_model,
     cubic_sparsity,
-    current_masks,
     global_magnitude_masks,
     magnitude_mask,
     make_permanent,
-    masks_for,
     prune_magnitude,
     set_masks,
 )
 from compresslab.techniques.registry import TINY_TRAIN, StepContext, Technique, register, tiny_mlp
-from compresslab.techniques.structured import (  # noqa: F401  (re-exported)
-    CSRLinear,
-    apply_structured_masks,
-    shrink,
-    structured_keep,
+from compresslab.techniques.structured import (
     structured_prune,
-    to_sparse,
 )
 
 __all__ = [
-    "GradualPruning",
-    "PruneConfig",
-    "PruningReport",
-    "sparse_size",
-    "apply_pruning",
-    "sensitivity_scan",
+    "GradualPruning", "PruneConfig", "PruningReport", "sparse_size", "apply_pruning",
+    "sensitivity_scan"
 ]
 
 

@@ -40,45 +40,24 @@ from compresslab.techniques.quantlayers import (
     plain_layers,
     quant_layers,
 )
-from compresslab.techniques.quantops import (  # noqa: F401  (re-exported: notebooks and tests use Q.choose_qparams, ...)
+from compresslab.techniques.quantops import (
     ACT_GRANULARITIES,
     GRANULARITIES,
-    MAX_SAMPLES,
     OBSERVERS,
     SCHEMES,
-    MinMaxObserver,
-    MSEObserver,
-    Observer,
-    PercentileObserver,
-    QuantizedTensor,
-    _check_bits,
-    _check_choice,
-    _check_grid,
-    _check_percentile,
+    check_grid,
+    check_percentile,
     choose_qparams,
-    dequantize_affine,
-    error_split,
     fake_quantize,
-    make_observer,
-    qrange,
     quantize_affine,
-    quantize_tensor,
     sqnr_db,
 )
 from compresslab.techniques.registry import TINY_TRAIN, StepContext, Technique, register, tiny_mlp
 
 __all__ = [
-    "QuantConfig",
-    "QATConfig",
-    "insert_fake_quant",
-    "calibration_inputs",
-    "calibrate",
-    "QuantReport",
-    "inputs_by_layer",
-    "scale_overhead_bits",
-    "quant_report",
-    "apply_ptq",
-    "apply_qat",
+    "QuantConfig", "QATConfig", "insert_fake_quant", "calibration_inputs", "calibrate",
+    "QuantReport", "inputs_by_layer", "scale_overhead_bits", "quant_report", "apply_ptq",
+    "apply_qat"
 ]
 
 # ----------------------------------------------------------------- configs
@@ -118,8 +97,8 @@ class QuantConfig:
         check_choice(owner, "act_granularity", self.act_granularity, ACT_GRANULARITIES)
         check_choice(owner, "weight_observer", self.weight_observer, OBSERVERS)
         check_choice(owner, "act_observer", self.act_observer, OBSERVERS)
-        _check_percentile(self.percentile, owner)
-        _check_grid(self.mse_grid, owner)
+        check_percentile(self.percentile, owner)
+        check_grid(self.mse_grid, owner)
         check_int(owner, "calibration_size", self.calibration_size, 1, 10**7)
         check_int(owner, "calibration_batch", self.calibration_batch, 1, 10**6)
         check_seed(owner, "seed", self.seed)

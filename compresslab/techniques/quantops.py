@@ -266,7 +266,7 @@ class PercentileObserver(Observer):
     keeps_samples = True
 
     def __init__(self, bits: int, scheme: str, axis: int | None = None, percentile: float = 99.99, seed: int = 0):
-        _check_percentile(percentile)
+        check_percentile(percentile)
         self.percentile = percentile
         super().__init__(bits, scheme, axis, seed)
 
@@ -293,7 +293,7 @@ class MSEObserver(Observer):
     keeps_samples = True
 
     def __init__(self, bits: int, scheme: str, axis: int | None = None, grid: int = 20, seed: int = 0):
-        _check_grid(grid)
+        check_grid(grid)
         self.grid = grid
         super().__init__(bits, scheme, axis, seed)
 
@@ -323,11 +323,11 @@ class MSEObserver(Observer):
         return self._squeeze(best_t * self.min_val, best_t * self.max_val)
 
 
-def _check_percentile(percentile: float, owner: str = "") -> None:
+def check_percentile(percentile: float, owner: str = "") -> None:
     check_float(owner, "percentile", percentile, 0, 100, lo_open=True)
 
 
-def _check_grid(grid: int, owner: str = "") -> None:
+def check_grid(grid: int, owner: str = "") -> None:
     check_int(owner, "mse_grid", grid, 2, 10000)
 
 

@@ -16,7 +16,7 @@ from torch.nn.utils import prune
 
 from compresslab.core import metrics
 from compresslab.core.models import prunable_layers
-from compresslab.techniques.masks import _check_sparsity, copy_model, make_permanent, set_masks
+from compresslab.techniques.masks import check_sparsity, copy_model, make_permanent, set_masks
 
 __all__ = [
     "structured_keep",
@@ -42,7 +42,7 @@ def _layer_chain(model: nn.Module) -> list[tuple[str, nn.Module]]:
 def structured_keep(model: nn.Module, sparsity: float, norm: int = 1) -> dict[str, torch.Tensor]:
     """Indices of output units to keep in every layer but the last: the (1 - s) fraction of largest
     L`norm` norm of their weight rows (sorted, at least one kept)."""
-    _check_sparsity(sparsity)
+    check_sparsity(sparsity)
     if norm not in (1, 2):
         raise ValueError(f"norm={norm} must be 1 or 2")
     keep = {}

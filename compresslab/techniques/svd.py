@@ -47,7 +47,7 @@ def _check_matrix(w: torch.Tensor) -> None:
         raise ValueError(f"w must be a 2-D matrix, got shape {tuple(w.shape)}")
 
 
-def _check_rank(rank: object, max_rank: int, what: str = "rank") -> int:
+def check_rank(rank: object, max_rank: int, what: str = "rank") -> int:
     if isinstance(rank, bool) or not isinstance(rank, int):
         raise ValueError(f"{what}={rank!r} must be an integer in [1, {max_rank}]")
     if not 1 <= rank <= max_rank:
@@ -71,7 +71,7 @@ def svd(w: torch.Tensor) -> SVD:
         return SVD(*torch.linalg.svd(w.detach(), full_matrices=False))
 
 
-def _check_svd(w: torch.Tensor, dec: SVD) -> None:
+def check_svd(w: torch.Tensor, dec: SVD) -> None:
     """A precomputed SVD must be the SVD of `w`: same shape, and U diag(s) V^T x = W x for a few
     seeded random x (O(mn) work instead of rebuilding W)."""
     if (dec.u.shape[0], dec.vh.shape[1]) != tuple(w.shape):
@@ -97,11 +97,11 @@ def svd_factorize(w: torch.Tensor, rank: int, decomposition: SVD | None = None) 
     1.0
     """
     _check_matrix(w)
-    _check_rank(rank, min(w.shape))
+    check_rank(rank, min(w.shape))
     if decomposition is None:
         decomposition = svd(w)
     else:
-        _check_svd(w, decomposition)
+        check_svd(w, decomposition)
     u, s, vh = decomposition
     root = s[:rank].sqrt()
     return (u[:, :rank] * root).to(w.dtype), (root[:, None] * vh[:rank]).to(w.dtype)
@@ -130,7 +130,7 @@ def rank_for_energy(s: torch.Tensor, energy: float) -> int:
     >>> rank_for_energy(torch.tensor([3.0, 2.0, 1.0]), 0.9)  # E(1) = 0.64 < 0.9 <= E(2) = 0.93
     2
     """
-    _check_fraction(energy, "energy")
+    check_fraction(energy, "energy")
     curve = energy_curve(s)
     return min(int((curve < energy - 1e-12).sum()) + 1, len(s))
 
@@ -155,9 +155,9 @@ def break_even_rank(m: int, n: int) -> float:
 
 def rank_for_ratio(m: int, n: int, ratio: float) -> int:
     """The largest r >= 1 with r (m + n) <= ratio * m n (factor weights over dense weights)."""
-    _check_fraction(ratio, "param_ratio")
+    check_fraction(ratio, "param_ratio")
     return max(1, min(min(m, n), math.floor(ratio * m * n / (m + n) + 1e-9)))
 
 
-def _check_fraction(x: object, what: str) -> None:
+def check_fraction(x: object, what: str) -> None:
     check_float("", what, x, 0, 1, lo_open=True)

@@ -18,8 +18,8 @@ from compresslab.techniques.deepcompression import DeepCompressionConfig, Encode
 from compresslab.techniques.sharing import ShareConfig, apply_sharing
 from compresslab.views.display import (
     PALETTE,
-    _figure,
     lines,
+    new_figure,
 )
 from compresslab.views.panel import View
 
@@ -39,7 +39,7 @@ def centroid_histograms(weights, centroids: Mapping[str, Sequence[float]], title
     """One panel per initialisation: histogram of the surviving weights, centroids marked below it."""
     w = np.asarray(weights, dtype=float).reshape(-1)
     w = w[w != 0]
-    fig, axes = _figure(ncols=len(centroids), width=4.2, height=3.2, sharey=True)
+    fig, axes = new_figure(ncols=len(centroids), width=4.2, height=3.2, sharey=True)
     edges = np.linspace(w.min(), w.max(), bins + 1) if w.size else bins
     for i, (ax, (name, c)) in enumerate(zip(axes[0], centroids.items(), strict=True)):
         ax.hist(w, bins=edges, color=PALETTE[7], alpha=0.6)
@@ -73,7 +73,7 @@ def code_lengths(streams: Mapping[str, tuple[Sequence[int], Sequence[int]]]) -> 
     """Per stream: symbol frequencies (bars) and Huffman code lengths (dots), with H and L."""
     from compresslab.techniques.huffman import average_length, entropy
 
-    fig, axes = _figure(ncols=len(streams), width=5.2, height=3.4)
+    fig, axes = new_figure(ncols=len(streams), width=5.2, height=3.4)
     for i, (ax, (name, (counts, lengths))) in enumerate(zip(axes[0], streams.items(), strict=True)):
         counts = np.asarray(counts, dtype=float)
         lengths = np.asarray(lengths, dtype=float)
@@ -94,7 +94,7 @@ def code_lengths(streams: Mapping[str, tuple[Sequence[int], Sequence[int]]]) -> 
 def byte_breakdown(rows: Sequence[Mapping]) -> Figure:
     """Stacked bars: where the bytes of the compressed file go, per layer (rows: layer + parts)."""
     parts = [k for k in rows[0] if k != "layer"]
-    fig, axes = _figure(width=6.5, height=3.6)
+    fig, axes = new_figure(width=6.5, height=3.6)
     ax = axes[0, 0]
     names = [r["layer"] for r in rows]
     bottom = np.zeros(len(rows))
@@ -112,7 +112,7 @@ def byte_breakdown(rows: Sequence[Mapping]) -> Figure:
 
 def stage_bars(stages: Sequence[Mapping]) -> Figure:
     """Bytes at each stage (log scale) with the compression factor against dense FP32."""
-    fig, axes = _figure(width=6.0, height=3.4)
+    fig, axes = new_figure(width=6.0, height=3.4)
     ax = axes[0, 0]
     names = [s["stage"] for s in stages]
     sizes = [s["bytes"] for s in stages]

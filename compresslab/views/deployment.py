@@ -13,7 +13,7 @@ import numpy as np
 from matplotlib.figure import Figure
 from matplotlib.ticker import NullFormatter
 
-from compresslab.views.display import PALETTE, _figure
+from compresslab.views.display import PALETTE, new_figure
 from compresslab.views.panel import View, choice, panel
 
 __all__ = ["latency_col", "runtime_latency", "size_accuracy", "zeros_and_bytes", "drift_view",
@@ -34,7 +34,7 @@ def runtime_latency(rows, arch: str, threads: int, batches: Sequence[int] = (1, 
     """Horizontal bars of median latency with p10-p90 whiskers per variant of one architecture, one
     panel per batch size, each bar labelled with its speed-up over `baseline`."""
     sub = [r for r in _rows(rows) if r["arch"] == arch and r.get("model", "dense") == "dense"]
-    fig, axes = _figure(ncols=len(batches), width=5.2, height=0.32 * len(sub) + 1.4)
+    fig, axes = new_figure(ncols=len(batches), width=5.2, height=0.32 * len(sub) + 1.4)
     for ax, b in zip(axes[0], batches):
         med = np.array([r.get(latency_col(b, threads), np.nan) for r in sub], float)
         lo = np.array([r.get(latency_col(b, threads, "p10"), np.nan) for r in sub], float)
@@ -65,7 +65,7 @@ def size_accuracy(rows, title: str = "File size vs test accuracy") -> Figure:
     rows = [r for r in _rows(rows) if np.isfinite(r.get("accuracy", np.nan))]
     archs = sorted({r["arch"] for r in rows})
     precisions = sorted({r["precision"] for r in rows})
-    fig, axes = _figure(ncols=len(archs), width=5.0, height=4.0)
+    fig, axes = new_figure(ncols=len(archs), width=5.0, height=4.0)
     for ax, arch in zip(axes[0], archs):
         for i, precision in enumerate(precisions):
             pts = [r for r in rows if r["arch"] == arch and r["precision"] == precision]
@@ -85,7 +85,7 @@ def size_accuracy(rows, title: str = "File size vs test accuracy") -> Figure:
 def zeros_and_bytes(rows: Sequence[Mapping], title: str = "Zeros are not bytes") -> Figure:
     """Per model: the runtime file's bytes and the same file's gzip bytes, side by side."""
     rows = _rows(rows)
-    fig, axes = _figure(width=7.0, height=3.6)
+    fig, axes = new_figure(width=7.0, height=3.6)
     ax = axes[0, 0]
     x = np.arange(len(rows))
     ax.bar(x - 0.2, [r["bytes"] / 1024 for r in rows], 0.4, label="file", color=PALETTE[0])
@@ -100,7 +100,7 @@ def zeros_and_bytes(rows: Sequence[Mapping], title: str = "Zeros are not bytes")
 def drift_view(traces: Mapping[str, object], phases: Sequence[tuple[int, str]], title: str) -> Figure:
     """Rolling mean confidence of each model over the input stream, the reference mean (dotted),
     the phase boundaries (grey) and the first alarm of each (x)."""
-    fig, axes = _figure(width=8.5, height=3.8)
+    fig, axes = new_figure(width=8.5, height=3.8)
     ax = axes[0, 0]
     for i, (name, trace) in enumerate(traces.items()):
         color = PALETTE[i % 10]
@@ -123,7 +123,7 @@ def drift_view(traces: Mapping[str, object], phases: Sequence[tuple[int, str]], 
 def confidence_under_shift(confidence: Mapping[str, Mapping[str, np.ndarray]], title: str) -> Figure:
     """Histograms of max-softmax per input kind (one panel each), one curve per model."""
     kinds = list(next(iter(confidence.values())))
-    fig, axes = _figure(ncols=len(kinds), width=3.0, height=2.8)
+    fig, axes = new_figure(ncols=len(kinds), width=3.0, height=2.8)
     edges = np.linspace(0, 1, 26)
     for ax, kind in zip(axes[0], kinds):
         for i, (model, per_kind) in enumerate(confidence.items()):
@@ -144,7 +144,7 @@ def render_deployment(rows, arch: str, model: str, batch: int, threads: int) -> 
            and np.isfinite(r.get(latency_col(batch, threads), np.nan))]
     if not sub:
         raise ValueError(f"no measurement for arch={arch!r}, model={model!r}, batch {batch}, {threads} thread(s)")
-    fig, axes = _figure(ncols=2, width=4.6, height=0.3 * len(sub) + 1.5)
+    fig, axes = new_figure(ncols=2, width=4.6, height=0.3 * len(sub) + 1.5)
     y = np.arange(len(sub))
     names = [r["variant"] for r in sub]
     med = [r[latency_col(batch, threads)] for r in sub]

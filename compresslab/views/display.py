@@ -42,7 +42,7 @@ def _style() -> None:
     sns.set_theme(style="whitegrid", context="notebook", font_scale=0.95)
 
 
-def _figure(ncols: int = 1, nrows: int = 1, width: float = 6.0, height: float = 4.0, **kw):
+def new_figure(ncols: int = 1, nrows: int = 1, width: float = 6.0, height: float = 4.0, **kw):
     """A Figure not registered with pyplot: it shows once, as the cell's value, and is freed with it."""
     _style()
     fig = Figure(figsize=(width * ncols, height * nrows))
@@ -63,7 +63,7 @@ def lines(
     percent_y: bool = False,
 ) -> Figure:
     """One line (with markers) per labelled (x, y) series, optional horizontal reference line."""
-    fig, axes = _figure()
+    fig, axes = new_figure()
     ax = axes[0, 0]
     scale = 100.0 if percent_y else 1.0
     for i, (label, (xs, ys)) in enumerate(curves.items()):
@@ -83,7 +83,7 @@ def speed_bars(table, title: str = "Measured latency (median)") -> Figure:
     with p10-p90 whiskers, the speed-up on each bar ('n/a' for a zero time), the thread count in the
     title, and a warning in the figure when any p90/p10 > 2 (a busy machine: unreliable ratios)."""
     batches = sorted(table["batch"].unique())
-    fig, axes = _figure(ncols=len(batches), width=4.8)
+    fig, axes = new_figure(ncols=len(batches), width=4.8)
     busy = False
     for ax, batch in zip(axes[0], batches):
         sub = table[table["batch"] == batch]
@@ -126,7 +126,7 @@ def weight_histograms(
     """Histogram of each layer's weights (log counts), optionally overlaid with a second set and a grid
     of values (quantization levels or centroids) as vertical lines."""
     names = list(weights)
-    fig, axes = _figure(ncols=len(names), width=3.6, height=3.0)
+    fig, axes = new_figure(ncols=len(names), width=3.6, height=3.0)
     for ax, name in zip(axes[0], names):
         w = weights[name].detach().flatten().float().cpu().numpy()
         edges = np.linspace(w.min(), w.max(), bins + 1) if w.size else bins
@@ -149,7 +149,7 @@ def weight_histograms(
 
 def layer_bars(values: Mapping[str, float], ylabel: str, title: str = "", percent: bool = False) -> Figure:
     """One bar per layer (e.g. per-layer sparsity or density)."""
-    fig, axes = _figure(width=5.0, height=3.2)
+    fig, axes = new_figure(width=5.0, height=3.2)
     ax = axes[0, 0]
     scale = 100.0 if percent else 1.0
     names = list(values)

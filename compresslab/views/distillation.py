@@ -10,7 +10,7 @@ from matplotlib.figure import Figure
 
 from compresslab.views.display import (
     PALETTE,
-    _figure,
+    new_figure,
 )
 from compresslab.views.panel import View, int_slider, panel, slider
 
@@ -34,7 +34,7 @@ def soft_target_grid(
     (probs[T] has shape (n_images, n_classes)); a log scale shows the small 'dark knowledge' probabilities."""
     temps = list(probs)
     n = len(images)
-    fig, axes = _figure(ncols=len(temps) + 1, nrows=n, width=2.6, height=1.9)
+    fig, axes = new_figure(ncols=len(temps) + 1, nrows=n, width=2.6, height=1.9)
     for r in range(n):
         ax = axes[r, 0]
         ax.imshow(images[r].squeeze().cpu().numpy(), cmap="gray_r")
@@ -57,7 +57,7 @@ def soft_target_grid(
 
 def entropy_vs_temperature(temps: Sequence[float], curves: Mapping[str, Sequence[float]], max_bits: float) -> Figure:
     """Mean entropy (bits) of softmax(z / T) against T (log axis), with the uniform limit log2(N)."""
-    fig, axes = _figure(width=5.5, height=3.6)
+    fig, axes = new_figure(width=5.5, height=3.6)
     ax = axes[0, 0]
     for i, (label, ys) in enumerate(curves.items()):
         ax.plot(temps, ys, marker="o", ms=3, label=label, color=PALETTE[i % 10])
@@ -71,7 +71,7 @@ def entropy_vs_temperature(temps: Sequence[float], curves: Mapping[str, Sequence
 
 def t_squared_gradients(temps: Sequence[float], scaled: Sequence[float], unscaled: Sequence[float]) -> Figure:
     """|grad| of the soft term w.r.t. the student logits, with and without the T^2 factor (log-log)."""
-    fig, axes = _figure(width=5.5, height=3.6)
+    fig, axes = new_figure(width=5.5, height=3.6)
     ax = axes[0, 0]
     ax.plot(temps, scaled, marker="o", ms=4, color=PALETTE[2], label="T^2 * KL (what we train with)")
     ax.plot(temps, unscaled, marker="s", ms=4, color=PALETTE[1], label="KL alone")
@@ -92,7 +92,7 @@ def distillation_sweep(
     logx: bool = True,
 ) -> Figure:
     """Test errors (counts) against a swept knob, one line per student, dashed reference levels."""
-    fig, axes = _figure(width=6.0, height=4.0)
+    fig, axes = new_figure(width=6.0, height=4.0)
     ax = axes[0, 0]
     for i, (label, (xs, ys)) in enumerate(curves.items()):
         ax.plot(xs, ys, marker="o", ms=5, label=label, color=PALETTE[i % 10])
@@ -115,7 +115,7 @@ def kd_view(
     label: int, temperature: float, classes: Sequence[str],
 ) -> Figure:
     """One image with the teacher's and the student's softmax(z / T) side by side (log scale)."""
-    fig, axes = _figure(ncols=2, width=4.2, height=3.2, gridspec_kw={"width_ratios": [1, 2.4]})
+    fig, axes = new_figure(ncols=2, width=4.2, height=3.2, gridspec_kw={"width_ratios": [1, 2.4]})
     ax = axes[0, 0]
     ax.imshow(image.squeeze().cpu().numpy(), cmap="gray_r")
     ax.set(xticks=[], yticks=[], title=f"label {classes[label]}")

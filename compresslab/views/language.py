@@ -7,7 +7,7 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 from matplotlib.figure import Figure
 
-from compresslab.views.display import PALETTE, _figure
+from compresslab.views.display import PALETTE, new_figure
 from compresslab.views.panel import View, choice, panel
 
 __all__ = [
@@ -23,7 +23,7 @@ __all__ = [
 
 def training_curve(epochs: Sequence[float], val_bpb: Sequence[float], test_bpb: float) -> Figure:
     """Validation bits per byte after each epoch, and the final test value."""
-    fig, axes = _figure(width=5.0, height=3.2)
+    fig, axes = new_figure(width=5.0, height=3.2)
     ax = axes[0, 0]
     ax.plot(epochs, val_bpb, marker="o", color=PALETTE[0], label="validation")
     ax.axhline(test_bpb, color="black", ls="--", lw=1, label=f"test: {test_bpb:.3f}")
@@ -36,7 +36,7 @@ def training_curve(epochs: Sequence[float], val_bpb: Sequence[float], test_bpb: 
 def group_size_sweep(rows: Sequence[Mapping], baseline_bpb: float) -> Figure:
     """Bits-per-byte increase over FP32 against group size, one line per (method, bits); rows hold
     method, bits, group_size (0: one group per row, drawn at the row length) and bpb."""
-    fig, axes = _figure(width=6.0, height=3.8)
+    fig, axes = new_figure(width=6.0, height=3.8)
     ax = axes[0, 0]
     series: dict[tuple[str, int], list[tuple[int, float]]] = {}
     for r in rows:
@@ -55,7 +55,7 @@ def group_size_sweep(rows: Sequence[Mapping], baseline_bpb: float) -> Figure:
 
 def channel_maxima(maxima: Mapping[str, np.ndarray]) -> Figure:
     """max |x_j| of every input channel j for each named layer (bars, log scale): outliers stand out."""
-    fig, axes = _figure(ncols=len(maxima), width=3.6, height=3.0)
+    fig, axes = new_figure(ncols=len(maxima), width=3.6, height=3.0)
     for ax, (name, m) in zip(axes[0], maxima.items()):
         m = np.asarray(m, dtype=float)
         floor = max(float(m.min()) / 2, 1e-6)  # log axis: each channel a line from below the smallest maximum
@@ -71,7 +71,7 @@ def channel_maxima(maxima: Mapping[str, np.ndarray]) -> Figure:
 
 def frontier_plot(points: Sequence[Mapping], front: Sequence[int], highlight: int | None = None) -> Figure:
     """Bits per byte against stored bytes (log) for every variant; the Pareto frontier joined by a line."""
-    fig, axes = _figure(width=6.5, height=4.2)
+    fig, axes = new_figure(width=6.5, height=4.2)
     ax = axes[0, 0]
     families = sorted({p["family"] for p in points})
     for i, fam in enumerate(families):

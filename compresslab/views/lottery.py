@@ -10,7 +10,7 @@ from matplotlib.figure import Figure
 from compresslab.techniques.lottery import LotteryReport, pixel_density
 from compresslab.views.display import (
     PALETTE,
-    _figure,
+    new_figure,
 )
 from compresslab.views.panel import View
 
@@ -51,7 +51,7 @@ def ticket_curves(
 ) -> Figure:
     """y against % of weights remaining (log x, dense at the left), one line per labelled series;
     an optional dense reference line with a shaded +-band around it (same units as y)."""
-    fig, axes = _figure(width=6.4, height=4.0)
+    fig, axes = new_figure(width=6.4, height=4.0)
     ax = axes[0, 0]
     scale = 100.0 if percent_y else 1.0
     colors = colors or {}
@@ -72,7 +72,7 @@ def ticket_curves(
 def learning_curves(runs: Mapping[str, Mapping[str, Sequence[float]]], title: str = "") -> Figure:
     """Validation loss and test accuracy against training step for a few runs (histories with
     steps, val_loss, test_accuracy); the minimum of each validation curve (early stopping) is starred."""
-    fig, axes = _figure(ncols=2, width=5.2, height=3.6)
+    fig, axes = new_figure(ncols=2, width=5.2, height=3.6)
     for i, (label, h) in enumerate(runs.items()):
         color = PALETTE[i % 10]
         steps = np.asarray(h["steps"])
@@ -99,7 +99,7 @@ def mask_density(
 ) -> Figure:
     """Left: % of each layer's weights kept against % kept overall, per level (log-log); right: an
     optional map of the share of first-layer weights kept per input pixel."""
-    fig, axes = _figure(ncols=2 if pixel_map is not None else 1, width=4.8, height=3.8)
+    fig, axes = new_figure(ncols=2 if pixel_map is not None else 1, width=4.8, height=3.8)
     ax = axes[0, 0]
     for i, (name, values) in enumerate(layers.items()):
         ax.plot(remaining, values, marker="o", ms=4, label=name, color=PALETTE[(i + 4) % 10])
@@ -130,7 +130,7 @@ def ticket_view(
 ) -> Figure:
     """One IMP run at a glance: its test-accuracy curve against the dense run's (stars: early
     stopping), its per-layer density, and the first layer's kept weights per input pixel."""
-    fig, axes = _figure(ncols=3 if pixel_map is not None else 2, width=4.3, height=3.5)
+    fig, axes = new_figure(ncols=3 if pixel_map is not None else 2, width=4.3, height=3.5)
     ax = axes[0, 0]
     runs = [(dense_history, "dense", "black")]
     if label != "dense":  # level 0 is the dense run itself: one curve, one legend entry

@@ -10,7 +10,7 @@ from matplotlib.figure import Figure
 
 from compresslab.views.display import (
     PALETTE,
-    _figure,
+    new_figure,
 )
 from compresslab.views.panel import View, int_slider, panel
 
@@ -36,7 +36,7 @@ def spectra(
     """Left: singular values s_i of each layer (log scale), solid; `reference` (e.g. the untrained
     layer) dotted. Right: kept energy E(r) = sum_{i<=r} s_i^2 / sum s_i^2 vs rank, with the chosen
     rank (dot) and the break-even rank m n / (m + n) (x) of each layer."""
-    fig, axes = _figure(ncols=2, width=5.4, height=3.8)
+    fig, axes = new_figure(ncols=2, width=5.4, height=3.8)
     left, right = axes[0]
     for i, (name, s) in enumerate(singular.items()):
         color = PALETTE[i % 10]
@@ -74,7 +74,7 @@ def rank_latency(rows: Sequence[Mapping], dense_ms: Mapping[int, float], break_e
     MACs of the factorized layer relative to the dense one, r (m + n) / (m n) (rows: macs_ratio);
     a p10-p90 band when the rows carry p10 and p90 (ms)."""
     batches = sorted(dense_ms)
-    fig, axes = _figure(ncols=len(batches), width=4.8, height=3.6)
+    fig, axes = new_figure(ncols=len(batches), width=4.8, height=3.6)
     for ax, batch in zip(axes[0], batches):
         sub = sorted((r for r in rows if r["batch"] == batch), key=lambda r: r["rank"])
         ranks = [r["rank"] for r in sub]
@@ -104,7 +104,7 @@ def error_vs_params(curves: Mapping[str, tuple[Sequence[float], Sequence[float]]
     scale separates 1.5% from 2% as clearly as 20% from 50%."""
     from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
-    fig, axes = _figure()
+    fig, axes = new_figure()
     ax = axes[0, 0]
     for i, (label, (xs, accs)) in enumerate(curves.items()):
         ax.plot(xs, [100 - a for a in accs], marker="o", ms=4, label=label, color=PALETTE[i % 10])
@@ -124,7 +124,7 @@ def error_vs_params(curves: Mapping[str, tuple[Sequence[float], Sequence[float]]
 def truncation_view(singular: Mapping[str, torch.Tensor], ranks: Mapping[str, int]) -> Figure:
     """One panel per layer: its singular values, kept (colour) and discarded (grey) at `ranks`."""
     names = list(singular)
-    fig, axes = _figure(ncols=len(names), width=3.6, height=3.0)
+    fig, axes = new_figure(ncols=len(names), width=3.6, height=3.0)
     for i, (ax, name) in enumerate(zip(axes[0], names)):
         s = singular[name].detach().double().cpu().numpy()
         k = ranks[name]

@@ -15,7 +15,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
 from compresslab.core.pareto import best_under_budget, pareto_front
-from compresslab.views.display import PALETTE, _figure
+from compresslab.views.display import PALETTE, new_figure
 from compresslab.views.panel import View, choice, panel, slider
 
 __all__ = ["COSTS", "FAMILY_COLORS", "finite_points", "frontier_figure", "frontier_table", "render_budget",
@@ -66,7 +66,7 @@ def frontier_figure(points, costs: Sequence[str] = ("bytes", "ms_b1", "ms_b256",
     drawn as a staircase, dominated points grey. floor: lowest accuracy shown (None: automatic)."""
     ncols = 2 if len(costs) > 1 else 1
     nrows = math.ceil(len(costs) / ncols)
-    fig, axes = _figure(ncols=ncols, nrows=nrows, width=5.6, height=4.2)
+    fig, axes = new_figure(ncols=ncols, nrows=nrows, width=5.6, height=4.2)
     for ax, cost in zip(axes.ravel(), costs):
         pts = finite_points(points, cost)
         if not pts:
@@ -128,7 +128,7 @@ def render_budget(points, max_kb: float, max_ms: float, min_accuracy: float, bat
     rows = [p for p in _rows(points) if _finite(p.get("bytes"))]
     key = f"ms_b{batch}"
     best, fits = _budget_choice(rows, max_kb, max_ms, min_accuracy, batch)
-    fig, axes = _figure(width=6.4, height=4.0)
+    fig, axes = new_figure(width=6.4, height=4.0)
     ax = axes[0, 0]
     for i, p in enumerate(rows):
         inside = i in fits

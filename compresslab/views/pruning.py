@@ -8,10 +8,12 @@ import numpy as np
 import torch
 from matplotlib.figure import Figure
 
+from compresslab.techniques import masks
+from compresslab.techniques import structured as structured_ops
 from compresslab.views.display import (
     PALETTE,
-    _figure,
     lines,
+    new_figure,
 )
 from compresslab.views.panel import View, choice, panel, slider, toggle
 
@@ -42,7 +44,7 @@ def pruning_view(
 ) -> Figure:
     """Left: histograms of dense vs surviving weights per layer; right: per-layer density."""
     names = list(dense)
-    fig, axes = _figure(ncols=len(names) + 1, width=3.3, height=3.0)
+    fig, axes = new_figure(ncols=len(names) + 1, width=3.3, height=3.0)
     for ax, name in zip(axes[0], names):
         w = dense[name].flatten().numpy()
         v = pruned[name].flatten().numpy()
@@ -67,15 +69,14 @@ def render_pruning(model, split, sparsity: float, scope: str, structured: bool) 
     from compresslab.core import metrics
     from compresslab.core.models import prunable_layers
     from compresslab.core.training import evaluate
-    from compresslab.techniques import pruning
 
     if structured:
-        pruned = pruning.structured_prune(model, sparsity, input_shape=(1, *split.images.shape[1:]))
+        pruned = structured_ops.structured_prune(model, sparsity, input_shape=(1, *split.images.shape[1:]))
         dense_weights = {n: m.weight.detach() for n, m in prunable_layers(model).items()}
         pruned_weights = {n: m.weight.detach() for n, m in prunable_layers(pruned).items()}
         kept = {n: pruned_weights[n].numel() / dense_weights[n].numel() for n in dense_weights}
     else:
-        pruned = pruning.prune_magnitude(pruning.copy_model(model), sparsity, scope)
+        pruned = masks.prune_magnitude(masks.copy_model(model), sparsity, scope)
         dense_weights = {n: metrics.effective_weight(m) for n, m in prunable_layers(model).items()}
         pruned_weights = {n: metrics.effective_weight(m) for n, m in prunable_layers(pruned).items()}
         kept = {n: float((w != 0).float().mean()) for n, w in pruned_weights.items()}

@@ -8,9 +8,10 @@ import numpy as np
 import torch
 from matplotlib.figure import Figure
 
+from compresslab.techniques import quantops
 from compresslab.views.display import (
     PALETTE,
-    _figure,
+    new_figure,
 )
 from compresslab.views.panel import View, choice, int_slider, panel
 
@@ -33,7 +34,7 @@ def number_line(x: Sequence[float], x_hat: Sequence[float], grid: Sequence[float
                 title: str = "") -> Figure:
     """Real values (top) mapped to their grid points (bottom); grid ticks labelled with their integer q;
     clipped values (outside the grid) in red."""
-    fig, axes = _figure(width=9.0, height=2.6)
+    fig, axes = new_figure(width=9.0, height=2.6)
     ax = axes[0, 0]
     grid = np.asarray(grid, dtype=float)
     x, x_hat = np.asarray(x, dtype=float), np.asarray(x_hat, dtype=float)
@@ -59,7 +60,7 @@ def clipping_tradeoff(ranges: Sequence[float], rounding: Sequence[float], clippi
                       marks: Mapping[str, float] | None = None, title: str = "") -> Figure:
     """Mean squared error against the clipping range: rounding error grows with the range, clipping
     error shrinks; their sum has a minimum (what the MSE observer finds). `marks`: label -> range."""
-    fig, axes = _figure(width=6.0, height=3.6)
+    fig, axes = new_figure(width=6.0, height=3.6)
     ax = axes[0, 0]
     total = np.asarray(rounding) + np.asarray(clipping)
     ax.plot(ranges, rounding, label="rounding error (inside the range)", color=PALETTE[0])
@@ -77,7 +78,7 @@ def clipping_tradeoff(ranges: Sequence[float], rounding: Sequence[float], clippi
 def channel_ranges(absmax: Mapping[str, Sequence[float]], title: str = "") -> Figure:
     """Per output channel max|w| of each layer, sorted, against the single per-tensor range (dashed)."""
     names = list(absmax)
-    fig, axes = _figure(ncols=len(names), width=3.4, height=3.0)
+    fig, axes = new_figure(ncols=len(names), width=3.4, height=3.0)
     for ax, name in zip(axes[0], names):
         v = np.sort(np.asarray(absmax[name], dtype=float))[::-1]
         ax.bar(np.arange(len(v)), v, width=1.0, color=PALETTE[0], linewidth=0)
@@ -96,7 +97,7 @@ def activation_ranges(acts: Mapping[str, torch.Tensor], ranges: Mapping[str, Map
     """Histogram of each layer's input activations (log counts) with the top of the range each observer
     chose (vertical lines)."""
     names = list(acts)
-    fig, axes = _figure(ncols=len(names), width=3.4, height=3.0)
+    fig, axes = new_figure(ncols=len(names), width=3.4, height=3.0)
     for ax, name in zip(axes[0], names):
         a = acts[name].detach().flatten().float().cpu().numpy()
         ax.hist(a, bins=bins, color=PALETTE[7], alpha=0.8)
@@ -112,7 +113,7 @@ def activation_ranges(acts: Mapping[str, torch.Tensor], ranges: Mapping[str, Map
 
 def sqnr_vs_bits(rows: Sequence[Mapping], key: str = "weight SQNR dB", title: str = "") -> Figure:
     """SQNR per layer against bits (rows: layer, bits, key), with the 6.02 dB-per-bit rule as a guide."""
-    fig, axes = _figure(width=6.0, height=3.8)
+    fig, axes = new_figure(width=6.0, height=3.8)
     ax = axes[0, 0]
     layers = list(dict.fromkeys(r["layer"] for r in rows))
     for i, layer in enumerate(layers):
@@ -132,7 +133,7 @@ def adaround_vs_rtn(bits: Sequence[int], rtn: Sequence[float], adaround: Sequenc
     """Left: test accuracy (percent) against weight bits, round-to-nearest vs AdaRound, FP32 dashed.
     Right (when `layers` is given: report rows with "layer", "recon loss RTN", "recon loss AdaRound"):
     each layer's output reconstruction loss on the calibration images at `layer_bits` (log scale)."""
-    fig, axes = _figure(ncols=2 if layers else 1, width=5.2, height=3.6)
+    fig, axes = new_figure(ncols=2 if layers else 1, width=5.2, height=3.6)
     ax = axes[0, 0]
     ax.plot(bits, rtn, marker="o", ms=5, color=PALETTE[0], label="round to nearest")
     ax.plot(bits, adaround, marker="s", ms=5, color=PALETTE[1], label="AdaRound")
@@ -160,7 +161,7 @@ def quant_histogram(w: torch.Tensor, q: torch.Tensor, grid: Sequence[float], qmi
     weights landed on each integer level q in [qmin, qmax]."""
     from matplotlib.ticker import MaxNLocator
 
-    fig, axes = _figure(ncols=2, width=4.6, height=3.2)
+    fig, axes = new_figure(ncols=2, width=4.6, height=3.2)
     w = w.detach().flatten().float().cpu().numpy()
     codes = q.detach().flatten().cpu().numpy()
     grid = np.asarray(grid, dtype=float)
@@ -208,7 +209,7 @@ def render_quantization(model, split, calibration, layer: str, weight_bits: int,
     fq = layers[layer].weight_fake_quant
     scale, zero_point = fq.qparams()
     w = layers[layer].weight.detach()
-    codes = Q.quantize_affine(w, scale, zero_point, fq.qmin, fq.qmax, fq.axis)
+    codes = quantops.quantize_affine(w, scale, zero_point, fq.qmin, fq.qmax, fq.axis)
     channel = int(torch.argmax(scale)) if scale.dim() else 0
     s = scale[channel] if scale.dim() else scale
     z = zero_point[channel] if zero_point.dim() else zero_point
@@ -217,7 +218,7 @@ def render_quantization(model, split, calibration, layer: str, weight_bits: int,
     figure = quant_histogram(w, codes, grid, fq.qmin, fq.qmax,
                                    title=f"{layer}: {weight_bits}-bit {granularity}, {observer}{note}")
     row = next(r for r in report.layers if r["layer"] == layer)
-    unclamped = Q.quantize_affine(w, scale, zero_point, -2**30, 2**30, fq.axis)
+    unclamped = quantops.quantize_affine(w, scale, zero_point, -2**30, 2**30, fq.axis)
     clipped = 100 * float((unclamped != codes).float().mean())
     per_range = w[0].numel() if scale.dim() else w.numel()
     notes = {}
@@ -241,14 +242,13 @@ def quantization_panel(model, split, calibration, layer: str, weight_bits: int, 
                        granularity: str, observer: str):
     """Bits (weights, activations), granularity and observer over `render_quantization`."""
     from compresslab.core.models import prunable_layers
-    from compresslab.techniques import quantization as Q
 
     return panel(
         lambda layer, weight_bits, act_bits, granularity, observer: render_quantization(
             model, split, calibration, layer, weight_bits, act_bits, granularity, observer),
         {"layer": choice(list(prunable_layers(model))), "weight_bits": int_slider(2, 8, label="weight bits"),
-         "act_bits": int_slider(2, 8, label="activation bits"), "granularity": choice(Q.GRANULARITIES),
-         "observer": choice(Q.OBSERVERS)},
+         "act_bits": int_slider(2, 8, label="activation bits"), "granularity": choice(quantops.GRANULARITIES),
+         "observer": choice(quantops.OBSERVERS)},
         {"layer": layer, "weight_bits": weight_bits, "act_bits": act_bits, "granularity": granularity,
          "observer": observer},
         title="Quantize the trained model (post-training, no fine-tuning)",

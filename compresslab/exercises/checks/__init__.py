@@ -23,21 +23,6 @@ import importlib
 import pkgutil
 from collections.abc import Callable
 
-from compresslab.exercises.checking import (  # noqa: F401 - re-exported: the notebooks and the grader use checks.*
-    CheckFailed,
-    ExerciseNotDone,
-    as_tensor,
-    call,
-    compare,
-    difference,
-    exercise_check,
-    fail,
-    require_unchanged,
-    seeded_generator,
-    short,
-    student_cases,
-    student_seed,
-)
 from compresslab.techniques import huffman, registry, structured
 
 

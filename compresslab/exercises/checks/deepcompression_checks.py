@@ -16,7 +16,7 @@ from compresslab.exercises.checking import (
     require_unchanged,
     seeded_generator,
 )
-from compresslab.techniques import deepcompression, huffman, sharing
+from compresslab.techniques import filelayers, huffman, sharing
 
 __all__ = [
     "check_init_centroids",
@@ -124,13 +124,13 @@ def check_relative_encode(fn: Callable) -> int:
              ("500 random positions among 20000, index_bits=5", np.sort(rng.choice(20000, 500, replace=False)), 5)]
     for case, positions, bits in cases:
         got = call(name, fn, case, np.asarray(positions, dtype=np.int64), bits)
-        expected = deepcompression.relative_encode(positions, bits)
+        expected = filelayers.relative_encode(positions, bits)
         pos = np.asarray(positions, dtype=np.int64)
         m = (1 << bits) - 1
         gaps = np.diff(pos, prepend=-1) if pos.size else pos
         mistakes = {
             "the first gap counts from position -1 (so position 0 has gap 1): gaps = diff(positions, prepend=-1)":
-                deepcompression.relative_encode(pos - 1, bits) if pos.size and pos[0] > 0 else None,
+                filelayers.relative_encode(pos - 1, bits) if pos.size and pos[0] > 0 else None,
             f"a gap larger than {m} = 2^index_bits - 1 does not fit: emit q = (gap - 1) // {m} filler zeros first, "
             f"then gap - q * {m}": gaps if pos.size else None,
             "with q = gap // M a gap of exactly M would become a filler followed by 0: use q = (gap - 1) // M":

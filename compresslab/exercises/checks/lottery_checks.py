@@ -18,9 +18,10 @@ from compresslab.exercises.checking import (
     seeded_generator,
     short,
 )
-from compresslab.techniques import lottery, pruning
+from compresslab.techniques import imp
+from compresslab.techniques import masks as mask_ops
 
-from .pruning_checks import _mask_with_k
+from .pruning_checks import mask_with_k
 
 __all__ = [
     "check_prune_survivors",
@@ -51,16 +52,16 @@ def check_prune_survivors(fn: Callable) -> int:
         got = call(name, fn, case, w, mask, rate)
         require_unchanged(name, case, w_before, w)
         require_unchanged(name, case, m_before, mask)
-        expected = lottery.prune_survivors(w_before, m_before, rate)
+        expected = imp.prune_survivors(w_before, m_before, rate)
         got_t = as_tensor(got)
         if got_t is not None and got_t.shape == mask.shape and bool(((got_t != 0) & (m_before == 0)).any()):
             raise fail(name, case, "a weight pruned at an earlier level came back (mask 0 -> 1)", expected, got,
                         "masks nest: a weight with mask 0 stays 0; rank only the survivors (mask == 1)")
         mistakes = {
             "you ranked ALL weights, including those pruned before: rank only the survivors (mask == 1) and "
-            "remove round(rate * number of survivors) of them": pruning.magnitude_mask(w_before, rate),
+            "remove round(rate * number of survivors) of them": mask_ops.magnitude_mask(w_before, rate),
             "the number to remove is round(rate * n) with n = the number of SURVIVORS, not of all weights":
-                m_before * _mask_with_k(w_before * m_before + (1 - m_before) * 1e9, int(round(rate * w.numel()))),
+                m_before * mask_with_k(w_before * m_before + (1 - m_before) * 1e9, int(round(rate * w.numel()))),
         }
         compare(name, case, got, expected,
                  "among the n survivors (mask == 1) remove the round(rate * n) of smallest |w|; pruned positions stay 0", mistakes)
@@ -96,7 +97,7 @@ def check_rewind(fn: Callable) -> int:
                     "return a new model (a deep copy of the template), not the template itself")
     if not isinstance(got, nn.Module):
         raise fail(name, case, "the result is not a model", "an nn.Module", got, "return the rewound copy of the template")
-    expected = lottery.rewind(template, state, masks)
+    expected = imp.rewind(template, state, masks)
     layers = dict(got.named_children())
     for lname, mask in masks.items():
         layer = layers.get(lname)
@@ -151,7 +152,7 @@ def check_random_masks_like(fn: Callable) -> int:
     ]
     for case, masks, scores in cases:
         got = call(name, fn, case, {k: v.clone() for k, v in masks.items()}, {k: v.clone() for k, v in scores.items()})
-        expected = lottery.random_masks_like(masks, scores)
+        expected = imp.random_masks_like(masks, scores)
         if not isinstance(got, Mapping) or set(got) != set(expected):
             raise fail(name, case, "the result must be a dict with one mask per layer (same keys as masks)",
                         expected, got, "return {name: new_mask for each layer}")

@@ -19,7 +19,7 @@ from compresslab.exercises.checking import (
     require_unchanged,
     seeded_generator,
 )
-from compresslab.techniques import lowrank
+from compresslab.techniques import lowrank, svd
 
 __all__ = [
     "check_svd_factorize",
@@ -43,7 +43,7 @@ def check_svd_factorize(fn: Callable) -> int:
         before = w.clone()
         got = call(name, fn, case, w, r)
         require_unchanged(name, case, before, w)
-        a_ref, b_ref = lowrank.svd_factorize(before, r)
+        a_ref, b_ref = svd.svd_factorize(before, r)
         if not isinstance(got, (tuple, list)) or len(got) != 2:
             raise fail(name, case, "the result must be a pair (a, b)", (a_ref, b_ref), got, "return a, b")
         a, b = (as_tensor(t) for t in got)
@@ -83,7 +83,7 @@ def check_rank_for_energy(fn: Callable) -> int:
         before = s.clone()
         got = call(name, fn, case, s, e)
         require_unchanged(name, case, before, s)
-        expected = lowrank.rank_for_energy(before, e)
+        expected = svd.rank_for_energy(before, e)
         curve = torch.cumsum(before.double() ** 2, 0) / (before.double() ** 2).sum()
         curve_s = torch.cumsum(before.double(), 0) / before.double().sum()
         mistakes = {"the energy uses SQUARED singular values: E(r) = sum_{i<=r} s_i^2 / sum_i s_i^2":

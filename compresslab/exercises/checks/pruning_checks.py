@@ -15,7 +15,7 @@ from compresslab.exercises.checking import (
     require_unchanged,
     seeded_generator,
 )
-from compresslab.techniques import pruning
+from compresslab.techniques import masks
 
 __all__ = [
     "check_magnitude_mask",
@@ -25,7 +25,7 @@ __all__ = [
 
 # ----------------------------------------------------------------- 01 pruning
 
-def _mask_with_k(w: torch.Tensor, k: int, largest: bool = False) -> torch.Tensor:
+def mask_with_k(w: torch.Tensor, k: int, largest: bool = False) -> torch.Tensor:
     mask = torch.ones_like(w)
     if k > 0:
         mask.view(-1)[torch.topk(w.abs().reshape(-1), k, largest=largest).indices] = 0.0
@@ -52,20 +52,20 @@ def check_magnitude_mask(fn: Callable) -> int:
         before = w.clone()
         got = call(name, fn, case, w, s)
         require_unchanged(name, case, before, w)
-        expected = pruning.magnitude_mask(before, s)
+        expected = masks.magnitude_mask(before, s)
         n = w.numel()
         k = int(round(s * n))
         mistakes = {
             "you pruned the LARGEST weights: keep the large |w|, zero the small ones (largest=False in topk)":
-                _mask_with_k(before, k, largest=True) if k else None,
+                mask_with_k(before, k, largest=True) if k else None,
             "rank by magnitude |w|, not by the signed value w (a large negative weight is important)":
                 _signed_mask(before, k) if k else None,
             "sparsity is the fraction REMOVED: zero k = round(sparsity * n) weights, keep the rest":
-                _mask_with_k(before, n - k) if 0 < n - k < n else None,
+                mask_with_k(before, n - k) if 0 < n - k < n else None,
             f"k must be round(sparsity * n) = {k}; you removed floor(sparsity * n) = {math.floor(s * n)}":
-                _mask_with_k(before, math.floor(s * n)) if math.floor(s * n) != k else None,
+                mask_with_k(before, math.floor(s * n)) if math.floor(s * n) != k else None,
             f"k must be round(sparsity * n) = {k}; you removed ceil(sparsity * n) = {math.ceil(s * n)}":
-                _mask_with_k(before, math.ceil(s * n)) if math.ceil(s * n) != k else None,
+                mask_with_k(before, math.ceil(s * n)) if math.ceil(s * n) != k else None,
         }
         compare(name, case, got, expected,
                  "zero the k entries of smallest magnitude (k is the sparsity times the number of entries, rounded) "
@@ -98,11 +98,11 @@ def check_global_magnitude_masks(fn: Callable) -> int:
         got = call(name, fn, case, weights, s)
         for key in before:
             require_unchanged(name, case, before[key], weights[key])
-        expected = pruning.global_magnitude_masks(before, s)
+        expected = masks.global_magnitude_masks(before, s)
         if not isinstance(got, Mapping) or set(got) != set(expected):
             raise fail(name, case, "the result must be a dict with one mask per layer name, same keys as the input",
                         expected, got, "return {name: mask for each name in weights}")
-        layerwise = {k: pruning.magnitude_mask(v, s) for k, v in before.items()}
+        layerwise = {k: masks.magnitude_mask(v, s) for k, v in before.items()}
         for key in expected:
             compare(name, f"{case}; layer {key!r}", got[key], expected[key],
                      "concatenate |w| of all layers, find ONE threshold (the k-th smallest of all n values, "
@@ -124,7 +124,7 @@ def check_cubic_sparsity(fn: Callable) -> int:
     for args in cases:
         case = "step={}, initial={}, final={}, start={}, n={}, interval={}".format(*args)
         got = call(name, fn, case, *args)
-        expected = pruning.cubic_sparsity(*args)
+        expected = masks.cubic_sparsity(*args)
         step, s_i, s_f, t0, n, dt = args
         raw = (step - t0) / (n * dt)
         p = min(max(raw, 0.0), 1.0)

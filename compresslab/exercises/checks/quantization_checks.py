@@ -16,7 +16,7 @@ from compresslab.exercises.checking import (
     seeded_generator,
     short,
 )
-from compresslab.techniques import quantization
+from compresslab.techniques import quantops
 
 __all__ = [
     "check_choose_qparams",
@@ -43,11 +43,11 @@ def check_choose_qparams(fn: Callable) -> int:
         lo_arg = lo.clone() if isinstance(lo, torch.Tensor) else lo
         hi_arg = hi.clone() if isinstance(hi, torch.Tensor) else hi
         got = call(name, fn, case, lo_arg, hi_arg, bits, scheme)
-        scale, zp = quantization.choose_qparams(lo, hi, bits, scheme)
+        scale, zp = quantops.choose_qparams(lo, hi, bits, scheme)
         if not isinstance(got, (tuple, list)) or len(got) != 2:
             raise fail(name, case, "the result must be a pair (scale, zero_point)", (scale, zp), got,
                         "return scale, zero_point")
-        qmin, qmax = quantization.qrange(bits, scheme)
+        qmin, qmax = quantops.qrange(bits, scheme)
         lo_t, hi_t = torch.as_tensor(lo, dtype=torch.float32), torch.as_tensor(hi, dtype=torch.float32)
         mistakes = {
             f"the symmetric grid is [-{qmax}, {qmax}] (narrow range, from qrange): s = max(|lo|, |hi|) / {qmax}, "
@@ -71,10 +71,10 @@ def check_choose_qparams(fn: Callable) -> int:
 def _quant_cases(seed: int) -> list[tuple[str, torch.Tensor, object, object, int, int]]:
     g = seeded_generator(seed)
     x = torch.randn(300, generator=g)
-    s8, z8 = quantization.choose_qparams(x.min(), x.max(), 8, "asymmetric")
-    s4, _ = quantization.choose_qparams(-1.0, 1.0, 4, "symmetric")  # values beyond +-1 get clipped
+    s8, z8 = quantops.choose_qparams(x.min(), x.max(), 8, "asymmetric")
+    s4, _ = quantops.choose_qparams(-1.0, 1.0, 4, "symmetric")  # values beyond +-1 get clipped
     w = torch.randn(6, 40, generator=g)
-    sc, zc = quantization.choose_qparams(w.amin(1), w.amax(1), 4, "asymmetric")
+    sc, zc = quantops.choose_qparams(w.amin(1), w.amax(1), 4, "asymmetric")
     return [
         ("x=[-1, -0.26, 0, 0.3, 0.74, 5], scale=0.25, zero_point=2, qmin=0, qmax=7",
          torch.tensor([-1.0, -0.26, 0.0, 0.3, 0.74, 5.0]), 0.25, 2, 0, 7),
@@ -94,7 +94,7 @@ def check_quantize_affine(fn: Callable) -> int:
         before = x.clone()
         got = call(name, fn, case, x, s, z, qmin, qmax)
         require_unchanged(name, case, before, x)
-        expected = quantization.quantize_affine(before, s, z, qmin, qmax)
+        expected = quantops.quantize_affine(before, s, z, qmin, qmax)
         s_t, z_t = torch.as_tensor(s, dtype=torch.float32), torch.as_tensor(z, dtype=torch.float32)
         got_t = as_tensor(got)
         if got_t is not None and got_t.is_floating_point() and not torch.equal(got_t, got_t.round()):
@@ -121,9 +121,9 @@ def check_fake_quantize(fn: Callable) -> int:
         x_in = x.clone().requires_grad_(True)
         got = call(name, fn, case, x_in, s, z, qmin, qmax)
         x_ref = x.clone().requires_grad_(True)
-        expected = quantization.fake_quantize(x_ref, s, z, qmin, qmax)
+        expected = quantops.fake_quantize(x_ref, s, z, qmin, qmax)
         s_t, z_t = torch.as_tensor(s, dtype=torch.float32), torch.as_tensor(z, dtype=torch.float32)
-        q = quantization.quantize_affine(x, s, z, qmin, qmax).float()
+        q = quantops.quantize_affine(x, s, z, qmin, qmax).float()
         compare(name, case, got.detach() if isinstance(got, torch.Tensor) else got, expected.detach(),
                  "x_hat = s * (q - z) with q = clamp(round(x / s) + z, qmin, qmax): the forward pass returns "
                  "real values on the grid, not the integers",

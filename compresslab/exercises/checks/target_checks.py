@@ -18,13 +18,13 @@ from compresslab.core import cache, data, models, training
 from compresslab.exercises.checking import CheckFailed, call, exercise_check
 from compresslab.techniques import (
     distillation,
-    lottery,
+    imp,
     lowrank,
-    pruning,
-    quantization,
+    quantops,
     sharing,
     structured,
 )
+from compresslab.techniques import masks as mask_ops
 
 __all__ = [
     "TARGETS",
@@ -94,7 +94,7 @@ def _choice(name: str, fn: Callable, keys: tuple[str, ...], low: float, high: fl
 
 def _masked(model, sparsities: dict) -> tuple[torch.nn.Module, dict, float]:
     net = copy.deepcopy(model)
-    masks = {n: pruning.magnitude_mask(layer.weight.detach(), sparsities.get(n, 0.0))
+    masks = {n: mask_ops.magnitude_mask(layer.weight.detach(), sparsities.get(n, 0.0))
              for n, layer in models.prunable_layers(net).items()}
     remaining = sum(float(m.sum()) for m in masks.values()) / sum(m.numel() for m in masks.values())
     return net, masks, remaining
@@ -125,7 +125,7 @@ def check_ticket_target(fn: Callable) -> str:
     ds, model, initial, _ = target_setup()
     _, masks, remaining = _masked(model, choice)
     template = models.create("mlp", hidden=HIDDEN)
-    ticket = lottery.rewind(template, initial, masks)
+    ticket = imp.rewind(template, initial, masks)
     training.train(ticket, ds, training.TrainConfig(epochs=4, lr=0.1, lr_schedule="cosine", seed=0), progress=False)
     acc = _accuracy(ticket)
     measured = f"{100 * remaining:.2f}% of the weights remain, retrained ticket accuracy {acc:.1f}%"
@@ -146,8 +146,8 @@ def check_bits_target(fn: Callable) -> str:
     with torch.no_grad():
         for n, layer in models.prunable_layers(net).items():
             w, b = layer.weight, choice[n]
-            scale, zero = quantization.choose_qparams(w.amin(1, keepdim=True), w.amax(1, keepdim=True), b, "symmetric")
-            w.copy_(quantization.fake_quantize(w, scale, zero, *quantization.qrange(b, "symmetric")))
+            scale, zero = quantops.choose_qparams(w.amin(1, keepdim=True), w.amax(1, keepdim=True), b, "symmetric")
+            w.copy_(quantops.fake_quantize(w, scale, zero, *quantops.qrange(b, "symmetric")))
             total, bits = total + w.numel(), bits + b * w.numel()
     acc = _accuracy(net)
     measured = f"{bits / total:.2f} bits per weight on average, accuracy {acc:.1f}% (float {float_acc:.1f}%)"
@@ -219,7 +219,7 @@ def check_deep_compression_target(fn: Callable) -> str:
     with torch.no_grad():
         for n, layer in models.prunable_layers(net).items():
             w, bits = layer.weight, int(choice[f"{n}_bits"])
-            pruned = w * pruning.magnitude_mask(w, choice[f"{n}_sparsity"])
+            pruned = w * mask_ops.magnitude_mask(w, choice[f"{n}_sparsity"])
             codebook, indices, mask = sharing.share_layer(pruned, bits)
             w.copy_(torch.where(mask, codebook[indices], torch.zeros_like(w)))
             dense += 32 * w.numel()
