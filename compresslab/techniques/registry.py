@@ -72,7 +72,7 @@ class Technique:
     step(model, step_config, data, context) -> (model, Report) (default: apply, then nothing);
     teacher: whether a recipe step may train it with the distillation loss (context.teacher_*);
     writes_file: the suffix of the file a step writes (context.file); such a step must be last;
-    notebook / params: the notebook it owns and that notebook's declared parameters;
+    notebook / params: a notebook and the parameters of it this technique declares;
     references: exercise name -> the package function that is its reference answer;
     frontier: (arch, epochs, seed) -> the recipes it adds to notebook 08's frontier, each a dict
     {"name", "steps": [(verb, config), ...], "precision", "family", "sparse"} (see
@@ -124,16 +124,20 @@ _LOADED: list[bool] = []
 
 
 def register(technique: Technique) -> Technique:
-    """Add `technique`; a second technique with the same name, verb, notebook or exercise name is
-    refused (re-registering the identical verb, as a module reload does, replaces it)."""
+    """Add `technique`; a second technique with the same name, verb or exercise name is refused
+    (re-registering the identical verb, as a module reload does, replaces it). Several techniques may
+    declare parameters of one notebook (AdaRound adds its knobs to notebook 03's); a parameter two of
+    them declare must be declared alike."""
     if not isinstance(technique, Technique):
         raise TypeError(f"register takes a Technique, got {type(technique).__name__}")
     for other in _REGISTRY.values():
         if other.name == technique.name and other.apply.__qualname__ == technique.apply.__qualname__:
             continue
-        clash = [what for what, a, b in (("name", other.name, technique.name), ("verb", other.verb, technique.verb),
-                                         ("notebook", other.notebook, technique.notebook))
+        clash = [what for what, a, b in (("name", other.name, technique.name), ("verb", other.verb, technique.verb))
                  if a is not None and a == b]
+        if other.notebook is not None and other.notebook == technique.notebook:
+            clash += [f"notebook {other.notebook!r} parameter {n!r} declared differently"
+                      for n in set(other.params) & set(technique.params) if other.params[n] != technique.params[n]]
         clash += [f"exercise {n!r}" for n in set(other.references) & set(technique.references)]
         if clash:
             raise ValueError(f"Technique {technique.name!r} clashes with {other.name!r}: same {', '.join(clash)}")
@@ -158,9 +162,13 @@ def verbs() -> dict[str, Technique]:
 
 
 def notebook_specs() -> dict[str, dict[str, Param]]:
-    """Notebook stem -> its declared parameters, in notebook order."""
-    return {t.notebook: dict(t.params) for t in sorted(techniques().values(), key=lambda t: t.notebook or "")
-            if t.notebook is not None}
+    """Notebook stem -> its declared parameters (those of every technique declaring that notebook, in
+    registration order), in notebook order."""
+    specs: dict[str, dict[str, Param]] = {}
+    for t in techniques().values():
+        if t.notebook is not None:
+            specs.setdefault(t.notebook, {}).update(t.params)
+    return dict(sorted(specs.items()))
 
 
 def references() -> dict[str, Callable]:
