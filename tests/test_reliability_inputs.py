@@ -45,3 +45,25 @@ def test_gptq_rejects_a_non_finite_hessian_with_a_clear_error():
     h[1, 2] = float("nan")
     with pytest.raises(ValueError, match="hessian has 1 non-finite"):
         gq.gptq(torch.randn(2, 4), h, 4, 0)
+
+
+# ----------------------------------------------------------------- 2. composed configs check what they forward
+
+@pytest.mark.parametrize("temperature", [1e5, 1e-300, 0.0, float("nan")])
+def test_deep_compression_rejects_the_temperatures_distillation_rejects(temperature):
+    from compresslab.techniques.deepcompression import DeepCompressionConfig
+    from compresslab.techniques.distillation import DistillConfig
+
+    with pytest.raises(ValueError, match=r"DistillConfig\.temperature"):
+        DistillConfig(temperature=temperature)  # the oracle: what distillation itself allows
+    with pytest.raises(ValueError, match=r"DeepCompressionConfig\.distill_temperature=.* \[0\.001, 10000"):
+        DeepCompressionConfig(distill_temperature=temperature)
+
+
+def test_a_recipe_step_rejects_the_temperatures_distillation_rejects():
+    from compresslab.combine.recipes import Step
+    from compresslab.techniques.lowbit import LowBitConfig
+
+    with pytest.raises(ValueError, match=r"teacher_temperature=1e-300"):
+        Step("lowbit", LowBitConfig(), teacher_temperature=1e-300)
+    assert Step("lowbit", LowBitConfig(), teacher_temperature=1e-3).teacher_temperature == 1e-3

@@ -49,6 +49,8 @@ from compresslab.techniques.compressedfile import (  # noqa: F401  (re-exported:
     save,
 )
 from compresslab.techniques.distillation import (
+    check_alpha,
+    check_temperature,
     distillation_loss_fn,
 )
 from compresslab.techniques.huffman import codewords, symbol_counts
@@ -123,8 +125,8 @@ class DeepCompressionConfig:
         check_config(owner, "share", self.share, ShareConfig)
         check_config(owner, "encode", self.encode, EncodeConfig)
         if self.distill_temperature is not None:
-            check_float(owner, "distill_temperature", self.distill_temperature, 0, None, lo_open=True)
-        check_float(owner, "distill_alpha", self.distill_alpha, 0, 1)
+            check_temperature(self.distill_temperature, "distill_temperature", owner)
+        check_alpha(self.distill_alpha, "distill_alpha", owner)
         if self.threshold_std is not None:
             if self.prune.layer_sparsity is not None:
                 raise ValueError(f"{owner}: give prune.layer_sparsity or threshold_std, not both")
