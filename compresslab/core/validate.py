@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 import numbers
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 
 __all__ = [
@@ -23,6 +23,8 @@ __all__ = [
     "check_bits",
     "check_instance",
     "check_names",
+    "check_per_layer",
+    "check_layer_names",
     "check_config",
     "nested",
     "check_tensor",
@@ -122,6 +124,36 @@ def check_names(owner: str, field: str, value: object, optional: bool = True, al
     if not value and not allow_empty:
         raise ValueError(f"{_where(owner, field)}={show(value)} must name at least one layer")
     return tuple(value)
+
+
+def check_per_layer(owner: str, field: str, value: object, check_value: Callable[[str, str, object], object],
+                    optional: bool = True) -> dict | None:
+    """A per-layer mapping {layer name: value}: a non-empty dict with string keys whose values each pass
+    `check_value(owner, "field['name']", value)`; None when optional. The names themselves are checked
+    against a model by `check_layer_names` when the model is known."""
+    if optional and value is None:
+        return None
+    if not isinstance(value, dict) or not all(isinstance(n, str) for n in value):
+        raise TypeError(f"{_where(owner, field)}={show(value)} must be a dict {{layer name: value}}"
+                        + (" or None" if optional else ""))
+    if not value:
+        raise ValueError(f"{_where(owner, field)}={{}} must name at least one layer"
+                         + (" (None: the default for every layer)" if optional else ""))
+    for name, v in value.items():
+        check_value(owner, f"{field}[{name!r}]", v)
+    return value
+
+
+def check_layer_names(owner: str, field: str, names: Iterable[str] | None, layers: Iterable[str]) -> None:
+    """Every name in `names` (a tuple of layer names, or a per-layer mapping's keys; None: nothing to
+    check) is one of the model's `layers`; an unknown name (a typo such as 'fc_1') raises ValueError
+    naming the field, the unknown names and the valid ones."""
+    if names is None:
+        return
+    valid = list(layers)
+    unknown = sorted({str(n) for n in names} - set(valid))
+    if unknown:
+        raise ValueError(f"{_where(owner, field)} names unknown layers {unknown}; the model's layers are {valid}")
 
 
 @contextmanager

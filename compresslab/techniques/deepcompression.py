@@ -28,6 +28,9 @@ from compresslab.core.validate import (
     check_bits,
     check_config,
     check_float,
+    check_layer_names,
+    check_per_layer,
+    nested,
 )
 from compresslab.techniques.compressedfile import (  # noqa: F401  (re-exported: the notebook and exercises use dc.save, dc.load, ...)
     MAGIC,
@@ -133,9 +136,21 @@ class DeepCompressionConfig:
             if self.prune.scope != "layer":
                 raise ValueError(f"{owner}.threshold_std sets per-layer rates: prune.scope={self.prune.scope!r} "
                                  f"must be 'layer'")
-            values = self.threshold_std.items() if isinstance(self.threshold_std, dict) else [(None, self.threshold_std)]
-            for name, q in values:
-                check_float(owner, "threshold_std" if name is None else f"threshold_std[{name!r}]", q, 0, 10)
+            if isinstance(self.threshold_std, dict):
+                check_per_layer(owner, "threshold_std", self.threshold_std, lambda o, f, v: check_float(o, f, v, 0, 10))
+            else:
+                check_float(owner, "threshold_std", self.threshold_std, 0, 10)
+
+    def check_layers(self, model: nn.Module) -> None:
+        """Every per-layer mapping of the stages (prune.layer_sparsity, share.layer_bits and layers,
+        threshold_std) names only Linear/Conv2d layers of `model`: checked before the first stage trains."""
+        owner = "DeepCompressionConfig"
+        with nested(owner, "prune", "PruneConfig"):
+            self.prune.check_layers(model)
+        with nested(owner, "share", "ShareConfig"):
+            self.share.check_layers(model)
+        if isinstance(self.threshold_std, dict):
+            check_layer_names(owner, "threshold_std", self.threshold_std, prunable_layers(model))
 
     def retrain_loss(self, dense: nn.Module) -> LossFn | None:
         """The loss_fn for retraining: None (labels only), or distillation from a frozen copy of `dense`."""
@@ -152,6 +167,8 @@ class DeepCompressionConfig:
 
 def std_threshold_sparsity(model: nn.Module, threshold_std: float | dict) -> dict[str, float]:
     """Per-layer sparsity of Han et al.'s rule: prune |w| < q * std(w) (q per layer or one q)."""
+    if isinstance(threshold_std, dict):
+        check_layer_names("", "threshold_std", threshold_std, prunable_layers(model))
     out = {}
     for name, layer in prunable_layers(model).items():
         q = threshold_std.get(name, 0.0) if isinstance(threshold_std, dict) else threshold_std
@@ -302,6 +319,7 @@ def apply_deep_compression(
     if not isinstance(data, Dataset):
         raise ValueError(f"apply_deep_compression needs a Dataset to retrain on, got {type(data).__name__}")
     start = time.perf_counter()
+    config.check_layers(model)
     dense = copy.deepcopy(model)
     if loss_fn is None:
         loss_fn = config.retrain_loss(dense)

@@ -27,9 +27,10 @@ from compresslab.core.validate import (
     check_bits,
     check_choice,
     check_config,
-    check_instance,
     check_int,
+    check_layer_names,
     check_names,
+    check_per_layer,
     check_seed,
     check_tensor,
 )
@@ -229,15 +230,19 @@ class ShareConfig:
         owner = "ShareConfig"
         check_bits(owner, "conv_bits", self.conv_bits, 1, 16)
         check_bits(owner, "fc_bits", self.fc_bits, 1, 16)
-        check_instance(owner, "layer_bits", self.layer_bits, dict, optional=True)
-        for name, bits in (self.layer_bits or {}).items():
-            check_bits(owner, f"layer_bits[{name!r}]", bits, 1, 16)
+        check_per_layer(owner, "layer_bits", self.layer_bits, lambda o, f, v: check_bits(o, f, v, 1, 16))
         check_choice(owner, "init", self.init, INITS)
         check_int(owner, "iters", self.iters, 0, 1000)
         check_seed(owner, "seed", self.seed)
         check_config(owner, "finetune", self.finetune, TrainConfig, optional=True)
         check_names(owner, "layers", self.layers, allow_empty=True)
         check_choice(owner, "value_dtype", self.value_dtype, VALUE_DTYPES)
+
+    def check_layers(self, model: nn.Module) -> None:
+        """layer_bits and layers name only Linear/Conv2d layers of `model` (ValueError naming the valid ones)."""
+        layers = prunable_layers(model)
+        check_layer_names("ShareConfig", "layer_bits", self.layer_bits, layers)
+        check_layer_names("ShareConfig", "layers", self.layers, layers)
 
     def bits_for(self, name: str, layer: nn.Module) -> int:
         if self.layer_bits and name in self.layer_bits:
@@ -288,15 +293,12 @@ def apply_sharing(
         return accuracy(m)
 
     start = time.perf_counter()
+    config.check_layers(model)
     model = model if inplace else copy.deepcopy(model)
     acc_before = acc(model)
     size_before = metrics.model_size(model)
     make_permanent(model)
     layers = prunable_layers(model)
-    for what, names in (("layer_bits", config.layer_bits or {}), ("layers", config.layers or ())):
-        unknown = set(names) - set(layers)
-        if unknown:
-            raise ValueError(f"{what} names unknown layers {sorted(unknown)}; choose from {list(layers)}")
     if config.layers is not None:
         layers = {n: m for n, m in layers.items() if n in config.layers}
     check_value_range(layers, config.value_dtype)  # before any clustering or training
