@@ -67,3 +67,124 @@ def test_a_recipe_step_rejects_the_temperatures_distillation_rejects():
     with pytest.raises(ValueError, match=r"teacher_temperature=1e-300"):
         Step("lowbit", LowBitConfig(), teacher_temperature=1e-300)
     assert Step("lowbit", LowBitConfig(), teacher_temperature=1e-3).teacher_temperature == 1e-3
+
+
+# ----------------------------------------------------------------- 3. per-layer names are checked against the model
+
+def _unknown_layer_cases():
+    from compresslab.core.training import TrainConfig
+    from compresslab.techniques.deepcompression import DeepCompressionConfig, apply_deep_compression
+    from compresslab.techniques.lowbit import LowBitConfig, apply_lowbit
+    from compresslab.techniques.lowrank import LowRankConfig, apply_lowrank
+    from compresslab.techniques.pruning import PruneConfig, apply_pruning
+    from compresslab.techniques.sharing import ShareConfig, apply_sharing
+    from compresslab.techniques.wanda import WandaConfig, apply_wanda
+
+    one = TrainConfig(epochs=1, batch_size=64)
+    prune = PruneConfig(sparsity=0.5, scope="layer", schedule="iterative", iterations=1)
+    return [
+        ("DeepCompressionConfig.threshold_std", apply_deep_compression, DeepCompressionConfig(threshold_std={"fc_1": 1.0}, prune=prune)),
+        ("DeepCompressionConfig.prune.layer_sparsity", apply_deep_compression,
+         DeepCompressionConfig(prune=PruneConfig(layer_sparsity={"fc_1": 0.5}, scope="layer", schedule="iterative", finetune=one))),
+        ("DeepCompressionConfig.share.layer_bits", apply_deep_compression,
+         DeepCompressionConfig(prune=prune, share=ShareConfig(layer_bits={"fc_1": 4}))),
+        ("PruneConfig.layer_sparsity", apply_pruning, PruneConfig(layer_sparsity={"fc_1": 0.5}, scope="layer")),
+        ("ShareConfig.layer_bits", apply_sharing, ShareConfig(layer_bits={"fc_1": 4})),
+        ("ShareConfig.layers", apply_sharing, ShareConfig(layers=("fc_1",))),
+        ("LowRankConfig.rank", apply_lowrank, LowRankConfig(rank={"fc_1": 4})),
+        ("LowRankConfig.layers", apply_lowrank, LowRankConfig(rank=4, layers=("fc_1",))),
+        ("LowBitConfig.layers", apply_lowbit, LowBitConfig(layers=("fc_1",), finetune=None)),
+        ("WandaConfig.layers", apply_wanda, WandaConfig(layers=("fc_1",))),
+        ("GroupQuantConfig.layers", gq.apply_groupquant, gq.GroupQuantConfig(layers=("fc_1",), group_size=0)),
+    ]
+
+
+@pytest.mark.parametrize("case", range(11))
+def test_every_per_layer_mapping_rejects_an_unknown_layer(case):
+    where, apply, config = _unknown_layer_cases()[case]
+    with pytest.raises(ValueError, match=rf"{where} names unknown layers \['fc_1'\]; the model's layers are "
+                                         r"\['fc1', 'fc2', 'fc3'\]"):
+        apply(_lenet300(), config, make_tiny_dataset())
+
+
+def test_threshold_std_with_the_right_name_prunes_and_its_oracle_is_the_rule():
+    from compresslab.techniques.deepcompression import std_threshold_sparsity
+
+    model = _lenet300()
+    rates = std_threshold_sparsity(model, {"fc1": 1.0})
+    w = model.fc1.weight.detach()
+    assert rates["fc1"] == pytest.approx(float((w.abs() < w.std()).float().mean()))
+    assert rates["fc2"] == 0.0
+    with pytest.raises(ValueError, match=r"threshold_std names unknown layers \['fc_1'\]"):
+        std_threshold_sparsity(model, {"fc_1": 1.0})
+
+
+@pytest.mark.parametrize("make", [
+    lambda: __import__("compresslab.techniques.lowrank", fromlist=["x"]).LowRankConfig(rank={}),
+    lambda: __import__("compresslab.techniques.pruning", fromlist=["x"]).PruneConfig(layer_sparsity={}),
+    lambda: __import__("compresslab.techniques.sharing", fromlist=["x"]).ShareConfig(layer_bits={}),
+    lambda: __import__("compresslab.techniques.deepcompression", fromlist=["x"]).DeepCompressionConfig(threshold_std={}),
+])
+def test_an_empty_per_layer_mapping_is_rejected_at_construction(make):
+    with pytest.raises(ValueError, match=r"=\{\} must name at least one layer"):
+        make()
+
+
+def test_a_lowrank_report_without_target_layers_has_a_headline():
+    from compresslab.core.metrics import model_size
+    from compresslab.techniques.lowrank import LowRankConfig, LowRankReport
+
+    size = model_size(_lenet300())
+    report = LowRankReport(config=LowRankConfig(rank=4), size_before=size, size_after=size)
+    assert report.reduction == 0.0
+    assert "0.0% fewer params" in report.headline()
+
+
+# ----------------------------------------------------------------- 4. packed files: unknown kinds, missing keys
+
+def _packed_with_header(tmp_path, edit):
+    import json
+    import struct
+
+    from compresslab.techniques import packedfile as pf
+
+    path = tmp_path / "m.pk"
+    pf.save_model(_lenet300(), path, "binary")
+    raw = path.read_bytes()
+    (n,) = struct.unpack("<I", raw[5:9])
+    header = json.loads(raw[9:9 + n])
+    edit(header)
+    head = json.dumps(header).encode()
+    path.write_bytes(raw[:5] + struct.pack("<I", len(head)) + head + raw[9 + n:])
+    return path
+
+
+@pytest.mark.parametrize("edit, message", [
+    (lambda h: h[0].update(kind="int3"), r"layer 'fc1': unknown kind 'int3'"),
+    (lambda h: h[1].pop("lengths"), r"layer 'fc2': the header has no 'lengths'"),
+    (lambda h: h[0].pop("shape"), r"layer 'fc1': the header has no 'shape'"),
+    (lambda h: h[0].update(lengths=h[0]["lengths"][:3]), r"must give 4 blob lengths"),
+    (lambda h: h[0].update(lengths=[-1] + h[0]["lengths"][1:]), r"lengths=.* non-negative integers"),
+    (lambda h: h[0].update(scale_shape=[]), r"scale_shape=\[\] does not fit a binary weight"),
+    (lambda h: h[2].update(name="fc1"), r"layer 'fc1' appears twice"),
+    (lambda h: h.__setitem__(0, 7), r"header entry 0 is not a layer record"),
+    (lambda h: h[0].update(sparse="yes"), r"sparse='yes' is not a bool"),
+])
+def test_a_damaged_packed_header_is_a_format_error(tmp_path, edit, message):
+    from compresslab.techniques import packedfile as pf
+
+    with pytest.raises(ValueError, match=message):
+        pf.read(_packed_with_header(tmp_path, edit))
+
+
+def test_an_unchanged_header_reads_back_every_kind(tmp_path):
+    from compresslab.techniques import packedfile as pf
+
+    model = _lenet300()
+    for kind in pf.KINDS:
+        pf.save_model(model, tmp_path / kind, kind, sparse=kind == "int8")
+        layers = pf.read(tmp_path / kind)
+        expected = pf.pack_model(model, kind, sparse=kind == "int8")
+        assert all(torch.equal(layers[n].weight(), expected[n].weight()) for n in expected)
+    with pytest.raises(ValueError, match=r"pack_model.kind names unknown layers \['fc_1'\]"):
+        pf.pack_model(model, {"fc_1": "int8"})
