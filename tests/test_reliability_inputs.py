@@ -188,3 +188,72 @@ def test_an_unchanged_header_reads_back_every_kind(tmp_path):
         assert all(torch.equal(layers[n].weight(), expected[n].weight()) for n in expected)
     with pytest.raises(ValueError, match=r"pack_model.kind names unknown layers \['fc_1'\]"):
         pf.pack_model(model, {"fc_1": "int8"})
+
+
+# ----------------------------------------------------------------- 6, 9. the cache folder, entries and temporaries
+
+def test_a_cache_folder_that_cannot_be_created_is_one_clear_line(monkeypatch):
+    from compresslab.core import cache
+    from compresslab.core.training import TrainConfig
+
+    monkeypatch.setenv("COMPRESSLAB_CACHE", "/proc/no-such-process/cache")
+    with pytest.raises(NotADirectoryError, match=r"^the baseline cache /proc/no-such-process/cache \(COMPRESSLAB_CACHE\) "
+                                                 r"is not a usable folder .*: point COMPRESSLAB_CACHE at a folder$"):
+        cache.pretrained("lenet300", make_tiny_dataset(), TrainConfig(epochs=1))
+
+
+def test_a_folder_in_place_of_a_cache_entry_trains_without_caching(monkeypatch, tmp_path):
+    from compresslab.core import cache
+    from compresslab.core.training import TrainConfig
+
+    monkeypatch.setenv("COMPRESSLAB_CACHE", str(tmp_path))
+    data, config = make_tiny_dataset(), TrainConfig(epochs=1, batch_size=64)
+    key, _ = cache.cache_key("lenet300", {}, data, config)
+    (tmp_path / f"lenet300-{data.name}-{key}.pt").mkdir()
+    with pytest.warns(UserWarning, match=r"could not store the baseline at .*lenet300-tiny-.*\.pt .*folder of that name"):
+        baseline = cache.pretrained("lenet300", data, config, progress=False)
+    assert not baseline.from_cache and 0 <= baseline.accuracy <= 100
+
+
+def test_write_bytes_atomic_names_a_folder_in_the_way(tmp_path):
+    from compresslab.core.io import write_bytes_atomic
+
+    (tmp_path / "x.bin").mkdir()
+    with pytest.raises(IsADirectoryError, match=r"cannot write the file .*x\.bin: a folder of that name is in the way"):
+        write_bytes_atomic(tmp_path / "x.bin", b"abc")
+    assert [p.name for p in tmp_path.iterdir()] == ["x.bin"]
+
+
+def test_a_save_killed_midway_leaves_a_temporary_that_the_next_save_removes(tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    from compresslab.core.io import write_bytes_atomic
+
+    target = tmp_path / "entry.pt"
+    write_bytes_atomic(target, b"old")
+    child = ("import os, signal, sys\n"
+             "from compresslab.core import io\n"
+             "os.fsync = lambda fd: os.kill(os.getpid(), signal.SIGKILL)  # killed after writing, before the rename\n"
+             "io.write_bytes_atomic(sys.argv[1], b'new' * 1000)\n")
+    run = subprocess.run([sys.executable, "-c", child, str(target)], env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert run.returncode == -signal.SIGKILL
+    left = [p.name for p in tmp_path.iterdir() if p.name != "entry.pt"]
+    assert len(left) == 1 and left[0].startswith(".entry.pt.") and left[0].endswith(".tmp")
+    assert target.read_bytes() == b"old"  # the target is untouched by the killed save
+    write_bytes_atomic(target, b"newer")
+    assert [p.name for p in tmp_path.iterdir()] == ["entry.pt"]
+    assert target.read_bytes() == b"newer"
+
+
+def test_a_live_writers_temporary_is_left_alone(tmp_path):
+    import os
+
+    from compresslab.core.io import remove_stale_temporaries
+
+    mine = tmp_path / f".x.bin.{os.getpid()}.abc.tmp"
+    mine.write_bytes(b"in progress")
+    assert remove_stale_temporaries(tmp_path / "x.bin") == []
+    assert mine.exists()
