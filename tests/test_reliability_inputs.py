@@ -257,3 +257,22 @@ def test_a_live_writers_temporary_is_left_alone(tmp_path):
     mine.write_bytes(b"in progress")
     assert remove_stale_temporaries(tmp_path / "x.bin") == []
     assert mine.exists()
+
+
+# ----------------------------------------------------------------- 7. a model argument's wrong value
+
+@pytest.mark.parametrize("kwargs, error, message", [
+    ({"hidden": (2.5,)}, TypeError, r"^mlp\.hidden\[0\]=2\.5 must be an integer in \[1, 1048576\]$"),
+    ({"hidden": (100, 0)}, ValueError, r"^mlp\.hidden\[1\]=0 must be an integer in \[1, 1048576\]$"),
+    ({"hidden": 100}, ValueError, r"^mlp\.hidden=100 must be a non-empty list of positive integer widths$"),
+    ({"dropout": 1.5}, ValueError, r"^mlp\.dropout=1\.5 must be in \[0\.0, 1\.0\)$"),
+    ({"width": 3}, ValueError, r"^model='mlp' does not take arguments \['width'\]; it takes \['hidden', 'dropout'\]$"),
+])
+def test_create_names_the_bad_value_or_the_unknown_argument(kwargs, error, message):
+    with pytest.raises(error, match=message):
+        models.create("mlp", **kwargs)
+
+
+def test_create_still_builds_what_it_built():
+    model = models.create("mlp", hidden=[20, 30])  # a list, as an architecture read back from JSON gives it
+    assert [tuple(m.weight.shape) for m in models.prunable_layers(model).values()] == [(20, 784), (30, 20), (10, 30)]
