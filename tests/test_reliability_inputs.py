@@ -276,3 +276,94 @@ def test_create_names_the_bad_value_or_the_unknown_argument(kwargs, error, messa
 def test_create_still_builds_what_it_built():
     model = models.create("mlp", hidden=[20, 30])  # a list, as an architecture read back from JSON gives it
     assert [tuple(m.weight.shape) for m in models.prunable_layers(model).values()] == [(20, 784), (30, 20), (10, 30)]
+
+
+# ----------------------------------------------------------------- 10. non-finite, empty, mismatched and mistyped inputs
+
+def _bad_input_cases():
+    from compresslab.core import metrics
+    from compresslab.techniques import packedfile as pf
+    from compresslab.techniques import sharing, smoothquant, svd, tensordecomp, wanda
+
+    nan = torch.tensor([[1.0, float("nan")], [0.5, 1.0]])
+    inf = torch.tensor([[1.0, float("inf")], [0.5, 1.0]])
+    kernel = torch.full((2, 2, 3, 3), float("nan"))
+    non_finite = r"has \d+ non-finite value\(s\) \(NaN or inf\)"
+    return [
+        ("rtn", lambda: gq.rtn(nan, 4, 0), ValueError, non_finite),
+        ("quantize_groups inf", lambda: gq.quantize_groups(inf, 4, 0), ValueError, non_finite),
+        ("hessian", lambda: gq.hessian(inf), ValueError, non_finite),
+        ("wanda_scores", lambda: wanda.wanda_scores(nan, torch.ones(2)), ValueError, non_finite),
+        ("input_norms", lambda: wanda.input_norms(inf), ValueError, non_finite),
+        ("row_mask", lambda: wanda.row_mask(nan, 0.5), ValueError, non_finite),
+        ("nm_mask", lambda: wanda.nm_mask(torch.full((1, 4), float("nan"))), ValueError, non_finite),
+        ("smooth_scales", lambda: smoothquant.smooth_scales(torch.ones(2), nan), ValueError, non_finite),
+        ("smooth_scales absmax", lambda: smoothquant.smooth_scales(torch.tensor([1.0, float("inf")]), torch.ones(2, 2)),
+         ValueError, non_finite),
+        ("fake_quant_activations", lambda: smoothquant.fake_quant_activations(nan), ValueError, non_finite),
+        ("fake_quant_activations per token", lambda: smoothquant.fake_quant_activations(inf, 8, "per_token"),
+         ValueError, non_finite),
+        ("pack_layer int8", lambda: pf.pack_layer(nan, None, "int8"), ValueError, non_finite),
+        ("tucker2", lambda: tensordecomp.tucker2(kernel, (1, 1)), ValueError, non_finite),
+        ("cp_als", lambda: tensordecomp.cp_als(kernel, 2), ValueError, non_finite),
+        ("fake_quant_activations empty", lambda: smoothquant.fake_quant_activations(torch.empty(0, 4)), ValueError,
+         r"x is empty \(shape \(0, 4\)\)"),
+        ("channel_absmax empty", lambda: smoothquant.channel_absmax(torch.empty(0, 3)), ValueError,
+         r"x is empty \(shape \(0, 3\)\)"),
+        ("smooth_scales shapes", lambda: smoothquant.smooth_scales(torch.ones(3), torch.ones(2, 2)), ValueError,
+         r"act_absmax has shape \(3,\), \(2,\) expected"),
+        ("kmeans_1d seed", lambda: sharing.kmeans_1d(torch.randn(10), 2, seed="abc"), TypeError,
+         r"seed='abc' must be an integer in \[0, 9223372036854775807\]"),
+        ("weight_sparsity", lambda: metrics.weight_sparsity(torch.nn.Sequential(torch.nn.ReLU())), ValueError,
+         r"without Linear/Conv2d weights \(Sequential\) is undefined"),
+        ("rank_for_energy empty", lambda: svd.rank_for_energy(torch.empty(0), 0.9), ValueError,
+         r"singular values is empty"),
+        ("energy_curve nan", lambda: svd.energy_curve(torch.tensor([1.0, float("nan")])), ValueError, non_finite),
+    ]
+
+
+@pytest.mark.parametrize("case", range(21))
+def test_bad_inputs_to_every_primitive_raise_a_clear_error(case):
+    name, call, error, message = _bad_input_cases()[case]
+    with pytest.raises(error, match=message):
+        call()
+
+
+def test_the_spectrum_of_a_zero_matrix_keeps_all_its_energy_at_rank_one():
+    from compresslab.techniques import svd
+
+    s = torch.linalg.svdvals(torch.zeros(3, 4))
+    assert svd.energy_curve(s).tolist() == [1.0, 1.0, 1.0]
+    assert svd.rank_for_energy(s, 0.9) == 1
+
+
+# ----------------------------------------------------------------- 11. what centroid fine-tuning promises about threads
+
+def _shared_weights(threads: int) -> dict[str, torch.Tensor]:
+    from compresslab.core.training import TrainConfig
+    from compresslab.techniques import sharing
+
+    old = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        model = _lenet300()
+        data = make_tiny_dataset(n_train=128, n_test=32, n_val=0)
+        training.train(model, data, TrainConfig(epochs=1, batch_size=32, lr=0.05), progress=False)
+        config = sharing.ShareConfig(fc_bits=4, finetune=TrainConfig(epochs=1, batch_size=32, lr=0.01))
+        shared, _ = sharing.apply_sharing(model, config, data)
+        return {k: v.clone() for k, v in shared.state_dict().items()}
+    finally:
+        torch.set_num_threads(old)
+
+
+def test_shared_weight_promises_only_what_holds_across_thread_counts():
+    from compresslab.techniques.sharing import SharedWeight
+
+    one, two = _shared_weights(1), _shared_weights(2)
+    again = _shared_weights(1)
+    assert all(torch.equal(one[k], again[k]) for k in one)  # what it promises: same thread count, same bits
+    doc = " ".join(SharedWeight.__doc__.split())
+    assert "any thread count" not in doc
+    assert "same thread count and kind of CPU" in doc
+    if not all(torch.equal(one[k], two[k]) for k in one):  # the measured reason it must not promise more
+        assert "Across thread counts or CPUs it does not" in doc

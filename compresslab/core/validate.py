@@ -183,12 +183,18 @@ def check_config(owner: str, field: str, value: object, cls: type, optional: boo
     return value
 
 
-def check_tensor(name: str, value: object, allow_empty: bool = False) -> None:
-    """A tensor argument that is non-empty (unless allowed) and, if floating point, all finite."""
+def check_tensor(name: str, value: object, allow_empty: bool = False, dim: int | None = None,
+                 shape: tuple[int, ...] | None = None) -> None:
+    """A tensor argument that is non-empty (unless allowed), has `dim` dimensions or exactly `shape`
+    when given, and, if floating point, is all finite."""
     import torch
 
     if not isinstance(value, torch.Tensor):
         raise TypeError(f"{name} must be a torch.Tensor, got {type(value).__name__}")
+    if dim is not None and value.dim() != dim:
+        raise ValueError(f"{name} must have {dim} dimension(s), got shape {tuple(value.shape)}")
+    if shape is not None and tuple(value.shape) != tuple(shape):
+        raise ValueError(f"{name} has shape {tuple(value.shape)}, {tuple(shape)} expected")
     if value.numel() == 0 and not allow_empty:
         raise ValueError(f"{name} is empty (shape {tuple(value.shape)}): nothing to work on")
     if value.is_floating_point() or value.is_complex():

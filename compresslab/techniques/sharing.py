@@ -27,6 +27,7 @@ from compresslab.core.validate import (
     check_bits,
     check_choice,
     check_config,
+    check_float,
     check_int,
     check_layer_names,
     check_names,
@@ -71,11 +72,10 @@ def init_centroids(w: torch.Tensor, k: int, method: str = "linear", seed: int = 
     tensor([-0.9167,  0.0500,  0.5000])
     """
     check_choice("", "init", method, INITS)
-    if k < 1:
-        raise ValueError(f"k={k} must be >= 1")
+    check_int("", "k", k, 1, 1 << 24)
+    check_seed("", "seed", seed)
+    check_tensor("w", w)
     w = w.detach().reshape(-1).float()
-    if w.numel() == 0:
-        raise ValueError("cannot initialise centroids from an empty weight set")
     if method == "linear":
         c = torch.linspace(float(w.min()), float(w.max()), k) if k > 1 else w.mean().reshape(1)
     elif method == "density":
@@ -114,8 +114,9 @@ def kmeans_1d(
     >>> centroids, idx  # each centroid is the mean of its cluster: (-1 - 0.9) / 2, (0 + 0.1 + 0.2) / 3, 2
     (tensor([-0.9500,  0.1000,  2.0000]), tensor([0, 0, 1, 1, 1, 2]))
     """
-    if iters < 0:
-        raise ValueError(f"iters={iters} must be >= 0")
+    check_int("", "iters", iters, 0, None)
+    check_float("", "tol", tol, 0, None)
+    check_seed("", "seed", seed)
     check_tensor("w", w)
     x = w.detach().reshape(-1).float()
     c = init_centroids(x, k, init, seed)
@@ -166,7 +167,10 @@ class SharedWeight(nn.Module):
     """Parametrization W = C[I] * M: a trainable codebook C (k,), fixed indices I and mask M.
 
     dL/dC_k = sum over members of dL/dW (`segment_sums`, in a fixed order), so each centroid moves
-    by the summed gradient of its weights, and the same run gives the same bits on any thread count.
+    by the summed gradient of its weights, and the same run on the same thread count and kind of CPU
+    gives the same bits. Across thread counts or CPUs it does not: dL/dW itself comes from the
+    matrix-multiply kernels, whose summation order (hence rounding) depends on both (see
+    docs/architecture.md, "Reproducibility").
     """
 
     def __init__(self, codebook: torch.Tensor, indices: torch.Tensor, mask: torch.Tensor):

@@ -15,7 +15,7 @@ from typing import NamedTuple
 
 import torch
 
-from compresslab.core.validate import check_float
+from compresslab.core.validate import check_float, check_int, check_tensor
 
 __all__ = [
     "SVD",
@@ -119,9 +119,14 @@ def energy_curve(s: torch.Tensor) -> torch.Tensor:
 
     >>> energy_curve(torch.tensor([3.0, 2.0, 1.0]))  # 9/14, 13/14, 14/14
     tensor([0.6429, 0.9286, 1.0000], dtype=torch.float64)
+
+    s: a non-empty, finite, non-negative 1-D spectrum; an all-zero one (a zero matrix) keeps all of
+    its (zero) energy at every rank: E(r) = 1.
     """
+    _check_spectrum(s)
     sq = s.double() ** 2
-    return torch.cumsum(sq, 0) / sq.sum()
+    total = sq.sum()
+    return torch.ones_like(sq) if total == 0 else torch.cumsum(sq, 0) / total
 
 
 def rank_for_energy(s: torch.Tensor, energy: float) -> int:
@@ -141,6 +146,8 @@ def eckart_young_error(s: torch.Tensor, rank: int) -> float:
     >>> eckart_young_error(torch.tensor([3.0, 2.0, 1.0]), 1)  # sqrt(2^2 + 1^2)
     2.23606797749979
     """
+    _check_spectrum(s)
+    check_int("", "rank", rank, 0, None)
     return float((s.double()[rank:] ** 2).sum().sqrt())
 
 
@@ -157,6 +164,13 @@ def rank_for_ratio(m: int, n: int, ratio: float) -> int:
     """The largest r >= 1 with r (m + n) <= ratio * m n (factor weights over dense weights)."""
     _check_fraction(ratio, "param_ratio")
     return max(1, min(min(m, n), math.floor(ratio * m * n / (m + n) + 1e-9)))
+
+
+def _check_spectrum(s: object) -> None:
+    """Singular values: a non-empty, finite, non-negative 1-D tensor."""
+    check_tensor("singular values", s, dim=1)
+    if bool((s < 0).any()):
+        raise ValueError("singular values must be >= 0")
 
 
 def _check_fraction(x: object, what: str) -> None:

@@ -26,6 +26,7 @@ import torch
 from torch import nn
 
 from compresslab.core import metrics
+from compresslab.core.validate import check_seed, check_tensor
 
 __all__ = [
     "TENSOR_MODES",
@@ -49,8 +50,8 @@ CP_ITERS = 60
 
 
 def _check_kernel(w: torch.Tensor) -> None:
-    if w.dim() != 4:
-        raise ValueError(f"a conv kernel must be 4-D (N, C, k_h, k_w), got shape {tuple(w.shape)}")
+    """A conv kernel: a finite, non-empty 4-D tensor (N, C, k_h, k_w)."""
+    check_tensor("conv kernel (N, C, k_h, k_w)", w, dim=4)
 
 
 def _check_rank(value: object, lo: int, hi: int | None, what: str) -> int:
@@ -118,6 +119,7 @@ def cp_als(w: torch.Tensor, rank: int, iters: int = CP_ITERS, seed: int = 0) -> 
     _check_kernel(w)
     _check_rank(rank, 1, None, "rank")
     _check_rank(iters, 1, None, "iters")
+    check_seed("cp_als", "seed", seed)
     w64 = w.detach().double()
     gen = torch.Generator().manual_seed(seed)
     factors = [torch.randn(d, rank, generator=gen, dtype=torch.float64) for d in w64.shape]
