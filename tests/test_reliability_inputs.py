@@ -367,3 +367,64 @@ def test_shared_weight_promises_only_what_holds_across_thread_counts():
     assert "same thread count and kind of CPU" in doc
     if not all(torch.equal(one[k], two[k]) for k in one):  # the measured reason it must not promise more
         assert "Across thread counts or CPUs it does not" in doc
+
+
+# ----------------------------------------------------------------- 12. damaged archives and unpacked files
+
+MNIST_FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
+
+
+def _mnist_root(tmp_path, suffix: str):
+    """A data root whose MNIST/raw links to the real files ending in `suffix` ('' unpacked, '.gz' archives)."""
+    import os
+
+    from compresslab.core import data
+
+    src = data.resolve_root(None) / "MNIST" / "raw"
+    if not all((src / (f + suffix)).is_file() for f in MNIST_FILES):
+        pytest.skip(f"needs the MNIST files{suffix}")
+    raw = tmp_path / "MNIST" / "raw"
+    raw.mkdir(parents=True)
+    for f in MNIST_FILES:
+        os.symlink(src / (f + suffix), raw / (f + suffix))
+    return tmp_path, src, raw
+
+
+@pytest.mark.parametrize("damage", ["truncated", "corrupted"])
+def test_a_damaged_archive_is_named_and_said_to_fail_its_checksum(tmp_path, monkeypatch, damage):
+    import torchvision
+
+    from compresslab.core import data
+
+    root, src, raw = _mnist_root(tmp_path, ".gz")
+    good = (src / "train-labels-idx1-ubyte.gz").read_bytes()
+    bad = good[: len(good) // 2] if damage == "truncated" else good[:100] + bytes([good[100] ^ 0xFF]) + good[101:]
+    (raw / "train-labels-idx1-ubyte.gz").unlink()
+    (raw / "train-labels-idx1-ubyte.gz").write_bytes(bad)
+
+    def no_download(*args, **kwargs):
+        raise AssertionError("a damaged archive must not lead to a download")
+
+    monkeypatch.setattr(torchvision.datasets.MNIST, "download", no_download)
+    with pytest.raises(ValueError, match=r"train-labels-idx1-ubyte\.gz: the archive failed its checksum \(MD5 [0-9a-f]{32}, "
+                                         r"expected d53e105ee54ea40749a09fcbcd1e9432\): it is truncated or corrupted"):
+        data.load("mnist", root=root)
+
+
+def test_intact_archives_pass_the_checksum(tmp_path):
+    from compresslab.core import data
+
+    _, _, raw = _mnist_root(tmp_path, ".gz")
+    data.check_archives("mnist", raw)  # the oracle: torchvision's own MD5 of each file
+
+
+@pytest.mark.parametrize("name", MNIST_FILES)
+def test_garbage_appended_to_an_unpacked_file_is_rejected(tmp_path, name):
+    from compresslab.core import data
+
+    root, src, raw = _mnist_root(tmp_path, "")
+    garbage = torch.randint(0, 256, (100_000,), generator=torch.Generator().manual_seed(0), dtype=torch.uint8)
+    (raw / name).unlink()
+    (raw / name).write_bytes((src / name).read_bytes() + garbage.numpy().tobytes())
+    with pytest.raises(ValueError, match=rf"{name}: followed by extra bytes: its header declares .* the file has"):
+        data.load("mnist", root=root)
