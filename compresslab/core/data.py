@@ -183,7 +183,7 @@ def check_archives(name: str, raw: Path) -> None:
     and report a download error on a machine that never went online)."""
     import torchvision
 
-    for filename, md5 in getattr(torchvision.datasets, DATASETS[name][0]).resources:
+    for filename, md5 in getattr(getattr(torchvision.datasets, DATASETS[name][0]), "resources", ()):
         archive = raw / Path(filename).name
         if not archive.is_file():
             continue
