@@ -428,3 +428,40 @@ def test_garbage_appended_to_an_unpacked_file_is_rejected(tmp_path, name):
     (raw / name).write_bytes((src / name).read_bytes() + garbage.numpy().tobytes())
     with pytest.raises(ValueError, match=rf"{name}: followed by extra bytes: its header declares .* the file has"):
         data.load("mnist", root=root)
+
+
+def test_a_packed_file_with_a_nan_weight_or_scale_is_damaged(tmp_path):
+    import json
+    import struct
+
+    import numpy as np
+
+    from compresslab.techniques import packedfile as pf
+
+    for kind, blob in (("fp32", 0), ("int8", 2)):  # fp32: a NaN code; int8: a NaN scale
+        path = tmp_path / f"{kind}.pk"
+        pf.save_model(_lenet300(), path, kind)
+        raw = bytearray(path.read_bytes())
+        (n,) = struct.unpack("<I", raw[5:9])
+        lengths = json.loads(raw[9:9 + n])[0]["lengths"]
+        at = 9 + n + sum(lengths[:blob])
+        raw[at:at + 4] = np.float32("nan").tobytes()
+        path.write_bytes(bytes(raw))
+        with pytest.raises(ValueError, match="non-finite"):
+            pf.unpack_into(_lenet300(), pf.read(path))
+
+
+def test_the_drift_monitor_rejects_non_finite_or_empty_signals():
+    import numpy as np
+
+    from compresslab.deploy.monitor import DriftConfig, drift_trace
+
+    config = DriftConfig(window=10, stride=5)
+    good = np.linspace(0.5, 1.0, 40)
+    assert len(drift_trace(good, good, config).positions) == 7  # windows ending at 10, 15, ..., 40
+    with pytest.raises(ValueError, match=r"stream has 1 non-finite"):
+        drift_trace(np.where(np.arange(40) == 3, np.nan, good), good, config)
+    with pytest.raises(ValueError, match=r"reference must be a non-empty 1-D"):
+        drift_trace(good, [], config)
+    with pytest.raises(TypeError, match=r"stream must be a sequence of numbers"):
+        drift_trace(object(), good, config)

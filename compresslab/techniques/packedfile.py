@@ -111,6 +111,8 @@ class PackedLayer:
         w = full.reshape(self.shape)
         if self.scale.size:
             w = w * (self.scale.reshape(-1, *[1] * (len(self.shape) - 1)) if self.scale.ndim else self.scale)
+        if not np.isfinite(w).all():
+            raise ValueError(f"a {self.kind} layer holds non-finite weights (NaN or inf): the file is damaged")
         return torch.from_numpy(np.ascontiguousarray(w, dtype=np.float32))
 
 
@@ -221,6 +223,9 @@ def read(path: str | os.PathLike) -> dict[str, PackedLayer]:
         for what, blob in (("scale", scale), ("bias", bias), ("mask", mask)):
             if len(blob) != expected[what]:
                 raise ValueError(f"{path}: layer {entry['name']!r} has {len(blob)} {what} bytes, {expected[what]} expected")
+        for what, blob in (("scale", scale), ("bias", bias)):
+            if not np.isfinite(np.frombuffer(blob, np.float32)).all():
+                raise ValueError(f"{path}: layer {entry['name']!r} has a non-finite {what} (NaN or inf)")
         out[entry["name"]] = PackedLayer(
             entry["kind"], tuple(entry["shape"]), codes,
             np.frombuffer(scale, np.float32).reshape(entry["scale_shape"]).copy(),
