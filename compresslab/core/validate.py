@@ -28,6 +28,7 @@ __all__ = [
     "check_config",
     "nested",
     "check_tensor",
+    "check_overflow",
 ]
 
 SEED_LIMIT = 2**63  # seeds are 0 <= seed < 2**63 (what torch.Generator.manual_seed accepts)
@@ -183,14 +184,25 @@ def check_config(owner: str, field: str, value: object, cls: type, optional: boo
     return value
 
 
+TENSOR_KINDS = {"any": "any dtype", "number": "a real (non-bool) dtype", "float": "a floating-point dtype",
+                "int": "an integer dtype"}
+
+
 def check_tensor(name: str, value: object, allow_empty: bool = False, dim: int | None = None,
-                 shape: tuple[int, ...] | None = None) -> None:
+                 shape: tuple[int, ...] | None = None, kind: str = "any") -> None:
     """A tensor argument that is non-empty (unless allowed), has `dim` dimensions or exactly `shape`
-    when given, and, if floating point, is all finite."""
+    when given, a dtype of `kind` (TENSOR_KINDS: any, number, float, int) and, if floating point, is
+    all finite."""
     import torch
 
     if not isinstance(value, torch.Tensor):
         raise TypeError(f"{name} must be a torch.Tensor, got {type(value).__name__}")
+    dtype = value.dtype
+    fits = {"any": True, "float": dtype.is_floating_point,
+            "number": dtype != torch.bool and not dtype.is_complex,
+            "int": not dtype.is_floating_point and not dtype.is_complex and dtype != torch.bool}[kind]
+    if not fits:
+        raise TypeError(f"{name} must have {TENSOR_KINDS[kind]}, got {dtype}")
     if dim is not None and value.dim() != dim:
         raise ValueError(f"{name} must have {dim} dimension(s), got shape {tuple(value.shape)}")
     if shape is not None and tuple(value.shape) != tuple(shape):
@@ -201,3 +213,15 @@ def check_tensor(name: str, value: object, allow_empty: bool = False, dim: int |
         bad = int((~torch.isfinite(value.detach())).sum())
         if bad:
             raise ValueError(f"{name} has {bad} non-finite value(s) (NaN or inf) of {value.numel()}")
+
+
+def check_overflow(what: str, value: object) -> None:
+    """A result computed from finite inputs is finite too: else ValueError saying that `what`
+    overflowed (the inputs are too large for the dtype the computation runs in)."""
+    import torch
+
+    if isinstance(value, torch.Tensor) and (value.is_floating_point() or value.is_complex()):
+        if not bool(torch.isfinite(value.detach()).all()):
+            raise ValueError(f"{what} overflowed to inf or NaN: the inputs are too large for {value.dtype}")
+    elif isinstance(value, float) and not math.isfinite(value):
+        raise ValueError(f"{what} overflowed to inf or NaN: the inputs are too large for float64")

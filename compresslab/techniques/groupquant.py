@@ -42,7 +42,13 @@ from compresslab.core.params import (
 )
 from compresslab.core.report import Report
 from compresslab.core.training import EvalResult, LossFn, evaluate
-from compresslab.core.validate import check_choice, check_float, check_int, check_tensor
+from compresslab.core.validate import (
+    check_choice,
+    check_float,
+    check_int,
+    check_overflow,
+    check_tensor,
+)
 from compresslab.techniques.layerwise import layer_inputs, layerwise_setup
 from compresslab.techniques.quantops import choose_qparams, dequantize_affine, quantize_affine
 from compresslab.techniques.registry import Technique, register, tiny_mlp
@@ -97,6 +103,7 @@ def _qparams(w: torch.Tensor, bits: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Asymmetric (scale, zero) per row of w over its [min, max]; the scale rounded to FP16."""
     scale, zero = choose_qparams(w.amin(1), w.amax(1), bits, "asymmetric")
     scale = scale.half().float()
+    check_overflow("a group's FP16 scale (max - min) / (2^b - 1)", scale)
     lo = w.amin(1).clamp(max=0)
     return scale, torch.clamp(-torch.round(lo / scale), 0, 2**bits - 1).to(torch.int32)
 
@@ -141,7 +148,9 @@ def hessian(x: torch.Tensor) -> torch.Tensor:
     squared output error ||X W^T - X W_hat^T||^2 / n with respect to one row of W_hat."""
     check_tensor("layer inputs", x)
     x = x.reshape(-1, x.shape[-1]).double()
-    return 2.0 * x.T @ x / x.shape[0]
+    h = 2.0 * x.T @ x / x.shape[0]
+    check_overflow("the Hessian 2 X^T X / n", h)
+    return h
 
 
 def inverse_cholesky(h: torch.Tensor, damp: float = 0.01) -> tuple[torch.Tensor, float]:
@@ -157,7 +166,9 @@ def inverse_cholesky(h: torch.Tensor, damp: float = 0.01) -> tuple[torch.Tensor,
     (1e-08, True)
     """
     check_float("GroupQuant", "damp", damp, 0, 1)
-    check_tensor("hessian", h)
+    check_tensor("hessian", h, dim=2)
+    if h.shape[0] != h.shape[1]:
+        raise ValueError(f"the Hessian must be square, got shape {tuple(h.shape)}")
     h = h.double()
     mean_diag = float(torch.diag(h).mean())
     eye = torch.eye(h.shape[0], dtype=h.dtype)
@@ -216,9 +227,16 @@ def gptq(w: torch.Tensor, h: torch.Tensor, bits: int, group_size: int, damp: flo
 
 def output_error(x: torch.Tensor, w: torch.Tensor, w_hat: torch.Tensor) -> float:
     """||X W^T - X W_hat^T||_F^2 / ||X W^T||_F^2: the relative error of the layer's outputs on x."""
+    check_tensor("layer inputs", x)
+    check_tensor("weight", w, dim=2)
+    check_tensor("w_hat", w_hat, shape=tuple(w.shape))
+    if x.shape[-1] != w.shape[1]:
+        raise ValueError(f"layer inputs of {x.shape[-1]} features do not match in_features={w.shape[1]}")
     x = x.reshape(-1, x.shape[-1]).double()
     ref = x @ w.double().T
-    return float((ref - x @ w_hat.double().T).pow(2).sum() / ref.pow(2).sum().clamp_min(1e-300))
+    error = float((ref - x @ w_hat.double().T).pow(2).sum() / ref.pow(2).sum().clamp_min(1e-300))
+    check_overflow("the output error", error)
+    return error
 
 
 def pack_codes(q: torch.Tensor, bits: int) -> bytes:
@@ -228,6 +246,7 @@ def pack_codes(q: torch.Tensor, bits: int) -> bytes:
     b'9'
     """
     check_int("pack_codes", "bits", bits, 1, 8)
+    check_tensor("codes", q, allow_empty=True, kind="int")
     codes = q.reshape(-1).to(torch.int64).numpy()
     if codes.size and (codes.min() < 0 or codes.max() >= 2**bits):
         raise ValueError(f"codes must be in [0, {2**bits - 1}] to pack in {bits} bits")

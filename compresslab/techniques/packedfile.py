@@ -29,7 +29,7 @@ from torch import nn
 
 from compresslab.core.io import write_bytes_atomic
 from compresslab.core.models import prunable_layers
-from compresslab.core.validate import check_choice, check_layer_names, check_tensor, show
+from compresslab.core.validate import check_choice, check_int, check_layer_names, check_tensor, show
 from compresslab.techniques.lowbitops import binarize, ternarize
 
 __all__ = ["KINDS", "MAGIC", "pack_trits", "unpack_trits", "PackedLayer", "pack_layer", "pack_model",
@@ -46,7 +46,10 @@ def pack_trits(codes: np.ndarray) -> bytes:
     >>> list(pack_trits(np.array([1, 0, -1, 0, 1, -1])))  # 2 + 1*3 + 0*9 + 1*27 + 2*81; then -1 and four 0 pads
     [194, 120]
     """
-    digits = np.asarray(codes, dtype=np.int64).ravel() + 1
+    array = codes.numpy() if isinstance(codes, torch.Tensor) else np.asarray(codes)
+    if array.dtype.kind not in "biuf" or (array.dtype.kind == "f" and not np.isin(array, (-1.0, 0.0, 1.0)).all()):
+        raise ValueError(f"ternary codes must be -1, 0 or 1, got {array.dtype} values")
+    digits = array.astype(np.int64).ravel() + 1
     if digits.size and (digits.min() < 0 or digits.max() > 2):
         raise ValueError("ternary codes must be -1, 0 or 1")
     pad = (-digits.size) % 5
@@ -56,6 +59,9 @@ def pack_trits(codes: np.ndarray) -> bytes:
 
 def unpack_trits(blob: bytes, n: int) -> np.ndarray:
     """The inverse of pack_trits: n codes in {-1, 0, 1} (int8)."""
+    if not isinstance(blob, (bytes, bytearray, memoryview)):
+        raise TypeError(f"blob must be bytes, got {type(blob).__name__}")
+    check_int("unpack_trits", "n", n, 0, None)
     values = np.frombuffer(blob, dtype=np.uint8).astype(np.int64)
     if values.size and values.max() > 242:
         raise ValueError("a ternary byte is larger than 242 (3^5 - 1): the file is damaged")

@@ -15,7 +15,7 @@ from typing import NamedTuple
 
 import torch
 
-from compresslab.core.validate import check_float, check_int, check_tensor
+from compresslab.core.validate import check_float, check_int, check_overflow, check_tensor
 
 __all__ = [
     "SVD",
@@ -43,8 +43,8 @@ def _one_thread() -> Iterator[None]:
 
 
 def _check_matrix(w: torch.Tensor) -> None:
-    if w.dim() != 2:
-        raise ValueError(f"w must be a 2-D matrix, got shape {tuple(w.shape)}")
+    """A finite, non-empty 2-D floating-point matrix."""
+    check_tensor("w (a 2-D matrix)", w, dim=2, kind="float")
 
 
 def _check_rank(rank: object, max_rank: int, what: str = "rank") -> int:
@@ -67,8 +67,14 @@ class SVD(NamedTuple):
 def svd(w: torch.Tensor) -> SVD:
     """The thin SVD of the matrix `w` (torch.linalg.svd, full_matrices=False)."""
     _check_matrix(w)
-    with _one_thread():
-        return SVD(*torch.linalg.svd(w.detach(), full_matrices=False))
+    try:
+        with _one_thread():
+            dec = SVD(*torch.linalg.svd(w.detach().float() if w.element_size() < 4 else w.detach(),
+                                        full_matrices=False))  # LAPACK has no half precision
+    except torch.linalg.LinAlgError as err:  # values so large that LAPACK's intermediate sums overflow
+        raise ValueError(f"the SVD of w ({tuple(w.shape)}, {w.dtype}) failed: {str(err).splitlines()[0]}") from None
+    check_overflow("the singular values", dec.s)
+    return dec
 
 
 def _check_svd(w: torch.Tensor, dec: SVD) -> None:
@@ -104,7 +110,10 @@ def svd_factorize(w: torch.Tensor, rank: int, decomposition: SVD | None = None) 
         _check_svd(w, decomposition)
     u, s, vh = decomposition
     root = s[:rank].sqrt()
-    return (u[:, :rank] * root).to(w.dtype), (root[:, None] * vh[:rank]).to(w.dtype)
+    a, b = (u[:, :rank] * root).to(w.dtype), (root[:, None] * vh[:rank]).to(w.dtype)
+    check_overflow("the SVD factors", a)
+    check_overflow("the SVD factors", b)
+    return a, b
 
 
 def singular_values(w: torch.Tensor) -> torch.Tensor:
