@@ -154,7 +154,7 @@ def entry_lock(path: Path) -> Iterator[bool]:
     fd = None
     if fcntl is not None:
         try:
-            fd = os.open(path.with_suffix(".lock"), os.O_RDWR | os.O_CREAT, 0o644)
+            fd = os.open(path.with_suffix(".lock"), os.O_RDWR | os.O_CREAT, 0o666)  # less the umask, as open()
         except OSError:
             fd = None
     if fd is None:
