@@ -465,3 +465,11 @@ def test_the_drift_monitor_rejects_non_finite_or_empty_signals():
         drift_trace(good, [], config)
     with pytest.raises(TypeError, match=r"stream must be a sequence of numbers"):
         drift_trace(object(), good, config)
+
+
+def test_smoothquant_rejects_an_unknown_layer_before_any_work():
+    from compresslab.techniques.smoothquant import SmoothQuantConfig, apply_smoothquant
+
+    with pytest.raises(ValueError, match=r"apply_smoothquant.layers names unknown layers \['fc_1'\]; "
+                                         r"the model's layers are \['fc1', 'fc2', 'fc3'\]"):
+        apply_smoothquant(_lenet300(), SmoothQuantConfig(), make_tiny_dataset(), layers=("fc_1",))

@@ -29,6 +29,7 @@ from compresslab.core.validate import (
     check_choice,
     check_float,
     check_int,
+    check_layer_names,
     check_overflow,
     check_tensor,
 )
@@ -186,6 +187,7 @@ def apply_smoothquant(
         raise ValueError("loss_fn must be None: apply_smoothquant trains nothing")
     if data is None:
         raise ValueError("apply_smoothquant needs data (calibration windows from data.train)")
+    check_layer_names("apply_smoothquant", "layers", layers, [n for n, m in model.named_modules() if isinstance(m, nn.Linear)])
     start = time.perf_counter()
     model = model if inplace else copy.deepcopy(model)
     model.eval()
@@ -194,9 +196,6 @@ def apply_smoothquant(
     calib = data.train.tensors(config.calibration)[0]
     linears = {n: m for n, m in model.named_modules() if isinstance(m, nn.Linear)}
     names = list(layers) if layers is not None else list(linears)[:-1]
-    unknown = [n for n in names if n not in linears]
-    if unknown:
-        raise ValueError(f"apply_smoothquant layers: {unknown} are not Linear layers; choose from {list(linears)}")
     fed = _ln_fed(model)
     rows = []
     for name in names:
