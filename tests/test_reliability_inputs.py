@@ -473,3 +473,11 @@ def test_smoothquant_rejects_an_unknown_layer_before_any_work():
     with pytest.raises(ValueError, match=r"apply_smoothquant.layers names unknown layers \['fc_1'\]; "
                                          r"the model's layers are \['fc1', 'fc2', 'fc3'\]"):
         apply_smoothquant(_lenet300(), SmoothQuantConfig(), make_tiny_dataset(), layers=("fc_1",))
+
+
+def test_an_energy_estimate_that_overflows_is_an_error_not_inf():
+    from compresslab.core.energy import estimate_energy
+
+    assert estimate_energy(1e6, 1e300).memory_nj == pytest.approx(1e300 / 4 * 640 / 1000)  # DRAM reads, by hand
+    with pytest.raises(ValueError, match=r"the memory energy .* overflowed to inf or NaN"):
+        estimate_energy(1e6, 1e308)
