@@ -13,6 +13,7 @@ from torch import nn
 from compresslab.core import metrics
 from compresslab.core.data import Dataset
 from compresslab.core.training import EvalResult, evaluate
+from compresslab.core.validate import check_layer_names
 
 __all__ = ["layer_inputs", "input_rows", "Layerwise", "layerwise_setup"]
 
@@ -70,14 +71,13 @@ def layerwise_setup(model: nn.Module, data: Dataset | None, layers: tuple[str, .
     """Copy (unless `inplace`), evaluate (unless `before` is given), pick the Linear layers named in
     `layers` (None: every Linear but the last, the output head; an unknown name raises, naming
     `owner`.layers) and take the first `calibration` training windows."""
+    linears = {n: m for n, m in model.named_modules() if isinstance(m, nn.Linear)}
+    check_layer_names(owner, "layers", layers, linears)  # before any work
     model = model if inplace else copy.deepcopy(model)
     model.eval()
     if before is None and data is not None:
         before = evaluate(model, data.test)
     linears = {n: m for n, m in model.named_modules() if isinstance(m, nn.Linear)}
     names = list(layers) if layers is not None else list(linears)[:-1]
-    unknown = [n for n in names if n not in linears]
-    if unknown:
-        raise ValueError(f"{owner}.layers: {unknown} are not Linear layers; choose from {list(linears)}")
     calib = data.train.tensors(calibration)[0] if data is not None else None
     return Layerwise(model, before, metrics.model_size(model), {n: linears[n] for n in names}, calib)
