@@ -126,9 +126,9 @@ def test_a_submission_that_tampers_with_the_grader_gets_no_points():
 def test_calls_of_the_reference_are_caught_statically_and_at_run_time():
     nb = make("03_quantization", ("choose_qparams", "bits_target"), replace={
         "quantize_affine": "def quantize_affine(x, scale, zero_point, qmin, qmax):\n"  # hidden from the syntax check
-                           "    return getattr(quantization, 'quantize' + '_affine')(x, scale, zero_point, qmin, qmax)",
+                           "    return getattr(quantops, 'quantize' + '_affine')(x, scale, zero_point, qmin, qmax)",
         "fake_quantize": "def fake_quantize(x, scale, zero_point, qmin, qmax):\n"
-                         "    return quantization.fake_quantize(x, scale, zero_point, qmin, qmax)"})
+                         "    return quantops.fake_quantize(x, scale, zero_point, qmin, qmax)"})
     rows = graded(nb, "03_quantization")
     assert statuses(rows) == {"choose_qparams": "passed", "quantize_affine": "reference_used",
                               "fake_quantize": "reference_used", "bits_target": "passed"}
@@ -201,7 +201,7 @@ def checked(tmp_path_factory):
     folder = tmp_path_factory.mktemp("submissions")
     alice = make("03_quantization", QUANT_FUNCTIONS[:2] + ("bits_target",), checks_as=None, replace={
         "fake_quantize": "def fake_quantize(x, scale, zero_point, qmin, qmax):\n"
-                         "    return quantization.fake_quantize(x, scale, zero_point, qmin, qmax)"})
+                         "    return quantops.fake_quantize(x, scale, zero_point, qmin, qmax)"})
     bob = make("03_quantization", QUANT_FUNCTIONS)
     for cell in bob.cells:
         if "answer" in cell.metadata.get("tags", []):
