@@ -374,4 +374,5 @@ register(Technique(
         "adaround_bit_widths": Param("ints", 2, 8), "adaround_iterations": Param("int", 1, 10**6),
         "adaround_reg_weight": Param("float", 0, 1e6), "adaround_calibration": Param("int", 1, 10**6),
         "adaround_inputs": choice(*INPUTS), "seed": SEED,
-    }))
+    },
+    references={"rounding_regularizer": rounding_regularizer}))
