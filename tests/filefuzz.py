@@ -60,3 +60,16 @@ def recrc(content: bytes) -> bytes:
     """`content` (header, metadata and body possibly changed) with the CRC recomputed."""
     body = content[:-cf._CRC.size]
     return body + struct.pack("<I", zlib.crc32(body))
+
+
+def packed_bytes(model: torch.nn.Module, kind: str = "int4", sparse: bool = False) -> bytes:
+    """The bytes of `model` as a packed weight file (packedfile.write, through a temporary file)."""
+    import tempfile
+    from pathlib import Path
+
+    from compresslab.techniques import packedfile as pf
+
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "m.pk"
+        pf.save_model(model, path, kind, sparse)
+        return path.read_bytes()

@@ -1,18 +1,20 @@
 """A longer fuzz run than the suite's (not collected by pytest): counts per outcome.
 
-    OMP_NUM_THREADS=1 python tests/fuzz_run.py --configs 5000 --files 5000
+    OMP_NUM_THREADS=1 python tests/fuzz_run.py --configs 20000 --files 20000 --primitives 20000 --packed 20000
 
-Configs: tried / clean error (ValueError or TypeError naming Class.field) / accepted / crash (any
-other exception, a message not naming the field, or an error inside torch when an accepted config
-is used on a tiny model and data) / hang (over 10 s). Files: tried / clean error (ValueError) /
-accepted (identical model) / wrong model / crash / hang.
+Configs (every registered technique's config and the nested ones, fuzzing.CONFIGS): tried / clean
+error (ValueError or TypeError naming Class.field) / accepted, then ran / clean error / not run
+(SLOW or nested) when the accepted config goes through its verb / crash (any other exception, a
+message not naming the field, an error from inside torch in the verb, non-finite weights without a
+warning) / hang (over 10 s). Files: tried / clean error (ValueError) / accepted (identical model) /
+wrong model / crash / hang. Primitives: clean error / finite result / crash / silent non-finite /
+hang (primfuzz). Packed files: clean error / accepted (finite weights) / crash / silent non-finite / hang.
 """
 
 from __future__ import annotations
 
 import argparse
 import collections
-import dataclasses
 import os
 import resource
 import signal
@@ -25,18 +27,15 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 import torch  # noqa: E402
 from conftest import make_tiny_dataset  # noqa: E402
-from filefuzz import file_bytes, shared_model  # noqa: E402
-from fuzzing import CONFIGS, JUNK, fields, mutation, try_config  # noqa: E402
+from filefuzz import file_bytes, packed_bytes, shared_model  # noqa: E402
+from fuzzing import CONFIGS, JUNK, clean_error, fields, mutation, packed_mutation, try_config, use  # noqa: E402
 from hypothesis import HealthCheck, given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
+from primfuzz import _show, primitive_case, try_primitive  # noqa: E402
 
-from compresslab.core import models, training  # noqa: E402
-from compresslab.core.training import TrainConfig  # noqa: E402
+from compresslab.core import models  # noqa: E402
 from compresslab.techniques import compressedfile as cf  # noqa: E402
-from compresslab.techniques.lowrank import LowRankConfig, apply_lowrank  # noqa: E402
-from compresslab.techniques.pruning import PruneConfig, apply_pruning  # noqa: E402
-from compresslab.techniques.quantization import QuantConfig, apply_ptq  # noqa: E402
-from compresslab.techniques.sharing import ShareConfig, apply_sharing  # noqa: E402
+from compresslab.techniques import packedfile as pf  # noqa: E402
 
 
 class Hang(Exception):
@@ -48,29 +47,6 @@ def _alarm(signum, frame):
 
 
 DATA = make_tiny_dataset(64, 32, 0)
-
-
-def _short(config: TrainConfig | None) -> TrainConfig | None:
-    return None if config is None else dataclasses.replace(config, epochs=min(config.epochs, 0.01))
-
-
-def use(config: object) -> None:
-    """Run an accepted config for one step on a tiny model (errors inside torch surface here)."""
-    model = models.create("mlp", hidden=[8])
-    if isinstance(config, TrainConfig):
-        training.train(model, DATA, _short(config), progress=False)
-    elif isinstance(config, PruneConfig):
-        layer = {n: v for n, v in (config.layer_sparsity or {}).items()}
-        if layer and set(layer) - {"fc1", "fc2"}:
-            return  # unknown layer names are the verb's clean error, not the config's
-        apply_pruning(model, dataclasses.replace(config, finetune=_short(config.finetune)), DATA)
-    elif isinstance(config, ShareConfig):
-        apply_sharing(model, dataclasses.replace(config, finetune=_short(config.finetune), layer_bits=None,
-                                                 layers=None), DATA)
-    elif isinstance(config, QuantConfig):
-        apply_ptq(model, dataclasses.replace(config, calibration_size=min(config.calibration_size, 64)), DATA)
-    elif isinstance(config, LowRankConfig) and config.layers is None and not isinstance(config.rank, dict):
-        apply_lowrank(model, dataclasses.replace(config, finetune=_short(config.finetune)), DATA)
 
 
 def run_configs(n: int) -> collections.Counter:
@@ -86,14 +62,10 @@ def run_configs(n: int) -> collections.Counter:
         try:
             outcome, config = try_config(cls, field, value)
             if outcome.kind == "accepted":
-                try:
-                    use(config)
-                except ValueError:
-                    pass  # a clean error of the verb (e.g. a rank above the layer's)
-                except Hang:
-                    raise
-                except Exception as err:  # noqa: BLE001
-                    outcome.kind, outcome.detail = "crash", f"{cls.__name__}.{field}={value!r} in use: {err!r}"
+                result = use(config, DATA)
+                counts[f"accepted, then {result.split(':')[0]}"] += 1
+                if result.startswith(("crash", "silent")):
+                    outcome.kind, outcome.detail = "crash", f"{cls.__name__}.{field}={value!r} in use: {result}"
         except Hang:
             counts["hang"] += 1
             crashes.append(f"hang: {cls.__name__}.{field}={value!r}")
@@ -154,13 +126,92 @@ def run_files(n: int) -> collections.Counter:
     return counts
 
 
+def run_primitives(n: int) -> collections.Counter:
+    counts: collections.Counter = collections.Counter()
+    problems: list[str] = []
+    per_primitive: collections.Counter = collections.Counter()
+
+    @settings(max_examples=n, deadline=None, database=None, suppress_health_check=list(HealthCheck))
+    @given(case=primitive_case())
+    def one(case):
+        prim, arg, value = case
+        counts["tried"] += 1
+        per_primitive[prim.name] += 1
+        signal.alarm(10)
+        try:
+            kind, detail = try_primitive(prim, arg, value)
+        except Hang:
+            kind, detail = "hang", f"hang: {prim.name}({arg}={_show(value)})"
+        finally:
+            signal.alarm(0)
+        counts[kind] += 1
+        if detail:
+            problems.append(detail)
+
+    one()
+    print(f"   {len(per_primitive)} primitives, {min(per_primitive.values())} to {max(per_primitive.values())} cases each")
+    for line in problems[:20]:
+        print("  ", line)
+    return counts
+
+
+def run_packed(n: int) -> collections.Counter:
+    model = models.create("mlp", hidden=[6])
+    contents = {kind: packed_bytes(model, kind, sparse=kind == "int8") for kind in pf.KINDS}
+    counts: collections.Counter = collections.Counter()
+    problems: list[str] = []
+    path = Path(tempfile.gettempdir()) / f"compresslab-fuzz-{os.getpid()}.pk"
+
+    @settings(max_examples=n, deadline=None, database=None, suppress_health_check=list(HealthCheck))
+    @given(kind=st.sampled_from(sorted(contents)), data=st.data())
+    def one(kind, data):
+        how, mutated = data.draw(packed_mutation(contents[kind]))
+        counts["tried"] += 1
+        path.write_bytes(mutated)
+        signal.alarm(5)
+        try:
+            loaded = pf.unpack_into(models.create("mlp", hidden=[6]), pf.read(path))
+        except ValueError as err:
+            if clean_error(err):
+                counts["clean error"] += 1
+            else:
+                counts["crash"] += 1
+                problems.append(f"crash: {kind} {how}: {err!r}"[:300])
+            return
+        except Hang:
+            counts["hang"] += 1
+            problems.append(f"hang: {kind} {how}")
+            return
+        except Exception as err:  # noqa: BLE001
+            counts["crash"] += 1
+            problems.append(f"crash: {kind} {how}: {err!r}"[:300])
+            return
+        finally:
+            signal.alarm(0)
+        if all(torch.isfinite(p).all() for p in loaded.parameters()):
+            counts["accepted (finite weights)"] += 1
+        else:
+            counts["silent non-finite"] += 1
+            problems.append(f"silent non-finite: {kind} {how}")
+
+    one()
+    path.unlink(missing_ok=True)
+    for line in problems[:20]:
+        print("  ", line)
+    return counts
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--configs", type=int, default=2000)
     parser.add_argument("--files", type=int, default=2000)
+    parser.add_argument("--primitives", type=int, default=2000)
+    parser.add_argument("--packed", type=int, default=2000)
     args = parser.parse_args()
     signal.signal(signal.SIGALRM, _alarm)
-    for name, run, n in (("configs", run_configs, args.configs), ("files", run_files, args.files)):
+    print(f"config classes ({len(CONFIGS)}): {', '.join(c.__name__ for c in CONFIGS)}")
+    for name, run, n in (("configs", run_configs, args.configs), ("files", run_files, args.files),
+                         ("primitives", run_primitives, args.primitives), ("packed files", run_packed, args.packed)):
         start = time.perf_counter()
         counts = run(n)
         print(f"{name}: " + ", ".join(f"{k} {v}" for k, v in sorted(counts.items()))

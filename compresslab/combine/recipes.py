@@ -28,7 +28,8 @@ from torch import nn
 
 from compresslab.core.data import Dataset
 from compresslab.core.report import Report
-from compresslab.core.validate import check_choice, check_config, check_float, check_instance
+from compresslab.core.validate import check_choice, check_config, check_instance
+from compresslab.techniques.distillation import check_alpha, check_temperature
 from compresslab.techniques.packedfile import KINDS
 from compresslab.techniques.registry import StepContext, verbs
 
@@ -57,8 +58,8 @@ class Step:
             if not known[self.verb].teacher:
                 allowed = sorted(v for v, t in known.items() if t.teacher)
                 raise ValueError(f"{owner}.teacher_temperature is for a step of {allowed}, not {self.verb!r}")
-            check_float(owner, "teacher_temperature", self.teacher_temperature, 0, 1e4, lo_open=True)
-        check_float(owner, "teacher_alpha", self.teacher_alpha, 0, 1)
+            check_temperature(self.teacher_temperature, "teacher_temperature", owner)
+        check_alpha(self.teacher_alpha, "teacher_alpha", owner)
 
 
 @dataclass(frozen=True)

@@ -40,15 +40,17 @@ CACHE_FORMAT = 3  # 2: thread count and device in the key, weights hash in the e
 
 
 def _usable_cache_dir() -> Path:
-    """locations.cache_dir(), created if missing; raises NotADirectoryError before any training if it cannot be."""
+    """locations.cache_dir(), created if missing; raises NotADirectoryError in one line before any
+    training if it cannot be (a file in the way, a folder that cannot be created such as one in /proc)."""
     path = locations.cache_dir()
     try:
         path.mkdir(parents=True, exist_ok=True)
-    except (FileExistsError, NotADirectoryError):
-        raise NotADirectoryError(f"the baseline cache {path} (COMPRESSLAB_CACHE) is not a folder: "
-                                 "point COMPRESSLAB_CACHE at a folder") from None
+    except OSError as err:
+        raise NotADirectoryError(f"the baseline cache {path} (COMPRESSLAB_CACHE) is not a usable folder "
+                                 f"({err.strerror or type(err).__name__}): point COMPRESSLAB_CACHE at a folder") from None
     if not path.is_dir():
-        raise NotADirectoryError(f"the baseline cache {path} (COMPRESSLAB_CACHE) is not a folder")
+        raise NotADirectoryError(f"the baseline cache {path} (COMPRESSLAB_CACHE) is not a usable folder: "
+                                 "point COMPRESSLAB_CACHE at a folder")
     return path
 
 
@@ -152,7 +154,7 @@ def entry_lock(path: Path) -> Iterator[bool]:
     fd = None
     if fcntl is not None:
         try:
-            fd = os.open(path.with_suffix(".lock"), os.O_RDWR | os.O_CREAT, 0o644)
+            fd = os.open(path.with_suffix(".lock"), os.O_RDWR | os.O_CREAT, 0o666)  # less the umask, as open()
         except OSError:
             fd = None
     if fd is None:
@@ -202,10 +204,13 @@ def pretrained(
         if not all(torch.isfinite(v).all() for v in state_dict.values() if v.is_floating_point()):
             warnings.warn(f"training {model_name} ended with non-finite weights (lower lr?): not cached", stacklevel=2)
         else:
-            torch_save_atomic(
-                {"format": CACHE_FORMAT, "key": key, "spec": json.dumps(spec, default=str), "state_dict": state_dict,
-                 "accuracy": float(accuracy), "train_seconds": float(history.seconds), "history": history.to_dict(),
-                 "weights_sha256": weights_digest(state_dict)},
-                path,
-            )
+            try:
+                torch_save_atomic(
+                    {"format": CACHE_FORMAT, "key": key, "spec": json.dumps(spec, default=str), "state_dict": state_dict,
+                     "accuracy": float(accuracy), "train_seconds": float(history.seconds),
+                     "history": history.to_dict(), "weights_sha256": weights_digest(state_dict)},
+                    path,
+                )
+            except OSError as err:  # a folder where the entry should be, a full or read-only disk
+                warnings.warn(f"could not store the baseline at {path} ({err}): trained, not cached", stacklevel=2)
         return Baseline(model, accuracy, key, False, history.seconds, history.to_dict())

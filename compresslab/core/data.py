@@ -6,6 +6,7 @@ x = (u / 255 - mean) / std, so the training loop never touches PIL or per-sample
 
 from __future__ import annotations
 
+import hashlib
 import math
 import os
 from collections.abc import Iterator
@@ -21,6 +22,7 @@ __all__ = [
     "DATASETS",
     "check_dataset_name",
     "read_idx",
+    "check_archives",
     "resolve_root",
     "Split",
     "Dataset",
@@ -175,6 +177,25 @@ def _check_pair(name: str, images: torch.Tensor, labels: torch.Tensor, image_fil
                          f"({mean:.3f} / {std:.3f}): the file does not hold {name} images")
 
 
+def check_archives(name: str, raw: Path) -> None:
+    """Every archive (.gz) of `name` present in `raw` matches torchvision's MD5 for it: a truncated or
+    corrupted one raises ValueError naming it (torchvision would otherwise try to download it again
+    and report a download error on a machine that never went online)."""
+    import torchvision
+
+    for filename, md5 in getattr(getattr(torchvision.datasets, DATASETS[name][0]), "resources", ()):
+        archive = raw / Path(filename).name
+        if not archive.is_file():
+            continue
+        digest = hashlib.md5(usedforsecurity=False)
+        with archive.open("rb") as f:
+            for chunk in iter(lambda: f.read(1 << 20), b""):
+                digest.update(chunk)
+        if digest.hexdigest() != md5:
+            raise ValueError(f"{archive}: the archive failed its checksum (MD5 {digest.hexdigest()}, expected {md5}): "
+                             "it is truncated or corrupted; replace it with a good copy or delete it")
+
+
 def _unpacked(raw: Path) -> list[Path]:
     return [raw / f.removesuffix(".gz") for f in RAW_FILES]
 
@@ -191,6 +212,7 @@ def _read_raw(name: str, root: str) -> tuple[torch.Tensor, torch.Tensor, torch.T
     if not all(f.is_file() for f in files):
         import torchvision
 
+        check_archives(name, raw)
         try:
             getattr(torchvision.datasets, cls_name)(root, train=True, download=True)
         except Exception as err:  # noqa: BLE001 - a failed download or a damaged archive

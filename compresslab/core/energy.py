@@ -29,7 +29,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from compresslab.core.validate import check_choice, check_float
+from compresslab.core.validate import check_choice, check_float, check_overflow
 
 __all__ = ["OpEnergy", "HOROWITZ_45NM", "COMPUTE_KINDS", "EnergyEstimate", "mac_energy_pj",
            "estimate_energy", "RAPL_ROOT", "rapl_available", "read_rapl_uj"]
@@ -113,8 +113,10 @@ def estimate_energy(macs: float, weight_bytes: float, compute: str = "fp32", sra
     check_float("", "sram_bytes", sram_bytes, 0, None)
     on_chip = weight_bytes <= sram_bytes
     read = ops.sram_read_32bit if on_chip else ops.dram_read_32bit
-    return EnergyEstimate(compute_nj=macs * mac_energy_pj(compute, ops) / 1000.0,
-                          memory_nj=weight_bytes / 4.0 * read / 1000.0, memory="SRAM" if on_chip else "DRAM",
+    compute_nj, memory_nj = macs * mac_energy_pj(compute, ops) / 1000.0, weight_bytes / 4.0 * read / 1000.0
+    check_overflow("the compute energy macs * e_mac", compute_nj)
+    check_overflow("the memory energy weight_bytes / 4 * e_read", memory_nj)
+    return EnergyEstimate(compute_nj=compute_nj, memory_nj=memory_nj, memory="SRAM" if on_chip else "DRAM",
                           macs=float(macs), weight_bytes=float(weight_bytes), compute=compute)
 
 

@@ -15,9 +15,10 @@ import io
 import json
 import os
 import tempfile
+from glob import escape as glob_escape
 from pathlib import Path
 
-__all__ = ["write_bytes_atomic", "write_text_atomic", "write_json_atomic", "torch_save_atomic"]
+__all__ = ["remove_stale_temporaries", "write_bytes_atomic", "write_text_atomic", "write_json_atomic", "torch_save_atomic"]
 
 
 def _fsync_dir(directory: Path) -> None:
@@ -47,6 +48,47 @@ def _umask() -> int:
     return mask
 
 
+def _alive(pid: int) -> bool:
+    """Whether a process with this id runs on this machine (one owned by another user counts)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OverflowError, OSError):
+        return True
+    return True
+
+
+def remove_stale_temporaries(path: str | os.PathLike) -> list[Path]:
+    """Remove the temporary files a writer of `path` killed mid-write left behind (returns them).
+
+    A temporary file is `.<name>.<pid>.<random>.tmp` beside the target; it is stale when no process
+    with that id runs any more. Temporaries of a live writer are left alone.
+
+    >>> import pathlib, tempfile
+    >>> with tempfile.TemporaryDirectory() as folder:
+    ...     target = pathlib.Path(folder) / "x.bin"
+    ...     _ = (target.parent / f".x.bin.{2**22 + 1}.abc.tmp").write_bytes(b"half")  # no such process
+    ...     [p.name for p in remove_stale_temporaries(target)]
+    ['.x.bin.4194305.abc.tmp']
+    """
+    path = Path(path)
+    removed = []
+    try:
+        candidates = list(path.parent.glob(f".{glob_escape(path.name)}.*.tmp"))
+    except OSError:
+        return removed
+    for tmp in candidates:
+        pid = tmp.name[len(path.name) + 2:].split(".", 1)[0]
+        if pid.isdigit() and not _alive(int(pid)):
+            try:
+                tmp.unlink()
+                removed.append(tmp)
+            except OSError:
+                pass
+    return removed
+
+
 def write_bytes_atomic(path: str | os.PathLike, data: bytes) -> int:
     """Replace the file at `path` by `data` atomically; returns the number of bytes written.
 
@@ -63,7 +105,10 @@ def write_bytes_atomic(path: str | os.PathLike, data: bytes) -> int:
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    if path.is_dir():
+        raise IsADirectoryError(f"cannot write the file {path}: a folder of that name is in the way")
+    remove_stale_temporaries(path)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.{os.getpid()}.", suffix=".tmp", dir=path.parent)
     tmp = Path(tmp_name)
     try:
         with os.fdopen(fd, "wb") as f:

@@ -251,6 +251,9 @@ def weight_sparsity(model: nn.Module) -> float:
         w = effective_weight(layer)
         total += w.numel()
         nz += int((w != 0).sum())
+    if total == 0:
+        raise ValueError(f"weight sparsity of a model without Linear/Conv2d weights ({type(model).__name__}) "
+                         "is undefined")
     return 1.0 - nz / total
 
 

@@ -6,6 +6,7 @@ factorization need, and gives readable layer names (fc1, conv2, ...) in every ta
 
 from __future__ import annotations
 
+import inspect
 from collections import OrderedDict
 from collections.abc import Sequence
 
@@ -13,6 +14,7 @@ import torch
 from torch import nn
 
 from compresslab.core.gpt import gpt
+from compresslab.core.validate import check_float, check_int, show
 
 __all__ = [
     "mlp",
@@ -30,11 +32,16 @@ __all__ = [
 
 
 def mlp(hidden: Sequence[int], dropout: float = 0.0, in_features: int = 784, num_classes: int = 10) -> nn.Sequential:
-    """784 -> hidden[0] -> ... -> 10 with ReLU, optional dropout after each hidden layer."""
-    if not hidden or any(h < 1 for h in hidden):
-        raise ValueError(f"hidden={tuple(hidden)} must be a non-empty list of positive widths")
-    if not 0.0 <= dropout < 1.0:
-        raise ValueError(f"dropout={dropout} must be in [0, 1)")
+    """784 -> hidden[0] -> ... -> 10 with ReLU, optional dropout after each hidden layer.
+
+    hidden: a non-empty sequence of integer widths in [1, 2^20]; dropout in [0, 1)."""
+    if isinstance(hidden, (str, bytes)) or not isinstance(hidden, Sequence) or not hidden:
+        raise ValueError(f"mlp.hidden={show(hidden)} must be a non-empty list of positive integer widths")
+    for i, h in enumerate(hidden):
+        check_int("mlp", f"hidden[{i}]", h, 1, 1 << 20)
+    check_float("mlp", "dropout", dropout, 0.0, 1.0, hi_open=True)
+    check_int("mlp", "in_features", in_features, 1, 1 << 24)
+    check_int("mlp", "num_classes", num_classes, 1, 1 << 20)
     layers: list[tuple[str, nn.Module]] = [("flatten", nn.Flatten())]
     widths = [in_features, *hidden]
     for i, (a, b) in enumerate(zip(widths[:-1], widths[1:]), start=1):
@@ -84,19 +91,20 @@ MODELS = {
     "small_cnn": lambda: small_cnn(),
     "mlp1200": lambda dropout=0.0: mlp((1200, 1200), dropout=dropout),
     "mlp800": lambda dropout=0.0: mlp((800, 800), dropout=dropout),
-    "mlp": lambda hidden=(100,), dropout=0.0: mlp(tuple(hidden), dropout=dropout),
+    "mlp": lambda hidden=(100,), dropout=0.0: mlp(hidden, dropout=dropout),
     "gpt": gpt,  # the byte-level transformer of notebook 09 (core.gpt)
 }
 
 
 def create(name: str, **kwargs) -> nn.Sequential:
     """Build a fresh model by name (weights from the global torch RNG: seed first)."""
-    if name not in MODELS:
+    if not isinstance(name, str) or name not in MODELS:
         raise ValueError(f"model={name!r} is not known; choose one of {sorted(MODELS)}")
-    try:
-        return MODELS[name](**kwargs)
-    except TypeError as err:
-        raise ValueError(f"model={name!r} does not take arguments {sorted(kwargs)}: {err}") from None
+    params = inspect.signature(MODELS[name]).parameters
+    unknown = sorted(k for k in kwargs if k not in params)
+    if unknown:  # a wrong value of a known argument is the builder's own error, naming value and range
+        raise ValueError(f"model={name!r} does not take arguments {unknown}; it takes {list(params) or 'none'}")
+    return MODELS[name](**kwargs)
 
 
 def replace_module(model: nn.Module, name: str, module: nn.Module) -> None:

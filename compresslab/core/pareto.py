@@ -28,8 +28,7 @@ __all__ = ["dominates", "pareto_front", "dominated_by", "best_under_budget"]
 def _objectives(maximize: Sequence[str], minimize: Sequence[str]) -> list[tuple[str, float]]:
     """[(key, sign)]: sign +1 for a key to maximize, -1 for one to minimize (so larger is better)."""
     for name, keys in (("maximize", maximize), ("minimize", minimize)):
-        if isinstance(keys, str) or not all(isinstance(k, str) for k in keys):
-            raise TypeError(f"{name}={keys!r} must be a list of column names (strings)")
+        _check_keys(name, keys)
     both = set(maximize) & set(minimize)
     if both:
         raise ValueError(f"objective(s) {sorted(both)} are both maximized and minimized")
@@ -38,18 +37,45 @@ def _objectives(maximize: Sequence[str], minimize: Sequence[str]) -> list[tuple[
     return [(k, 1.0) for k in maximize] + [(k, -1.0) for k in minimize]
 
 
+def _check_keys(name: str, keys: object) -> None:
+    """A list or tuple of column names (strings)."""
+    if not isinstance(keys, (list, tuple)) or not all(isinstance(k, str) for k in keys):
+        raise TypeError(f"{name}={keys!r} must be a list of column names (strings)")
+
+
+def _check_points(points: object) -> None:
+    """A list or tuple of mappings (one dict per point)."""
+    if not isinstance(points, (list, tuple)):
+        raise TypeError(f"points must be a list of mappings (one per point), got {type(points).__name__}")
+    for i, p in enumerate(points):
+        if not isinstance(p, Mapping):
+            raise TypeError(f"point {i} is a {type(p).__name__}, not a mapping of column -> value")
+
+
+def _number(v: object) -> float | None:
+    """v as a finite float, or None when it is not a finite real number (bools are not numbers)."""
+    if isinstance(v, bool) or not isinstance(v, (int, float)):
+        return None
+    try:
+        x = float(v)
+    except OverflowError:  # an int beyond float's range
+        return None
+    return x if math.isfinite(x) else None
+
+
 def _values(points: Sequence[Mapping], objectives: list[tuple[str, float]]) -> list[tuple[float, ...]]:
     """Each point as a tuple of signed values (larger is better); a missing or non-finite value raises."""
+    _check_points(points)
     out = []
     for i, p in enumerate(points):
         row = []
         for key, sign in objectives:
             if key not in p:
                 raise ValueError(f"point {i} has no value for objective {key!r}")
-            v = p[key]
-            if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(float(v)):
-                raise ValueError(f"point {i} has {key}={v!r}; objectives must be finite numbers")
-            row.append(sign * float(v))
+            v = _number(p[key])
+            if v is None:
+                raise ValueError(f"point {i} has {key}={p[key]!r}; objectives must be finite numbers")
+            row.append(sign * v)
         out.append(tuple(row))
     return out
 
@@ -114,13 +140,21 @@ def best_under_budget(points: Sequence[Mapping], objective: str = "accuracy",
     >>> best_under_budget(pts, upper={"bytes": 5e4}, lower={"accuracy": 99}) is None
     True
     """
+    _check_points(points)
+    if not isinstance(objective, str):
+        raise TypeError(f"objective={objective!r} must be a column name (a string)")
+    _check_keys("tie_break", tie_break)
+    for name, bounds in (("upper", upper), ("lower", lower)):
+        if bounds is not None and not isinstance(bounds, Mapping):
+            raise TypeError(f"{name}={bounds!r} must be a mapping of column -> limit, or None")
+        for key, limit in (bounds or {}).items():
+            if not isinstance(key, str) or (limit is not None and _number(limit) is None
+                                            and not (isinstance(limit, float) and math.isinf(limit))):
+                raise ValueError(f"{name}[{key!r}]={limit!r} must be a number (or None: no limit) for a column name")
     limits = [(k, v, +1) for k, v in (upper or {}).items()] + [(k, v, -1) for k, v in (lower or {}).items()]
 
     def finite(p: Mapping, key: str) -> float | None:
-        v = p.get(key) if hasattr(p, "get") else p[key]
-        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(float(v)):
-            return None
-        return float(v)
+        return _number(p.get(key))
 
     best, best_key = None, None
     for i, p in enumerate(points):

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 import numbers
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 
 __all__ = [
@@ -23,9 +23,12 @@ __all__ = [
     "check_bits",
     "check_instance",
     "check_names",
+    "check_per_layer",
+    "check_layer_names",
     "check_config",
     "nested",
     "check_tensor",
+    "check_overflow",
 ]
 
 SEED_LIMIT = 2**63  # seeds are 0 <= seed < 2**63 (what torch.Generator.manual_seed accepts)
@@ -124,6 +127,36 @@ def check_names(owner: str, field: str, value: object, optional: bool = True, al
     return tuple(value)
 
 
+def check_per_layer(owner: str, field: str, value: object, check_value: Callable[[str, str, object], object],
+                    optional: bool = True) -> dict | None:
+    """A per-layer mapping {layer name: value}: a non-empty dict with string keys whose values each pass
+    `check_value(owner, "field['name']", value)`; None when optional. The names themselves are checked
+    against a model by `check_layer_names` when the model is known."""
+    if optional and value is None:
+        return None
+    if not isinstance(value, dict) or not all(isinstance(n, str) for n in value):
+        raise TypeError(f"{_where(owner, field)}={show(value)} must be a dict {{layer name: value}}"
+                        + (" or None" if optional else ""))
+    if not value:
+        raise ValueError(f"{_where(owner, field)}={{}} must name at least one layer"
+                         + (" (None: the default for every layer)" if optional else ""))
+    for name, v in value.items():
+        check_value(owner, f"{field}[{name!r}]", v)
+    return value
+
+
+def check_layer_names(owner: str, field: str, names: Iterable[str] | None, layers: Iterable[str]) -> None:
+    """Every name in `names` (a tuple of layer names, or a per-layer mapping's keys; None: nothing to
+    check) is one of the model's `layers`; an unknown name (a typo such as 'fc_1') raises ValueError
+    naming the field, the unknown names and the valid ones."""
+    if names is None:
+        return
+    valid = list(layers)
+    unknown = sorted({str(n) for n in names} - set(valid))
+    if unknown:
+        raise ValueError(f"{_where(owner, field)} names unknown layers {unknown}; the model's layers are {valid}")
+
+
 @contextmanager
 def nested(owner: str, field: str, inner: str) -> Iterator[None]:
     """Re-raise a ValueError/TypeError of the inner config `inner` with the path `owner.field.`.
@@ -151,15 +184,44 @@ def check_config(owner: str, field: str, value: object, cls: type, optional: boo
     return value
 
 
-def check_tensor(name: str, value: object, allow_empty: bool = False) -> None:
-    """A tensor argument that is non-empty (unless allowed) and, if floating point, all finite."""
+TENSOR_KINDS = {"any": "any dtype", "number": "a real (non-bool) dtype", "float": "a floating-point dtype",
+                "int": "an integer dtype"}
+
+
+def check_tensor(name: str, value: object, allow_empty: bool = False, dim: int | None = None,
+                 shape: tuple[int, ...] | None = None, kind: str = "any") -> None:
+    """A tensor argument that is non-empty (unless allowed), has `dim` dimensions or exactly `shape`
+    when given, a dtype of `kind` (TENSOR_KINDS: any, number, float, int) and, if floating point, is
+    all finite."""
     import torch
 
     if not isinstance(value, torch.Tensor):
         raise TypeError(f"{name} must be a torch.Tensor, got {type(value).__name__}")
+    dtype = value.dtype
+    fits = {"any": True, "float": dtype.is_floating_point,
+            "number": dtype != torch.bool and not dtype.is_complex,
+            "int": not dtype.is_floating_point and not dtype.is_complex and dtype != torch.bool}[kind]
+    if not fits:
+        raise TypeError(f"{name} must have {TENSOR_KINDS[kind]}, got {dtype}")
+    if dim is not None and value.dim() != dim:
+        raise ValueError(f"{name} must have {dim} dimension(s), got shape {tuple(value.shape)}")
+    if shape is not None and tuple(value.shape) != tuple(shape):
+        raise ValueError(f"{name} has shape {tuple(value.shape)}, {tuple(shape)} expected")
     if value.numel() == 0 and not allow_empty:
         raise ValueError(f"{name} is empty (shape {tuple(value.shape)}): nothing to work on")
     if value.is_floating_point() or value.is_complex():
         bad = int((~torch.isfinite(value.detach())).sum())
         if bad:
             raise ValueError(f"{name} has {bad} non-finite value(s) (NaN or inf) of {value.numel()}")
+
+
+def check_overflow(what: str, value: object) -> None:
+    """A result computed from finite inputs is finite too: else ValueError saying that `what`
+    overflowed (the inputs are too large for the dtype the computation runs in)."""
+    import torch
+
+    if isinstance(value, torch.Tensor) and (value.is_floating_point() or value.is_complex()):
+        if not bool(torch.isfinite(value.detach()).all()):
+            raise ValueError(f"{what} overflowed to inf or NaN: the inputs are too large for {value.dtype}")
+    elif isinstance(value, float) and not math.isfinite(value):
+        raise ValueError(f"{what} overflowed to inf or NaN: the inputs are too large for float64")

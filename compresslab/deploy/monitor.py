@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from compresslab.core.validate import check_choice, check_float, check_int
+from compresslab.core.validate import check_choice, check_float, check_instance, check_int
 from compresslab.techniques.distillation import logit_entropy
 
 __all__ = ["max_softmax", "signal", "ks_2samp", "DriftConfig", "DriftTrace", "drift_trace"]
@@ -56,9 +56,7 @@ def ks_2samp(a: np.ndarray, b: np.ndarray) -> tuple[float, float]:
     >>> d, p > 0.99
     (0.0, True)
     """
-    a, b = np.sort(np.asarray(a, float)), np.sort(np.asarray(b, float))
-    if len(a) == 0 or len(b) == 0:
-        raise ValueError("ks_2samp needs two non-empty samples")
+    a, b = np.sort(_signal_array("a", a)), np.sort(_signal_array("b", b))
     grid = np.concatenate([a, b])
     d = float(np.max(np.abs(np.searchsorted(a, grid, "right") / len(a) - np.searchsorted(b, grid, "right") / len(b))))
     n_eff = len(a) * len(b) / (len(a) + len(b))
@@ -108,11 +106,25 @@ class DriftTrace:
                 "alarms": int(self.alarm.sum()), "windows": len(self.positions)}
 
 
+def _signal_array(name: str, values: object) -> np.ndarray:
+    """A per-input signal as a 1-D float array: non-empty and finite (ValueError/TypeError naming it)."""
+    try:
+        array = np.asarray(values, dtype=float)
+    except (TypeError, ValueError):
+        raise TypeError(f"{name} must be a sequence of numbers, got {type(values).__name__}") from None
+    if array.ndim != 1 or array.size == 0:
+        raise ValueError(f"{name} must be a non-empty 1-D sequence of numbers, got shape {array.shape}")
+    if not np.isfinite(array).all():
+        raise ValueError(f"{name} has {int((~np.isfinite(array)).sum())} non-finite value(s) (NaN or inf)")
+    return array
+
+
 def drift_trace(stream: np.ndarray, reference: np.ndarray, config: DriftConfig) -> DriftTrace:
     """Slide a window of `config.window` inputs over `stream` (a per-input signal, in arrival order)
     every `config.stride` inputs and compare it with `reference` (the same signal on calibration
     images); see the module docstring for the two alarms."""
-    stream, reference = np.asarray(stream, float), np.asarray(reference, float)
+    check_instance("", "config", config, DriftConfig)
+    stream, reference = _signal_array("stream", stream), _signal_array("reference", reference)
     if len(stream) < config.window:
         raise ValueError(f"stream has {len(stream)} inputs, fewer than DriftConfig.window={config.window}")
     ref_mean = float(reference.mean())

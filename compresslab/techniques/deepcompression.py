@@ -32,6 +32,9 @@ from compresslab.core.validate import (
     check_choice,
     check_config,
     check_float,
+    check_layer_names,
+    check_per_layer,
+    nested,
 )
 from compresslab.techniques.compressedfile import (
     decode_bytes,
@@ -41,6 +44,8 @@ from compresslab.techniques.compressedfile import (
     save,
 )
 from compresslab.techniques.distillation import (
+    check_alpha,
+    check_temperature,
     distillation_loss_fn,
 )
 from compresslab.techniques.filelayers import (
@@ -111,17 +116,29 @@ class DeepCompressionConfig:
         check_config(owner, "share", self.share, ShareConfig)
         check_config(owner, "encode", self.encode, EncodeConfig)
         if self.distill_temperature is not None:
-            check_float(owner, "distill_temperature", self.distill_temperature, 0, None, lo_open=True)
-        check_float(owner, "distill_alpha", self.distill_alpha, 0, 1)
+            check_temperature(self.distill_temperature, "distill_temperature", owner)
+        check_alpha(self.distill_alpha, "distill_alpha", owner)
         if self.threshold_std is not None:
             if self.prune.layer_sparsity is not None:
                 raise ValueError(f"{owner}: give prune.layer_sparsity or threshold_std, not both")
             if self.prune.scope != "layer":
                 raise ValueError(f"{owner}.threshold_std sets per-layer rates: prune.scope={self.prune.scope!r} "
                                  f"must be 'layer'")
-            values = self.threshold_std.items() if isinstance(self.threshold_std, dict) else [(None, self.threshold_std)]
-            for name, q in values:
-                check_float(owner, "threshold_std" if name is None else f"threshold_std[{name!r}]", q, 0, 10)
+            if isinstance(self.threshold_std, dict):
+                check_per_layer(owner, "threshold_std", self.threshold_std, lambda o, f, v: check_float(o, f, v, 0, 10))
+            else:
+                check_float(owner, "threshold_std", self.threshold_std, 0, 10)
+
+    def check_layers(self, model: nn.Module) -> None:
+        """Every per-layer mapping of the stages (prune.layer_sparsity, share.layer_bits and layers,
+        threshold_std) names only Linear/Conv2d layers of `model`: checked before the first stage trains."""
+        owner = "DeepCompressionConfig"
+        with nested(owner, "prune", "PruneConfig"):
+            self.prune.check_layers(model)
+        with nested(owner, "share", "ShareConfig"):
+            self.share.check_layers(model)
+        if isinstance(self.threshold_std, dict):
+            check_layer_names(owner, "threshold_std", self.threshold_std, prunable_layers(model))
 
     def retrain_loss(self, dense: nn.Module) -> LossFn | None:
         """The loss_fn for retraining: None (labels only), or distillation from a frozen copy of `dense`."""
@@ -138,6 +155,8 @@ class DeepCompressionConfig:
 
 def std_threshold_sparsity(model: nn.Module, threshold_std: float | dict) -> dict[str, float]:
     """Per-layer sparsity of Han et al.'s rule: prune |w| < q * std(w) (q per layer or one q)."""
+    if isinstance(threshold_std, dict):
+        check_layer_names("", "threshold_std", threshold_std, prunable_layers(model))
     out = {}
     for name, layer in prunable_layers(model).items():
         q = threshold_std.get(name, 0.0) if isinstance(threshold_std, dict) else threshold_std
@@ -335,6 +354,7 @@ def apply_deep_compression(
     if not isinstance(data, Dataset):
         raise ValueError(f"apply_deep_compression needs a Dataset to retrain on, got {type(data).__name__}")
     start = time.perf_counter()
+    config.check_layers(model)
     dense = copy.deepcopy(model)
     if loss_fn is None:
         loss_fn = config.retrain_loss(dense)

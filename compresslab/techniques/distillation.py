@@ -39,6 +39,10 @@ from compresslab.core.validate import (
 from compresslab.techniques.registry import TINY_TRAIN, StepContext, Technique, register, tiny_mlp
 
 __all__ = [
+    "MIN_TEMPERATURE",
+    "MAX_TEMPERATURE",
+    "check_temperature",
+    "check_alpha",
     "DistillStep",
     "soft_targets",
     "entropy",
@@ -60,11 +64,13 @@ __all__ = [
 MIN_TEMPERATURE, MAX_TEMPERATURE = 1e-3, 1e4  # outside, logits / T overflow or every target is uniform
 
 
-def _check_temperature(temperature: float, name: str = "temperature", owner: str = "") -> None:
+def check_temperature(temperature: float, name: str = "temperature", owner: str = "") -> None:
+    """A distillation temperature: a number in [MIN_TEMPERATURE, MAX_TEMPERATURE] = [1e-3, 1e4]."""
     check_float(owner, name, temperature, MIN_TEMPERATURE, MAX_TEMPERATURE)
 
 
-def _check_alpha(alpha: float, name: str = "alpha", owner: str = "") -> None:
+def check_alpha(alpha: float, name: str = "alpha", owner: str = "") -> None:
+    """A distillation weight of the soft term: a number in [0, 1]."""
     check_float(owner, name, alpha, 0, 1)
 
 
@@ -79,7 +85,7 @@ def soft_targets(logits: torch.Tensor, temperature: float) -> torch.Tensor:
     >>> soft_targets(z, 4.0)  # a higher T softens: the runner-up classes get more mass
     tensor([[0.4519, 0.2741, 0.2741]])
     """
-    _check_temperature(temperature)
+    check_temperature(temperature)
     return F.softmax(logits / temperature, dim=-1)
 
 
@@ -111,7 +117,7 @@ def soft_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temper
     teacher's log-probabilities as target; reduction='batchmean' divides the summed KL by the
     batch size, which is the mathematical mean KL per example ('mean' would also divide by N).
     """
-    _check_temperature(temperature)
+    check_temperature(temperature)
     log_p_student = F.log_softmax(student_logits / temperature, dim=-1)
     log_p_teacher = F.log_softmax(teacher_logits / temperature, dim=-1)
     return F.kl_div(log_p_student, log_p_teacher, reduction="batchmean", log_target=True)
@@ -122,7 +128,7 @@ def kd_terms(
     temperature: float, alpha: float,
 ) -> dict[str, torch.Tensor]:
     """The pieces of the KD loss: soft = KL at T, hard = CE at T=1, and the weighted total."""
-    _check_alpha(alpha)
+    check_alpha(alpha)
     soft = soft_loss(student_logits, teacher_logits, temperature)
     hard = F.cross_entropy(student_logits, targets)
     total = alpha * temperature**2 * soft + (1.0 - alpha) * hard
@@ -187,8 +193,8 @@ def distillation_loss_fn(teacher: nn.Module, temperature: float, alpha: float) -
     The teacher sees exactly the student's (possibly jittered) inputs, runs in eval mode under
     torch.no_grad; the loss uses a frozen copy (see `freeze`), the caller's teacher is left as it was.
     """
-    _check_temperature(temperature)
-    _check_alpha(alpha)
+    check_temperature(temperature)
+    check_alpha(alpha)
     teacher = freeze(teacher)
     models.prepare_model(teacher)  # the student's batches come channels_last; NCHW weights would be 2x slower
 
@@ -217,8 +223,8 @@ def cached_distillation_loss_fn(
     Equivalent to `distillation_loss_fn` when the student's inputs are not jittered (the eval-mode
     teacher is a fixed function of the image), but the teacher runs once instead of every epoch.
     """
-    _check_temperature(temperature)
-    _check_alpha(alpha)
+    check_temperature(temperature)
+    check_alpha(alpha)
 
     def loss_fn(logits: torch.Tensor, index: torch.Tensor, inputs: torch.Tensor) -> torch.Tensor:
         idx = index.to(logits_table.device)
@@ -249,8 +255,8 @@ class DistillConfig:
 
     def __post_init__(self) -> None:
         owner = "DistillConfig"
-        _check_temperature(self.temperature, "temperature", owner)
-        _check_alpha(self.alpha, "alpha", owner)
+        check_temperature(self.temperature, "temperature", owner)
+        check_alpha(self.alpha, "alpha", owner)
         check_config(owner, "train", self.train, TrainConfig)
         check_bool(owner, "cache_teacher", self.cache_teacher)
 

@@ -42,7 +42,13 @@ from compresslab.core.params import (
 )
 from compresslab.core.report import Report
 from compresslab.core.training import EvalResult, LossFn, evaluate
-from compresslab.core.validate import check_choice, check_float, check_int
+from compresslab.core.validate import (
+    check_choice,
+    check_float,
+    check_int,
+    check_overflow,
+    check_tensor,
+)
 from compresslab.techniques.layerwise import layer_inputs, layerwise_setup
 from compresslab.techniques.quantops import choose_qparams, dequantize_affine, quantize_affine
 from compresslab.techniques.registry import Technique, register, tiny_mlp
@@ -55,7 +61,7 @@ __all__ = [
     "dequantize_groups",
     "rtn",
     "hessian",
-    "inverse_hessian_factor",
+    "inverse_cholesky",
     "gptq",
     "output_error",
     "pack_codes",
@@ -97,6 +103,7 @@ def _qparams(w: torch.Tensor, bits: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Asymmetric (scale, zero) per row of w over its [min, max]; the scale rounded to FP16."""
     scale, zero = choose_qparams(w.amin(1), w.amax(1), bits, "asymmetric")
     scale = scale.half().float()
+    check_overflow("a group's FP16 scale (max - min) / (2^b - 1)", scale)
     lo = w.amin(1).clamp(max=0)
     return scale, torch.clamp(-torch.round(lo / scale), 0, 2**bits - 1).to(torch.int32)
 
@@ -112,6 +119,9 @@ def quantize_groups(w: torch.Tensor, bits: int, group_size: int) -> GroupQuant:
     [[-1.0, 0.5, 2.666015625, 3.9990234375]]
     """
     check_int("GroupQuant", "bits", bits, 2, 8)
+    check_tensor("weight", w)
+    if w.dim() != 2:
+        raise ValueError(f"weight must be 2-D (out x in), got shape {tuple(w.shape)}")
     out_f, in_f = w.shape
     g = check_group_size(in_f, group_size)
     groups = w.detach().float().reshape(out_f * (in_f // g), g)
@@ -136,25 +146,40 @@ def rtn(w: torch.Tensor, bits: int, group_size: int) -> torch.Tensor:
 def hessian(x: torch.Tensor) -> torch.Tensor:
     """H = 2 X^T X / n of the layer inputs x (n x in, or (..., in) flattened): the Hessian of the
     squared output error ||X W^T - X W_hat^T||^2 / n with respect to one row of W_hat."""
+    check_tensor("layer inputs", x)
     x = x.reshape(-1, x.shape[-1]).double()
-    return 2.0 * x.T @ x / x.shape[0]
+    h = 2.0 * x.T @ x / x.shape[0]
+    check_overflow("the Hessian 2 X^T X / n", h)
+    return h
 
 
-def inverse_hessian_factor(h: torch.Tensor, damp: float = 0.01) -> tuple[torch.Tensor, torch.Tensor]:
-    """(U, dead): U the upper Cholesky factor of (H + damp mean(diag H) I)^-1 (float64), U^T U = H_d^-1,
-    and the inputs that are always 0 (diag H = 0; their diagonal set to 1 first, their weights are
-    to be set to 0). Row i of U holds what GPTQ and SparseGPT need at column i: U_ii and U_ij, j > i.
+def inverse_cholesky(h: torch.Tensor, damp: float = 0.01) -> tuple[torch.Tensor, float]:
+    """(U, d): U the upper Cholesky factor of (H + d mean(diag H) I)^-1, and the damping d used.
 
-    >>> u, dead = inverse_hessian_factor(torch.diag(torch.tensor([4.0, 0.0])), damp=0.0)
-    >>> torch.diag(u).tolist(), float(u[0, 1]) == 0, dead.tolist()  # H = diag(4, 1): U = diag(1/2, 1)
-    ([0.5, 1.0], True, [False, True])
+    d starts at `damp`; while H + d mean(diag H) I is not numerically positive definite (a singular
+    Hessian: fewer calibration rows than inputs, or inputs that move together), d is raised to
+    1e-8, 1e-7, ... up to 1 (the reference implementation's remedy: more damping). A Hessian that
+    fails even then (not symmetric positive semi-definite) raises ValueError.
+
+    >>> u, d = inverse_cholesky(torch.ones(2, 2), damp=0.0)  # rank 1: undamped Cholesky fails
+    >>> d, bool(torch.allclose(u.T @ u, torch.linalg.inv(torch.ones(2, 2) + d * torch.eye(2).double())))
+    (1e-08, True)
     """
     check_float("GroupQuant", "damp", damp, 0, 1)
-    h = h.double().clone()
-    dead = torch.diag(h) == 0
-    h[dead, dead] = 1.0
-    h += damp * torch.diag(h).mean() * torch.eye(h.shape[0], dtype=h.dtype)
-    return torch.linalg.cholesky(torch.cholesky_inverse(torch.linalg.cholesky(h)), upper=True), dead
+    check_tensor("hessian", h, dim=2)
+    if h.shape[0] != h.shape[1]:
+        raise ValueError(f"the Hessian must be square, got shape {tuple(h.shape)}")
+    h = h.double()
+    mean_diag = float(torch.diag(h).mean())
+    eye = torch.eye(h.shape[0], dtype=h.dtype)
+    for d in [damp] + [10.0**k for k in range(-8, 1) if 10.0**k > damp]:
+        lower, info = torch.linalg.cholesky_ex(h + d * mean_diag * eye)
+        if info == 0:
+            u, info = torch.linalg.cholesky_ex(torch.cholesky_inverse(lower), upper=True)
+            if info == 0 and bool(torch.isfinite(u).all()):
+                return u, d
+    raise ValueError(f"the Hessian ({tuple(h.shape)}) is not positive definite even with damping 1 "
+                     "(is it 2 X^T X / n of real inputs?)")
 
 
 def gptq(w: torch.Tensor, h: torch.Tensor, bits: int, group_size: int, damp: float = 0.01) -> GroupQuant:
@@ -162,7 +187,8 @@ def gptq(w: torch.Tensor, h: torch.Tensor, bits: int, group_size: int, damp: flo
 
     Columns go in order; a group's (scale, zero) is chosen from its columns as they are when the
     group starts (already carrying the error of earlier columns). damp * mean(diag h) is added to
-    the diagonal; inputs that are always 0 (diag h = 0) get their weights set to 0.
+    the diagonal (more when h + damping is still singular: `inverse_cholesky`); inputs that are
+    always 0 (diag h = 0) get a unit diagonal and their weights set to 0.
 
     >>> w = torch.tensor([[0.3, -0.8, 0.1, 0.55]])
     >>> h = torch.diag(torch.tensor([1.0, 2.0, 3.0, 4.0]))  # diagonal Hessian: GPTQ == RTN
@@ -171,13 +197,20 @@ def gptq(w: torch.Tensor, h: torch.Tensor, bits: int, group_size: int, damp: flo
     """
     check_int("GroupQuant", "bits", bits, 2, 8)
     check_float("GroupQuant", "damp", damp, 0, 1)
+    check_tensor("weight", w)
+    check_tensor("hessian", h)
+    if w.dim() != 2:
+        raise ValueError(f"weight must be 2-D (out x in), got shape {tuple(w.shape)}")
     out_f, in_f = w.shape
     if h.shape != (in_f, in_f):
         raise ValueError(f"hessian shape {tuple(h.shape)} does not match in_features={in_f}")
     g = check_group_size(in_f, group_size)
     w = w.detach().double().clone()
-    u, dead = inverse_hessian_factor(h, damp)
+    h = h.double().clone()
+    dead = torch.diag(h) == 0
+    h[dead, dead] = 1.0
     w[:, dead] = 0.0
+    u, _ = inverse_cholesky(h, damp)
     q = torch.empty(out_f, in_f, dtype=torch.int32)
     scales, zeros = torch.empty(out_f, in_f // g), torch.empty(out_f, in_f // g, dtype=torch.int32)
     qmax = 2**bits - 1
@@ -194,9 +227,16 @@ def gptq(w: torch.Tensor, h: torch.Tensor, bits: int, group_size: int, damp: flo
 
 def output_error(x: torch.Tensor, w: torch.Tensor, w_hat: torch.Tensor) -> float:
     """||X W^T - X W_hat^T||_F^2 / ||X W^T||_F^2: the relative error of the layer's outputs on x."""
+    check_tensor("layer inputs", x)
+    check_tensor("weight", w, dim=2)
+    check_tensor("w_hat", w_hat, shape=tuple(w.shape))
+    if x.shape[-1] != w.shape[1]:
+        raise ValueError(f"layer inputs of {x.shape[-1]} features do not match in_features={w.shape[1]}")
     x = x.reshape(-1, x.shape[-1]).double()
     ref = x @ w.double().T
-    return float((ref - x @ w_hat.double().T).pow(2).sum() / ref.pow(2).sum().clamp_min(1e-300))
+    error = float((ref - x @ w_hat.double().T).pow(2).sum() / ref.pow(2).sum().clamp_min(1e-300))
+    check_overflow("the output error", error)
+    return error
 
 
 def pack_codes(q: torch.Tensor, bits: int) -> bytes:
@@ -206,6 +246,7 @@ def pack_codes(q: torch.Tensor, bits: int) -> bytes:
     b'9'
     """
     check_int("pack_codes", "bits", bits, 1, 8)
+    check_tensor("codes", q, allow_empty=True, kind="int")
     codes = q.reshape(-1).to(torch.int64).numpy()
     if codes.size and (codes.min() < 0 or codes.max() >= 2**bits):
         raise ValueError(f"codes must be in [0, {2**bits - 1}] to pack in {bits} bits")

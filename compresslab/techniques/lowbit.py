@@ -33,7 +33,13 @@ from compresslab.core.params import (
 )
 from compresslab.core.report import Report
 from compresslab.core.training import LossFn, TrainConfig, accuracy_fn, train
-from compresslab.core.validate import check_choice, check_config, check_float, check_names
+from compresslab.core.validate import (
+    check_choice,
+    check_config,
+    check_float,
+    check_layer_names,
+    check_names,
+)
 from compresslab.techniques.lowbitops import LOWBIT_KINDS, FakeLowBit, binarize, ternarize
 from compresslab.techniques.registry import TINY_TRAIN, StepContext, Technique, register, tiny_mlp
 
@@ -60,6 +66,10 @@ class LowBitConfig:
         check_float(owner, "threshold_ratio", self.threshold_ratio, 0, 10, lo_open=True)
         check_names(owner, "layers", self.layers)
         check_config(owner, "finetune", self.finetune, TrainConfig, optional=True)
+
+    def check_layers(self, model: nn.Module) -> None:
+        """layers names only Linear/Conv2d layers of `model` (ValueError naming the valid ones)."""
+        check_layer_names("LowBitConfig", "layers", self.layers, prunable_layers(model))
 
 
 def bits_per_weight(layer: nn.Module, kind: str) -> float:
@@ -124,15 +134,12 @@ def apply_lowbit(model: nn.Module, config: LowBitConfig, data: Dataset | None = 
     weights in. Returns the model (plain layers, low-bit float32 weights) and the report."""
     accuracy = accuracy_fn(data, config.finetune)
     start = time.perf_counter()
+    config.check_layers(model)
     before = accuracy(model)
     size_before = metrics.model_size(model)
     model = model if inplace else copy.deepcopy(model)
     layers = prunable_layers(model)
     names = list(config.layers) if config.layers is not None else list(layers)
-    unknown = sorted(set(names) - set(layers))
-    if unknown:
-        raise ValueError(f"LowBitConfig.layers names {unknown}, which are not Linear/Conv2d layers of the model "
-                         f"(it has {sorted(layers)})")
     for name in names:
         if hasattr(layers[name], "weight_mask"):
             raise ValueError(f"layer {name!r} still carries a pruning mask: call masks.make_permanent first")

@@ -42,7 +42,7 @@ def ternary_threshold(w: torch.Tensor, ratio: float = 0.7) -> torch.Tensor:
     >>> ternary_threshold(torch.tensor([0.5, -0.1, 0.05, -0.8]))  # 0.7 * 1.45 / 4
     tensor(0.2537)
     """
-    check_tensor("w", w)
+    check_tensor("w", w, kind="float")
     _check_ratio(ratio)
     return ratio * w.detach().abs().mean()
 
@@ -54,6 +54,7 @@ def ternarize(w: torch.Tensor, ratio: float = 0.7) -> tuple[torch.Tensor, torch.
     >>> codes, round(float(alpha), 4)  # |w| > 0.2537 keeps 0.5 and -0.8; alpha = (0.5 + 0.8) / 2
     (tensor([ 1,  0,  0, -1], dtype=torch.int8), 0.65)
     """
+    check_tensor("w", w, kind="float")
     w = w.detach()
     delta = ternary_threshold(w, ratio)
     keep = w.abs() > delta
@@ -70,7 +71,7 @@ def binarize(w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     (tensor([[ 1, -1],
             [ 1, -1]], dtype=torch.int8), tensor([0.3000, 0.3000]))
     """
-    check_tensor("w", w)
+    check_tensor("w", w, kind="float")
     w = w.detach()
     signs = torch.where(w >= 0, 1, -1).to(torch.int8)
     alpha = w.abs().reshape(w.shape[0], -1).mean(1) if w.dim() > 1 else w.abs().mean().reshape(1)

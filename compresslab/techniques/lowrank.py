@@ -35,7 +35,9 @@ from compresslab.core.validate import (
     check_config,
     check_float,
     check_int,
+    check_layer_names,
     check_names,
+    check_per_layer,
 )
 from compresslab.techniques import tensordecomp
 from compresslab.techniques.registry import TINY_TRAIN, Technique, register, tiny_mlp
@@ -183,9 +185,10 @@ class LowRankConfig:
             if self.scope != "layer":
                 raise ValueError(f"{owner}.rank fixes each layer's rank: use scope='layer' (scope='model' is for "
                                  "energy or param_ratio)")
-            ranks = self.rank.items() if isinstance(self.rank, dict) else [(None, self.rank)]
-            for name, r in ranks:
-                check_int(owner, "rank" if name is None else f"rank[{name!r}]", r, 1, None)
+            if isinstance(self.rank, dict):
+                check_per_layer(owner, "rank", self.rank, lambda o, f, v: check_int(o, f, v, 1, None))
+            else:
+                check_int(owner, "rank", self.rank, 1, None)
         if self.energy is not None:
             check_float(owner, "energy", self.energy, 0, 1, lo_open=True)
         if self.param_ratio is not None:
@@ -194,19 +197,20 @@ class LowRankConfig:
         check_bool(owner, "skip_unprofitable", self.skip_unprofitable)
         check_config(owner, "finetune", self.finetune, TrainConfig, optional=True)
 
+    def check_layers(self, model: nn.Module) -> None:
+        """rank (per layer) and layers name only Linear/Conv2d layers of `model` (ValueError naming the valid ones)."""
+        layers = prunable_layers(model)
+        check_layer_names("LowRankConfig", "rank", self.rank if isinstance(self.rank, dict) else None, layers)
+        check_layer_names("LowRankConfig", "layers", self.layers, layers)
+
 
 def target_layers(model: nn.Module, config: LowRankConfig) -> dict[str, nn.Module]:
     """The layers `config` names (all Linear/Conv2d by default), checked to exist."""
+    config.check_layers(model)
     layers = prunable_layers(model)
     names = list(config.layers) if config.layers is not None else list(layers)
     if isinstance(config.rank, dict):
         names = [n for n in names if n in config.rank] if config.layers is None else names
-        unknown = sorted(set(config.rank) - set(layers))
-        if unknown:
-            raise ValueError(f"rank names unknown layers {unknown}; choose from {list(layers)}")
-    unknown = [n for n in names if n not in layers]
-    if unknown:
-        raise ValueError(f"layers names unknown layers {unknown}; choose from {list(layers)}")
     return {n: layers[n] for n in names}
 
 
@@ -221,10 +225,8 @@ def decompose(model: nn.Module, conv_mode: str = "channel", layers: tuple | None
     """The SVD of every Linear/Conv2d layer's matrix (or of `layers`), by name: compute once, then
     pass as `svds=` to select_ranks / apply_lowrank to try many ranks without repeating the SVDs."""
     all_layers = prunable_layers(model)
+    check_layer_names("decompose", "layers", layers, all_layers)
     names = list(layers) if layers is not None else list(all_layers)
-    unknown = [n for n in names if n not in all_layers]
-    if unknown:
-        raise ValueError(f"layers names unknown layers {unknown}; choose from {list(all_layers)}")
     return {n: svd(layer_matrix(all_layers[n], conv_mode)) for n in names}
 
 
@@ -312,7 +314,9 @@ class LowRankReport(Report):
 
     @property
     def reduction(self) -> float:
-        """Fraction of the target layers' parameters removed."""
+        """Fraction of the target layers' parameters removed (0 when no layer was a target)."""
+        if not self.factorized_params_before:
+            return 0.0
         return 1 - self.factorized_params_after / self.factorized_params_before
 
     def headline_extra(self) -> list[str]:
@@ -338,6 +342,7 @@ def apply_lowrank(
         return accuracy(m)
 
     start = time.perf_counter()
+    config.check_layers(model)
     model = model if inplace else copy.deepcopy(model)
     acc_before = acc(model)
     size_before = metrics.model_size(model)

@@ -14,7 +14,7 @@ from torch.nn.utils import prune
 
 from compresslab.core import metrics
 from compresslab.core.models import prunable_layers
-from compresslab.core.validate import check_choice, check_float
+from compresslab.core.validate import check_choice, check_float, check_layer_names
 
 __all__ = [
     "SCOPES",
@@ -143,9 +143,7 @@ def masks_for(model: nn.Module, sparsity: float | dict[str, float], scope: str =
             raise ValueError("scope='global' takes one sparsity, not a per-layer dict")
         return global_magnitude_masks(weights, sparsity)
     per_layer = sparsity if isinstance(sparsity, dict) else {n: sparsity for n in weights}
-    unknown = set(per_layer) - set(weights)
-    if unknown:
-        raise ValueError(f"layer_sparsity names unknown layers {sorted(unknown)}; choose from {list(weights)}")
+    check_layer_names("", "layer_sparsity", per_layer, weights)
     return {n: magnitude_mask(weights[n], s) for n, s in per_layer.items()}
 
 

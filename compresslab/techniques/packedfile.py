@@ -29,7 +29,7 @@ from torch import nn
 
 from compresslab.core.io import write_bytes_atomic
 from compresslab.core.models import prunable_layers
-from compresslab.core.validate import check_choice
+from compresslab.core.validate import check_choice, check_int, check_layer_names, check_tensor, show
 from compresslab.techniques.lowbitops import binarize, ternarize
 
 __all__ = ["KINDS", "MAGIC", "pack_trits", "unpack_trits", "PackedLayer", "pack_layer", "pack_model",
@@ -46,7 +46,10 @@ def pack_trits(codes: np.ndarray) -> bytes:
     >>> list(pack_trits(np.array([1, 0, -1, 0, 1, -1])))  # 2 + 1*3 + 0*9 + 1*27 + 2*81; then -1 and four 0 pads
     [194, 120]
     """
-    digits = np.asarray(codes, dtype=np.int64).ravel() + 1
+    array = codes.numpy() if isinstance(codes, torch.Tensor) else np.asarray(codes)
+    if array.dtype.kind not in "biuf" or (array.dtype.kind == "f" and not np.isin(array, (-1.0, 0.0, 1.0)).all()):
+        raise ValueError(f"ternary codes must be -1, 0 or 1, got {array.dtype} values")
+    digits = array.astype(np.int64).ravel() + 1
     if digits.size and (digits.min() < 0 or digits.max() > 2):
         raise ValueError("ternary codes must be -1, 0 or 1")
     pad = (-digits.size) % 5
@@ -56,6 +59,9 @@ def pack_trits(codes: np.ndarray) -> bytes:
 
 def unpack_trits(blob: bytes, n: int) -> np.ndarray:
     """The inverse of pack_trits: n codes in {-1, 0, 1} (int8)."""
+    if not isinstance(blob, (bytes, bytearray, memoryview)):
+        raise TypeError(f"blob must be bytes, got {type(blob).__name__}")
+    check_int("unpack_trits", "n", n, 0, None)
     values = np.frombuffer(blob, dtype=np.uint8).astype(np.int64)
     if values.size and values.max() > 242:
         raise ValueError("a ternary byte is larger than 242 (3^5 - 1): the file is damaged")
@@ -97,8 +103,10 @@ class PackedLayer:
             values = (np.stack([nib & 15, nib >> 4], 1).ravel()[:n].astype(np.int64) - 8).astype(np.float32)
         elif self.kind == "ternary":
             values = unpack_trits(self.codes, n).astype(np.float32)
-        else:
+        elif self.kind == "binary":
             values = np.where(np.unpackbits(np.frombuffer(self.codes, np.uint8))[:n] > 0, 1.0, -1.0).astype(np.float32)
+        else:
+            raise ValueError(f"unknown layer kind {self.kind!r}; the kinds are {KINDS}")
         if values.size != n:
             raise ValueError(f"a {self.kind} layer holds {values.size} values, {n} expected")
         full = np.zeros(self.numel, np.float32)
@@ -109,6 +117,8 @@ class PackedLayer:
         w = full.reshape(self.shape)
         if self.scale.size:
             w = w * (self.scale.reshape(-1, *[1] * (len(self.shape) - 1)) if self.scale.ndim else self.scale)
+        if not np.isfinite(w).all():
+            raise ValueError(f"a {self.kind} layer holds non-finite weights (NaN or inf): the file is damaged")
         return torch.from_numpy(np.ascontiguousarray(w, dtype=np.float32))
 
 
@@ -116,6 +126,9 @@ def pack_layer(w: torch.Tensor, bias: torch.Tensor | None, kind: str, sparse: bo
                ratio: float = 0.7) -> PackedLayer:
     """Pack one weight (see the module docstring for each kind's codes and scales)."""
     check_choice("", "kind", kind, KINDS)
+    check_tensor("weight", w)
+    if bias is not None:
+        check_tensor("bias", bias, allow_empty=True)
     w = w.detach().float().cpu()
     b = None if bias is None else bias.detach().float().cpu().numpy()
     flat_keep = None
@@ -158,8 +171,11 @@ def pack_layer(w: torch.Tensor, bias: torch.Tensor | None, kind: str, sparse: bo
 def pack_model(model: nn.Module, kind: str | dict[str, str], sparse: bool = False,
                ratio: float = 0.7) -> dict[str, PackedLayer]:
     """Every Linear/Conv2d layer of `model` packed with `kind` (one kind, or per layer name)."""
+    layers = prunable_layers(model)
+    if isinstance(kind, dict):
+        check_layer_names("pack_model", "kind", kind, layers)
     out = {}
-    for name, layer in prunable_layers(model).items():
+    for name, layer in layers.items():
         k = kind.get(name, "fp32") if isinstance(kind, dict) else kind
         out[name] = pack_layer(layer.weight, layer.bias, k, sparse, ratio)
     return out
@@ -193,15 +209,29 @@ def read(path: str | os.PathLike) -> dict[str, PackedLayer]:
         header = json.loads(raw[start:start + n].decode())
     except (UnicodeDecodeError, json.JSONDecodeError) as err:
         raise ValueError(f"{path}: damaged header ({err})") from None
+    if not isinstance(header, list):
+        raise ValueError(f"{path}: damaged header (a list of layers expected, got {type(header).__name__})")
     pos, out = start + n, {}
-    for entry in header:
+    for i, entry in enumerate(header):
+        _check_entry(path, i, entry)
+        if entry["name"] in out:
+            raise ValueError(f"{path}: layer {entry['name']!r} appears twice")
         parts = []
         for length in entry["lengths"]:
-            if length < 0 or pos + length > len(raw):
+            if pos + length > len(raw):
                 raise ValueError(f"{path}: layer {entry['name']!r} runs past the end of the file")
             parts.append(raw[pos:pos + length])
             pos += length
         codes, mask, scale, bias = parts
+        expected = {"scale": 4 * int(np.prod(entry["scale_shape"])),
+                    "bias": 4 * entry["shape"][0] if entry["bias"] and entry["shape"] else 0,
+                    "mask": (int(np.prod(entry["shape"])) + 7) // 8 if entry["sparse"] else 0}
+        for what, blob in (("scale", scale), ("bias", bias), ("mask", mask)):
+            if len(blob) != expected[what]:
+                raise ValueError(f"{path}: layer {entry['name']!r} has {len(blob)} {what} bytes, {expected[what]} expected")
+        for what, blob in (("scale", scale), ("bias", bias)):
+            if not np.isfinite(np.frombuffer(blob, np.float32)).all():
+                raise ValueError(f"{path}: layer {entry['name']!r} has a non-finite {what} (NaN or inf)")
         out[entry["name"]] = PackedLayer(
             entry["kind"], tuple(entry["shape"]), codes,
             np.frombuffer(scale, np.float32).reshape(entry["scale_shape"]).copy(),
@@ -209,6 +239,36 @@ def read(path: str | os.PathLike) -> dict[str, PackedLayer]:
     if pos != len(raw):
         raise ValueError(f"{path}: {len(raw) - pos} trailing bytes after the last layer")
     return out
+
+
+_ENTRY_KEYS = {"name": str, "kind": str, "shape": list, "scale_shape": list, "sparse": bool, "bias": bool,
+               "lengths": list}
+_SCALE_DIMS = {"fp32": 1, "fp16": 1, "bf16": 1, "int8": 1, "int4": 1, "ternary": 0, "binary": 1}  # scale_shape length
+
+
+def _check_entry(path: Path, i: int, entry: object) -> None:
+    """One header entry is well formed: every key with its type, a known kind, non-negative integer
+    shape and four non-negative blob lengths (ValueError naming the file and the layer otherwise)."""
+    if not isinstance(entry, dict):
+        raise ValueError(f"{path}: header entry {i} is not a layer record")
+    where = f"{path}: layer {entry.get('name', i)!r}"
+    for key, kind in _ENTRY_KEYS.items():
+        if key not in entry:
+            raise ValueError(f"{where}: the header has no {key!r}")
+        if not isinstance(entry[key], kind):
+            raise ValueError(f"{where}: {key}={show(entry[key])} is not a {kind.__name__}")
+    if entry["kind"] not in KINDS:
+        raise ValueError(f"{where}: unknown kind {show(entry['kind'])}; the kinds are {KINDS}")
+    for key in ("shape", "scale_shape", "lengths"):
+        if not all(type(v) is int and 0 <= v < 2**40 for v in entry[key]):
+            raise ValueError(f"{where}: {key}={show(entry[key])} must hold non-negative integers")
+    if len(entry["lengths"]) != 4:
+        raise ValueError(f"{where}: lengths={show(entry['lengths'])} must give 4 blob lengths (codes, mask, scale, bias)")
+    if not entry["shape"] or len(entry["scale_shape"]) != _SCALE_DIMS[entry["kind"]] \
+            or (entry["scale_shape"] and entry["scale_shape"][0] != (0 if entry["kind"].startswith(("fp", "bf"))
+                                                                     else entry["shape"][0])):
+        raise ValueError(f"{where}: scale_shape={entry['scale_shape']} does not fit a {entry['kind']} weight "
+                         f"of shape {entry['shape']}")
 
 
 def unpack_into(model: nn.Module, layers: dict[str, PackedLayer]) -> nn.Module:

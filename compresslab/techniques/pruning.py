@@ -31,8 +31,9 @@ from compresslab.core.validate import (
     check_choice,
     check_config,
     check_float,
-    check_instance,
     check_int,
+    check_layer_names,
+    check_per_layer,
 )
 from compresslab.techniques.masks import (
     SCHEDULES,
@@ -106,17 +107,20 @@ class PruneConfig:
         check_choice(owner, "schedule", self.schedule, SCHEDULES)
         check_int(owner, "iterations", self.iterations, 1, 100)
         if self.layer_sparsity is not None:
-            check_instance(owner, "layer_sparsity", self.layer_sparsity, dict, optional=True)
+            check_per_layer(owner, "layer_sparsity", self.layer_sparsity,
+                            lambda o, f, v: check_float(o, f, v, 0, 1, hi_open=True))
             if self.scope != "layer":
                 raise ValueError(f"{owner}.layer_sparsity needs scope='layer' (scope={self.scope!r})")
-            for name, s in self.layer_sparsity.items():
-                check_float(owner, f"layer_sparsity[{name!r}]", s, 0, 1, hi_open=True)
         check_config(owner, "finetune", self.finetune, TrainConfig, optional=True)
         check_bool(owner, "permanent", self.permanent)
         if self.structured and self.schedule == "gradual":
             raise ValueError(f"{owner}.structured=True supports schedule 'one_shot' or 'iterative', not 'gradual'")
         if self.schedule == "gradual" and self.finetune is None:
             raise ValueError(f"{owner}.schedule='gradual' prunes during fine-tuning: set finetune=TrainConfig(...)")
+
+    def check_layers(self, model: nn.Module) -> None:
+        """layer_sparsity names only Linear/Conv2d layers of `model` (ValueError naming the valid ones)."""
+        check_layer_names("PruneConfig", "layer_sparsity", self.layer_sparsity, prunable_layers(model))
 
 
 @dataclass(kw_only=True, repr=False)
@@ -167,6 +171,7 @@ def apply_pruning(
         return accuracy(m)
 
     start = time.perf_counter()
+    config.check_layers(model)
     model = model if inplace else copy_model(model)
     acc_before = acc(model)
     size_before = metrics.model_size(model)

@@ -72,8 +72,7 @@ class Technique:
     step(model, step_config, data, context) -> (model, Report) (default: apply, then nothing);
     teacher: whether a recipe step may train it with the distillation loss (context.teacher_*);
     writes_file: the suffix of the file a step writes (context.file); such a step must be last;
-    notebook / params: a notebook it owns (alone or with other techniques) and the parameters of that
-    notebook it declares;
+    notebook / params: a notebook and the parameters of it this technique declares;
     references: exercise name -> the package function that is its reference answer;
     frontier: (arch, epochs, seed) -> the recipes it adds to notebook 08's frontier, each a dict
     {"name", "steps": [(verb, config), ...], "precision", "family", "sparse"} (see
@@ -127,7 +126,8 @@ _LOADED: list[bool] = []
 def register(technique: Technique) -> Technique:
     """Add `technique`; a second technique with the same name, verb or exercise name is refused
     (re-registering the identical verb, as a module reload does, replaces it). Several techniques may
-    declare parameters of one notebook; a parameter they both declare must be declared alike."""
+    declare parameters of one notebook (AdaRound adds its knobs to notebook 03's); a parameter two of
+    them declare must be declared alike."""
     if not isinstance(technique, Technique):
         raise TypeError(f"register takes a Technique, got {type(technique).__name__}")
     for other in _REGISTRY.values():
@@ -135,10 +135,10 @@ def register(technique: Technique) -> Technique:
             continue
         clash = [what for what, a, b in (("name", other.name, technique.name), ("verb", other.verb, technique.verb))
                  if a is not None and a == b]
-        clash += [f"exercise {n!r}" for n in set(other.references) & set(technique.references)]
         if other.notebook is not None and other.notebook == technique.notebook:
-            clash += [f"{other.notebook} parameter {n!r} declared differently" for n in set(other.params) & set(technique.params)
-                      if other.params[n] != technique.params[n]]
+            clash += [f"notebook {other.notebook!r} parameter {n!r} declared differently"
+                      for n in set(other.params) & set(technique.params) if other.params[n] != technique.params[n]]
+        clash += [f"exercise {n!r}" for n in set(other.references) & set(technique.references)]
         if clash:
             raise ValueError(f"Technique {technique.name!r} clashes with {other.name!r}: same {', '.join(clash)}")
     _REGISTRY[technique.name] = technique
@@ -162,13 +162,13 @@ def verbs() -> dict[str, Technique]:
 
 
 def notebook_specs() -> dict[str, dict[str, Param]]:
-    """Notebook stem -> its declared parameters (of every technique that declares some of them, in
+    """Notebook stem -> its declared parameters (those of every technique declaring that notebook, in
     registration order), in notebook order."""
     specs: dict[str, dict[str, Param]] = {}
-    for t in sorted(techniques().values(), key=lambda t: t.notebook or ""):
+    for t in techniques().values():
         if t.notebook is not None:
             specs.setdefault(t.notebook, {}).update(t.params)
-    return specs
+    return dict(sorted(specs.items()))
 
 
 def references() -> dict[str, Callable]:

@@ -27,9 +27,11 @@ from compresslab.core.validate import (
     check_bits,
     check_choice,
     check_config,
-    check_instance,
+    check_float,
     check_int,
+    check_layer_names,
     check_names,
+    check_per_layer,
     check_seed,
     check_tensor,
 )
@@ -70,11 +72,10 @@ def init_centroids(w: torch.Tensor, k: int, method: str = "linear", seed: int = 
     tensor([-0.9167,  0.0500,  0.5000])
     """
     check_choice("", "init", method, INITS)
-    if k < 1:
-        raise ValueError(f"k={k} must be >= 1")
+    check_int("", "k", k, 1, 1 << 24)
+    check_seed("", "seed", seed)
+    check_tensor("w", w)
     w = w.detach().reshape(-1).float()
-    if w.numel() == 0:
-        raise ValueError("cannot initialise centroids from an empty weight set")
     if method == "linear":
         c = torch.linspace(float(w.min()), float(w.max()), k) if k > 1 else w.mean().reshape(1)
     elif method == "density":
@@ -113,8 +114,9 @@ def kmeans_1d(
     >>> centroids, idx  # each centroid is the mean of its cluster: (-1 - 0.9) / 2, (0 + 0.1 + 0.2) / 3, 2
     (tensor([-0.9500,  0.1000,  2.0000]), tensor([0, 0, 1, 1, 1, 2]))
     """
-    if iters < 0:
-        raise ValueError(f"iters={iters} must be >= 0")
+    check_int("", "iters", iters, 0, None)
+    check_float("", "tol", tol, 0, None)
+    check_seed("", "seed", seed)
     check_tensor("w", w)
     x = w.detach().reshape(-1).float()
     c = init_centroids(x, k, init, seed)
@@ -165,7 +167,10 @@ class SharedWeight(nn.Module):
     """Parametrization W = C[I] * M: a trainable codebook C (k,), fixed indices I and mask M.
 
     dL/dC_k = sum over members of dL/dW (`segment_sums`, in a fixed order), so each centroid moves
-    by the summed gradient of its weights, and the same run gives the same bits on any thread count.
+    by the summed gradient of its weights, and the same run on the same thread count and kind of CPU
+    gives the same bits. Across thread counts or CPUs it does not: dL/dW itself comes from the
+    matrix-multiply kernels, whose summation order (hence rounding) depends on both (see
+    docs/architecture.md, "Reproducibility").
     """
 
     def __init__(self, codebook: torch.Tensor, indices: torch.Tensor, mask: torch.Tensor):
@@ -229,15 +234,19 @@ class ShareConfig:
         owner = "ShareConfig"
         check_bits(owner, "conv_bits", self.conv_bits, 1, 16)
         check_bits(owner, "fc_bits", self.fc_bits, 1, 16)
-        check_instance(owner, "layer_bits", self.layer_bits, dict, optional=True)
-        for name, bits in (self.layer_bits or {}).items():
-            check_bits(owner, f"layer_bits[{name!r}]", bits, 1, 16)
+        check_per_layer(owner, "layer_bits", self.layer_bits, lambda o, f, v: check_bits(o, f, v, 1, 16))
         check_choice(owner, "init", self.init, INITS)
         check_int(owner, "iters", self.iters, 0, 1000)
         check_seed(owner, "seed", self.seed)
         check_config(owner, "finetune", self.finetune, TrainConfig, optional=True)
         check_names(owner, "layers", self.layers, allow_empty=True)
         check_choice(owner, "value_dtype", self.value_dtype, VALUE_DTYPES)
+
+    def check_layers(self, model: nn.Module) -> None:
+        """layer_bits and layers name only Linear/Conv2d layers of `model` (ValueError naming the valid ones)."""
+        layers = prunable_layers(model)
+        check_layer_names("ShareConfig", "layer_bits", self.layer_bits, layers)
+        check_layer_names("ShareConfig", "layers", self.layers, layers)
 
     def bits_for(self, name: str, layer: nn.Module) -> int:
         if self.layer_bits and name in self.layer_bits:
@@ -288,15 +297,12 @@ def apply_sharing(
         return accuracy(m)
 
     start = time.perf_counter()
+    config.check_layers(model)
     model = model if inplace else copy.deepcopy(model)
     acc_before = acc(model)
     size_before = metrics.model_size(model)
     make_permanent(model)
     layers = prunable_layers(model)
-    for what, names in (("layer_bits", config.layer_bits or {}), ("layers", config.layers or ())):
-        unknown = set(names) - set(layers)
-        if unknown:
-            raise ValueError(f"{what} names unknown layers {sorted(unknown)}; choose from {list(layers)}")
     if config.layers is not None:
         layers = {n: m for n, m in layers.items() if n in config.layers}
     check_value_range(layers, config.value_dtype)  # before any clustering or training

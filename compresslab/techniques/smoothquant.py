@@ -24,7 +24,15 @@ from compresslab.core import metrics
 from compresslab.core.data import Dataset
 from compresslab.core.report import Report
 from compresslab.core.training import LossFn, evaluate
-from compresslab.core.validate import check_bool, check_choice, check_float, check_int
+from compresslab.core.validate import (
+    check_bool,
+    check_choice,
+    check_float,
+    check_int,
+    check_layer_names,
+    check_overflow,
+    check_tensor,
+)
 from compresslab.techniques.layerwise import layer_inputs
 from compresslab.techniques.quantops import choose_qparams, dequantize_affine, quantize_affine
 from compresslab.techniques.registry import Technique, register, tiny_mlp
@@ -52,11 +60,13 @@ def channel_absmax(x: torch.Tensor) -> torch.Tensor:
     >>> channel_absmax(torch.tensor([[1.0, -5.0], [-2.0, 3.0]]))
     tensor([2., 5.])
     """
+    check_tensor("x", x, kind="float")
     return x.detach().reshape(-1, x.shape[-1]).abs().amax(0)
 
 
 def outlier_ratio(absmax: torch.Tensor) -> float:
     """max_j / median_j of the per-channel maxima: how far the largest channel stands out."""
+    check_tensor("absmax", absmax, kind="float")
     return float(absmax.max() / absmax.median().clamp_min(1e-12))
 
 
@@ -67,20 +77,36 @@ def smooth_scales(act_absmax: torch.Tensor, w: torch.Tensor, alpha: float = 0.5)
     tensor([4.0000, 0.5000])
     """
     check_float("smooth_scales", "alpha", alpha, 0, 1)
+    check_tensor("weight", w, dim=2, kind="float")
+    check_tensor("act_absmax", act_absmax, shape=(w.shape[1],), kind="float")
     a = act_absmax.float().clamp_min(1e-5)
     wmax = w.detach().abs().amax(0).float().clamp_min(1e-5)
-    return a.pow(alpha) / wmax.pow(1 - alpha)
+    s = a.pow(alpha) / wmax.pow(1 - alpha)
+    check_overflow("the scales s", s)
+    return s
 
 
 def smooth_linear(x: torch.Tensor, w: torch.Tensor, s: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """(x diag(s)^-1, W diag(s)): the inputs' channel j divided by s_j, the weights' column j times s_j."""
-    return x / s, w * s[None, :]
+    check_tensor("weight", w, dim=2, kind="float")
+    check_tensor("s", s, shape=(w.shape[1],), kind="float")
+    check_tensor("x", x, kind="float")
+    if x.shape[-1] != w.shape[1]:
+        raise ValueError(f"x has {x.shape[-1]} channels, the weight {w.shape[1]} inputs")
+    if not bool((s > 0).all()):
+        raise ValueError("s must be positive (a scale of 0 divides by zero)")
+    x_s, w_s = x / s, w * s[None, :]
+    check_overflow("x / s or W s", x_s)
+    check_overflow("x / s or W s", w_s)
+    return x_s, w_s
 
 
 def fake_quant_activations(x: torch.Tensor, bits: int = 8, granularity: str = "per_tensor") -> torch.Tensor:
     """Symmetric INT-b quantize-dequantize of activations: one scale max|x| / q_max for the whole
     tensor, or one per token (row of the last dimension)."""
     check_choice("fake_quant_activations", "granularity", granularity, GRANULARITIES)
+    check_int("fake_quant_activations", "bits", bits, 2, 16)
+    check_tensor("x", x, kind="float")
     if granularity == "per_tensor":
         s, z = choose_qparams(x.detach().amin(), x.detach().amax(), bits, "symmetric")
         qmin, qmax = -(2 ** (bits - 1) - 1), 2 ** (bits - 1) - 1
@@ -93,6 +119,8 @@ def fake_quant_activations(x: torch.Tensor, bits: int = 8, granularity: str = "p
 
 def fake_quant_weights(w: torch.Tensor, bits: int = 8) -> torch.Tensor:
     """Symmetric per-output-channel INT-b quantize-dequantize of W (out x in)."""
+    check_int("fake_quant_weights", "bits", bits, 2, 16)
+    check_tensor("weight", w, dim=2, kind="float")
     s, z = choose_qparams(w.detach().amin(1), w.detach().amax(1), bits, "symmetric")
     qmin, qmax = -(2 ** (bits - 1) - 1), 2 ** (bits - 1) - 1
     return dequantize_affine(quantize_affine(w, s, z, qmin, qmax, axis=0), s, z, axis=0)
@@ -160,6 +188,7 @@ def apply_smoothquant(
         raise ValueError("loss_fn must be None: apply_smoothquant trains nothing")
     if data is None:
         raise ValueError("apply_smoothquant needs data (calibration windows from data.train)")
+    check_layer_names("apply_smoothquant", "layers", layers, [n for n, m in model.named_modules() if isinstance(m, nn.Linear)])
     start = time.perf_counter()
     model = model if inplace else copy.deepcopy(model)
     model.eval()
@@ -168,9 +197,6 @@ def apply_smoothquant(
     calib = data.train.tensors(config.calibration)[0]
     linears = {n: m for n, m in model.named_modules() if isinstance(m, nn.Linear)}
     names = list(layers) if layers is not None else list(linears)[:-1]
-    unknown = [n for n in names if n not in linears]
-    if unknown:
-        raise ValueError(f"apply_smoothquant layers: {unknown} are not Linear layers; choose from {list(linears)}")
     fed = ln_fed(model)
     rows = []
     for name in names:

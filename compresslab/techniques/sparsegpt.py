@@ -3,7 +3,7 @@
 Magnitude pruning and Wanda zero weights and leave the rest as they are. SparseGPT, like GPTQ, also
 *updates* the weights that stay so that the layer's outputs on calibration inputs X change least.
 With H = 2 X^T X / n (+ damping; `groupquant.hessian`) and U the upper Cholesky factor of H^-1
-(`groupquant.inverse_hessian_factor`), columns go in order; at column i every row's weight is kept
+(`groupquant.inverse_cholesky`), columns go in order; at column i every row's weight is kept
 or set to 0, and the error moves onto the columns not yet treated (the Optimal Brain Surgeon update
 restricted to them):
 
@@ -34,7 +34,7 @@ from compresslab.core.params import OPEN_FRACTION, Param
 from compresslab.core.report import Report
 from compresslab.core.training import EvalResult, LossFn, evaluate
 from compresslab.core.validate import check_choice, check_float, check_int
-from compresslab.techniques.groupquant import hessian, inverse_hessian_factor, output_error
+from compresslab.techniques.groupquant import hessian, inverse_cholesky, output_error
 from compresslab.techniques.layerwise import layer_inputs, layerwise_setup
 from compresslab.techniques.masks import magnitude_mask, make_permanent, set_masks
 from compresslab.techniques.registry import Technique, register, tiny_mlp
@@ -104,7 +104,10 @@ def sparsegpt(w: torch.Tensor, h: torch.Tensor, sparsity: float = 0.5, pattern: 
         raise ValueError(f"SparseGPT.pattern={pattern!r}: in_features={in_f} and block_size={block_size} "
                          f"must be multiples of {m}")
     dtype = w.dtype
-    u, dead = inverse_hessian_factor(h, damp)
+    h = h.double().clone()
+    dead = torch.diag(h) == 0  # inputs that are always 0: a unit diagonal, their weights set to 0 (as GPTQ)
+    h[dead, dead] = 1.0
+    u, _ = inverse_cholesky(h, damp)
     w = w.detach().double().clone()
     w[:, dead] = 0.0
     keep = torch.ones(out_f, in_f, dtype=torch.bool) if mask is None else mask.detach().bool().clone()

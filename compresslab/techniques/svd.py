@@ -15,7 +15,7 @@ from typing import NamedTuple
 
 import torch
 
-from compresslab.core.validate import check_float
+from compresslab.core.validate import check_float, check_int, check_overflow, check_tensor
 
 __all__ = [
     "SVD",
@@ -43,8 +43,8 @@ def _one_thread() -> Iterator[None]:
 
 
 def _check_matrix(w: torch.Tensor) -> None:
-    if w.dim() != 2:
-        raise ValueError(f"w must be a 2-D matrix, got shape {tuple(w.shape)}")
+    """A finite, non-empty 2-D floating-point matrix."""
+    check_tensor("w (a 2-D matrix)", w, dim=2, kind="float")
 
 
 def check_rank(rank: object, max_rank: int, what: str = "rank") -> int:
@@ -67,8 +67,14 @@ class SVD(NamedTuple):
 def svd(w: torch.Tensor) -> SVD:
     """The thin SVD of the matrix `w` (torch.linalg.svd, full_matrices=False)."""
     _check_matrix(w)
-    with _one_thread():
-        return SVD(*torch.linalg.svd(w.detach(), full_matrices=False))
+    try:
+        with _one_thread():
+            dec = SVD(*torch.linalg.svd(w.detach().float() if w.element_size() < 4 else w.detach(),
+                                        full_matrices=False))  # LAPACK has no half precision
+    except torch.linalg.LinAlgError as err:  # values so large that LAPACK's intermediate sums overflow
+        raise ValueError(f"the SVD of w ({tuple(w.shape)}, {w.dtype}) failed: {str(err).splitlines()[0]}") from None
+    check_overflow("the singular values", dec.s)
+    return dec
 
 
 def check_svd(w: torch.Tensor, dec: SVD) -> None:
@@ -104,7 +110,10 @@ def svd_factorize(w: torch.Tensor, rank: int, decomposition: SVD | None = None) 
         check_svd(w, decomposition)
     u, s, vh = decomposition
     root = s[:rank].sqrt()
-    return (u[:, :rank] * root).to(w.dtype), (root[:, None] * vh[:rank]).to(w.dtype)
+    a, b = (u[:, :rank] * root).to(w.dtype), (root[:, None] * vh[:rank]).to(w.dtype)
+    check_overflow("the SVD factors", a)
+    check_overflow("the SVD factors", b)
+    return a, b
 
 
 def singular_values(w: torch.Tensor) -> torch.Tensor:
@@ -119,9 +128,14 @@ def energy_curve(s: torch.Tensor) -> torch.Tensor:
 
     >>> energy_curve(torch.tensor([3.0, 2.0, 1.0]))  # 9/14, 13/14, 14/14
     tensor([0.6429, 0.9286, 1.0000], dtype=torch.float64)
+
+    s: a non-empty, finite, non-negative 1-D spectrum; an all-zero one (a zero matrix) keeps all of
+    its (zero) energy at every rank: E(r) = 1.
     """
+    _check_spectrum(s)
     sq = s.double() ** 2
-    return torch.cumsum(sq, 0) / sq.sum()
+    total = sq.sum()
+    return torch.ones_like(sq) if total == 0 else torch.cumsum(sq, 0) / total
 
 
 def rank_for_energy(s: torch.Tensor, energy: float) -> int:
@@ -141,6 +155,8 @@ def eckart_young_error(s: torch.Tensor, rank: int) -> float:
     >>> eckart_young_error(torch.tensor([3.0, 2.0, 1.0]), 1)  # sqrt(2^2 + 1^2)
     2.23606797749979
     """
+    _check_spectrum(s)
+    check_int("", "rank", rank, 0, None)
     return float((s.double()[rank:] ** 2).sum().sqrt())
 
 
@@ -157,6 +173,13 @@ def rank_for_ratio(m: int, n: int, ratio: float) -> int:
     """The largest r >= 1 with r (m + n) <= ratio * m n (factor weights over dense weights)."""
     check_fraction(ratio, "param_ratio")
     return max(1, min(min(m, n), math.floor(ratio * m * n / (m + n) + 1e-9)))
+
+
+def _check_spectrum(s: object) -> None:
+    """Singular values: a non-empty, finite, non-negative 1-D tensor."""
+    check_tensor("singular values", s, dim=1)
+    if bool((s < 0).any()):
+        raise ValueError("singular values must be >= 0")
 
 
 def check_fraction(x: object, what: str) -> None:

@@ -26,6 +26,7 @@ import torch
 from torch import nn
 
 from compresslab.core import metrics
+from compresslab.core.validate import check_seed, check_tensor
 
 __all__ = [
     "TENSOR_MODES",
@@ -45,12 +46,13 @@ __all__ = [
 ]
 
 TENSOR_MODES = ("tucker2", "cp")
+MAX_CP_ITERS = 10_000  # ALS sweeps: far beyond convergence, short of a hang
 CP_ITERS = 60
 
 
 def _check_kernel(w: torch.Tensor) -> None:
-    if w.dim() != 4:
-        raise ValueError(f"a conv kernel must be 4-D (N, C, k_h, k_w), got shape {tuple(w.shape)}")
+    """A conv kernel: a finite, non-empty 4-D tensor (N, C, k_h, k_w)."""
+    check_tensor("conv kernel (N, C, k_h, k_w)", w, dim=4)
 
 
 def _check_rank(value: object, lo: int, hi: int | None, what: str) -> int:
@@ -76,6 +78,8 @@ def tucker2(w: torch.Tensor, ranks: tuple[int, int]) -> Tucker2:
     """Tucker-2 of kernel `w` by HOSVD with ranks (r_out, r_in) on the output and input channel modes."""
     _check_kernel(w)
     n, c, kh, kw = w.shape
+    if not isinstance(ranks, (tuple, list)) or len(ranks) != 2:
+        raise ValueError(f"ranks={ranks!r} must be a pair (r_out, r_in) of integers")
     r_out = _check_rank(ranks[0], 1, min(n, c * kh * kw), "r_out")
     r_in = _check_rank(ranks[1], 1, min(c, n * kh * kw), "r_in")
     w64 = w.detach().double()
@@ -116,8 +120,9 @@ def cp_als(w: torch.Tensor, rank: int, iters: int = CP_ITERS, seed: int = 0) -> 
     after each sweep: non-increasing, since every update solves its least-squares problem exactly
     and rescaling columns between factors does not change K_hat)."""
     _check_kernel(w)
-    _check_rank(rank, 1, None, "rank")
-    _check_rank(iters, 1, None, "iters")
+    _check_rank(rank, 1, w.numel(), "rank")  # N C k_h k_w rank-one terms reproduce any kernel
+    _check_rank(iters, 1, MAX_CP_ITERS, "iters")
+    check_seed("cp_als", "seed", seed)
     w64 = w.detach().double()
     gen = torch.Generator().manual_seed(seed)
     factors = [torch.randn(d, rank, generator=gen, dtype=torch.float64) for d in w64.shape]

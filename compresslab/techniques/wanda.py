@@ -24,7 +24,13 @@ from compresslab.core import metrics
 from compresslab.core.data import Dataset
 from compresslab.core.report import Report
 from compresslab.core.training import EvalResult, LossFn, evaluate
-from compresslab.core.validate import check_choice, check_float, check_int
+from compresslab.core.validate import (
+    check_choice,
+    check_float,
+    check_int,
+    check_overflow,
+    check_tensor,
+)
 from compresslab.techniques.layerwise import layer_inputs, layerwise_setup
 from compresslab.techniques.masks import magnitude_mask, make_permanent, set_masks
 from compresslab.techniques.registry import Technique, register, tiny_mlp
@@ -52,7 +58,10 @@ def input_norms(x: torch.Tensor) -> torch.Tensor:
     >>> input_norms(torch.tensor([[3.0, 0.0], [4.0, 1.0]]))
     tensor([5., 1.])
     """
-    return x.detach().reshape(-1, x.shape[-1]).float().norm(dim=0)
+    check_tensor("x", x, kind="float")
+    norms = x.detach().reshape(-1, x.shape[-1]).float().norm(dim=0)
+    check_overflow("the input norms ||X_j||", norms)
+    return norms
 
 
 def wanda_scores(w: torch.Tensor, norms: torch.Tensor) -> torch.Tensor:
@@ -61,9 +70,13 @@ def wanda_scores(w: torch.Tensor, norms: torch.Tensor) -> torch.Tensor:
     >>> wanda_scores(torch.tensor([[1.0, -4.0]]), torch.tensor([5.0, 1.0]))  # the small weight wins
     tensor([[5., 4.]])
     """
+    check_tensor("weight", w, dim=2, kind="float")
+    check_tensor("norms", norms, kind="float")
     if norms.shape != (w.shape[1],):
         raise ValueError(f"norms of shape {tuple(norms.shape)} do not match in_features={w.shape[1]}")
-    return w.detach().abs() * norms[None, :].to(w.dtype)
+    scores = w.detach().abs() * norms[None, :].to(w.dtype)
+    check_overflow("the scores |W| * ||X||", scores)
+    return scores
 
 
 def row_mask(scores: torch.Tensor, sparsity: float) -> torch.Tensor:
@@ -74,6 +87,7 @@ def row_mask(scores: torch.Tensor, sparsity: float) -> torch.Tensor:
             [0., 0., 1., 1.]])
     """
     check_float("row_mask", "sparsity", sparsity, 0, 1, hi_open=True)
+    check_tensor("scores", scores, dim=2, kind="number")
     k = int(round(sparsity * scores.shape[1]))
     mask = torch.ones_like(scores, dtype=torch.float32)
     if k:
@@ -90,6 +104,7 @@ def nm_mask(scores: torch.Tensor, n: int = 2, m: int = 4) -> torch.Tensor:
     """
     check_int("nm_mask", "m", m, 1, None)
     check_int("nm_mask", "n", n, 0, m)
+    check_tensor("scores", scores, dim=2, kind="number")
     rows, cols = scores.shape
     if cols % m:
         raise ValueError(f"nm_mask: in_features={cols} must be a multiple of m={m}")

@@ -16,7 +16,7 @@ from compresslab.core.training import evaluate
 from compresslab.techniques.compressedfile import encode_model
 from compresslab.techniques.deepcompression import DeepCompressionConfig, EncodeConfig
 from compresslab.techniques.sharing import ShareConfig, apply_sharing
-from compresslab.views.display import (
+from compresslab.views.figures import (
     PALETTE,
     lines,
     new_figure,

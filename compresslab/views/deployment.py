@@ -13,7 +13,7 @@ import numpy as np
 from matplotlib.figure import Figure
 from matplotlib.ticker import NullFormatter
 
-from compresslab.views.display import PALETTE, new_figure
+from compresslab.views.figures import PALETTE, new_figure
 from compresslab.views.panel import View, choice, panel
 
 __all__ = ["latency_col", "runtime_latency", "size_accuracy", "zeros_and_bytes", "drift_view",

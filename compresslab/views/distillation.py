@@ -8,7 +8,7 @@ import numpy as np
 import torch
 from matplotlib.figure import Figure
 
-from compresslab.views.display import (
+from compresslab.views.figures import (
     PALETTE,
     new_figure,
 )

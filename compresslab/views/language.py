@@ -7,7 +7,7 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 from matplotlib.figure import Figure
 
-from compresslab.views.display import PALETTE, new_figure
+from compresslab.views.figures import PALETTE, new_figure
 from compresslab.views.panel import View, choice, panel
 
 __all__ = [

@@ -8,7 +8,7 @@ import numpy as np
 from matplotlib.figure import Figure
 
 from compresslab.techniques.lottery import LotteryReport, pixel_density
-from compresslab.views.display import (
+from compresslab.views.figures import (
     PALETTE,
     new_figure,
 )

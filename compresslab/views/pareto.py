@@ -15,7 +15,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
 from compresslab.core.pareto import best_under_budget, pareto_front
-from compresslab.views.display import PALETTE, new_figure
+from compresslab.views.figures import PALETTE, new_figure
 from compresslab.views.panel import View, choice, panel, slider
 
 __all__ = ["COSTS", "FAMILY_COLORS", "finite_points", "frontier_figure", "frontier_table", "render_budget",

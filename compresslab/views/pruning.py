@@ -10,7 +10,7 @@ from matplotlib.figure import Figure
 
 from compresslab.techniques import masks
 from compresslab.techniques import structured as structured_ops
-from compresslab.views.display import (
+from compresslab.views.figures import (
     PALETTE,
     lines,
     new_figure,

@@ -9,7 +9,7 @@ import torch
 from matplotlib.figure import Figure
 
 from compresslab.techniques import quantops
-from compresslab.views.display import (
+from compresslab.views.figures import (
     PALETTE,
     new_figure,
 )
@@ -22,6 +22,7 @@ __all__ = [
     "activation_ranges",
     "sqnr_vs_bits",
     "quant_histogram",
+    "adaround_vs_rtn",
     "render_quantization",
     "quantization_panel",
 ]
@@ -123,6 +124,33 @@ def sqnr_vs_bits(rows: Sequence[Mapping], key: str = "weight SQNR dB", title: st
     ax.plot(bits, [anchor - 6.02 * (bits[-1] - b) for b in bits], ls=":", color="black", label="6.02 dB per bit")
     ax.set(xlabel="bits", ylabel=key, title=title, xticks=bits)
     ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def adaround_vs_rtn(bits: Sequence[int], rtn: Sequence[float], adaround: Sequence[float], fp32: float,
+                    layers: Sequence[Mapping] = (), layer_bits: int | None = None, title: str = "") -> Figure:
+    """Left: test accuracy (percent) against weight bits, round-to-nearest vs AdaRound, FP32 dashed.
+    Right (when `layers` is given: report rows with "layer", "recon loss RTN", "recon loss AdaRound"):
+    each layer's output reconstruction loss on the calibration images at `layer_bits` (log scale)."""
+    fig, axes = new_figure(ncols=2 if layers else 1, width=5.2, height=3.6)
+    ax = axes[0, 0]
+    ax.plot(bits, rtn, marker="o", ms=5, color=PALETTE[0], label="round to nearest")
+    ax.plot(bits, adaround, marker="s", ms=5, color=PALETTE[1], label="AdaRound")
+    ax.axhline(fp32, color="black", ls="--", lw=1, label="FP32")
+    ax.set(xlabel="weight bits (activations 8-bit)", ylabel="test accuracy (%)", xticks=sorted(bits),
+           title=title or "Same grid, learned rounding")
+    ax.legend(fontsize=8)
+    if layers:
+        ax = axes[0, 1]
+        names = [r["layer"] for r in layers]
+        pos = np.arange(len(names))
+        ax.bar(pos - 0.2, [r["recon loss RTN"] for r in layers], 0.4, color=PALETTE[0], label="round to nearest")
+        ax.bar(pos + 0.2, [r["recon loss AdaRound"] for r in layers], 0.4, color=PALETTE[1], label="AdaRound")
+        ax.set_yscale("log")
+        ax.set(xticks=pos, xticklabels=names, ylabel=r"$\|W x - \widetilde{W} x\|^2$ per input row (log)",
+               title=f"Layer output error at {layer_bits} bits" if layer_bits else "Layer output error")
+        ax.legend(fontsize=8)
     fig.tight_layout()
     return fig
 

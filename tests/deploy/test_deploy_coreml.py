@@ -8,10 +8,7 @@ import torch
 from deploy_support import check_missing, held_out, trained
 
 pytest.importorskip("coremltools")
-from compresslab.deploy import (
-    base,
-    runtime_coreml,  # noqa: E402
-)
+from compresslab.deploy import base, runtime_coreml  # noqa: E402
 
 
 def test_convert_compress_and_macos_only(tmp_path):

@@ -15,10 +15,7 @@ from deploy_support import (
 )
 
 pytest.importorskip("executorch.runtime")
-from compresslab.deploy import (
-    base,
-    runtime_executorch,  # noqa: E402
-)
+from compresslab.deploy import base, runtime_executorch  # noqa: E402
 
 ADAPTER = runtime_executorch.ExecuTorchAdapter()
 

@@ -16,10 +16,7 @@ from deploy_support import (
 )
 
 pytest.importorskip("onnxruntime")
-from compresslab.deploy import (
-    base,
-    runtime_onnx,  # noqa: E402
-)
+from compresslab.deploy import base, runtime_onnx  # noqa: E402
 
 ADAPTER = runtime_onnx.OnnxRuntimeAdapter()
 

@@ -15,10 +15,7 @@ from deploy_support import (
 
 pytest.importorskip("openvino")
 pytest.importorskip("nncf")
-from compresslab.deploy import (
-    base,
-    runtime_openvino,  # noqa: E402
-)
+from compresslab.deploy import base, runtime_openvino  # noqa: E402
 
 ADAPTER = runtime_openvino.OpenVinoAdapter()
 

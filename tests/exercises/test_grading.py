@@ -59,7 +59,7 @@ def statuses(rows: dict[str, dict]) -> dict[str, str]:
     return {k: r["status"] for k, r in rows.items()}
 
 
-QUANT_FUNCTIONS = ("choose_qparams", "quantize_affine", "fake_quantize", "bits_target")
+QUANT_FUNCTIONS = ("choose_qparams", "quantize_affine", "fake_quantize", "rounding_regularizer", "bits_target")
 FAKE_CHECKS = 'print("[ok] all cases match the reference.")'
 REDEFINED = ("from compresslab.exercises import checks\n"
              "checks.check_quantize_affine = lambda fn: print('[ok] quantize_affine: all 4 cases match.')\n"
@@ -124,14 +124,14 @@ def test_a_submission_that_tampers_with_the_grader_gets_no_points():
 # ----------------------------------------------------------------- calling the reference scores 0
 
 def test_calls_of_the_reference_are_caught_statically_and_at_run_time():
-    nb = make("03_quantization", ("choose_qparams", "bits_target"), replace={
+    nb = make("03_quantization", ("choose_qparams", "rounding_regularizer", "bits_target"), replace={
         "quantize_affine": "def quantize_affine(x, scale, zero_point, qmin, qmax):\n"  # hidden from the syntax check
-                           "    return getattr(quantization, 'quantize' + '_affine')(x, scale, zero_point, qmin, qmax)",
+                           "    return getattr(quantops, 'quantize' + '_affine')(x, scale, zero_point, qmin, qmax)",
         "fake_quantize": "def fake_quantize(x, scale, zero_point, qmin, qmax):\n"
-                         "    return quantization.fake_quantize(x, scale, zero_point, qmin, qmax)"})
+                         "    return quantops.fake_quantize(x, scale, zero_point, qmin, qmax)"})
     rows = graded(nb, "03_quantization")
     assert statuses(rows) == {"choose_qparams": "passed", "quantize_affine": "reference_used",
-                              "fake_quantize": "reference_used", "bits_target": "passed"}
+                              "fake_quantize": "reference_used", "rounding_regularizer": "passed", "bits_target": "passed"}
     assert "line 2: calls the package's fake_quantize" in rows["fake_quantize"]["message"]
     assert "quantize_affine" in rows["quantize_affine"]["message"] and "Score 0" in rows["quantize_affine"]["message"]
 
@@ -199,9 +199,9 @@ ANSWER = "Because one range per tensor is set by the largest weight of the matri
 def checked(tmp_path_factory):
     """Three submissions graded by the CLI, each in its own process: (exit code, out dir, grades)."""
     folder = tmp_path_factory.mktemp("submissions")
-    alice = make("03_quantization", QUANT_FUNCTIONS[:2] + ("bits_target",), checks_as=None, replace={
+    alice = make("03_quantization", QUANT_FUNCTIONS[:2] + ("rounding_regularizer", "bits_target"), checks_as=None, replace={
         "fake_quantize": "def fake_quantize(x, scale, zero_point, qmin, qmax):\n"
-                         "    return quantization.fake_quantize(x, scale, zero_point, qmin, qmax)"})
+                         "    return quantops.fake_quantize(x, scale, zero_point, qmin, qmax)"})
     bob = make("03_quantization", QUANT_FUNCTIONS)
     for cell in bob.cells:
         if "answer" in cell.metadata.get("tags", []):
@@ -227,7 +227,7 @@ def test_check_grades_each_submission_in_a_fresh_process(checked):
     assert code == 1 and set(grades) == {"alice", "bob", "carol"}
     rows = {s: {r["check"]: r["status"] for r in g["rows"]} for s, g in grades.items()}
     assert rows["alice"] == {"choose_qparams": "passed", "quantize_affine": "passed",
-                             "fake_quantize": "reference_used", "bits_target": "passed"}
+                             "fake_quantize": "reference_used", "rounding_regularizer": "passed", "bits_target": "passed"}
     assert rows["bob"] == dict.fromkeys(QUANT_FUNCTIONS, "passed") and grades["bob"]["ok"]
     assert rows["carol"] == {"soft_targets": "passed", "kd_loss": "failed", "distillation_target": "passed"}
 
@@ -239,7 +239,7 @@ def test_reports_carry_the_hint_seen_the_answers_and_a_gradebook(checked):
     assert hint.split(":")[0] in (out / "grades.md").read_text()
     book = list(csv.DictReader(io.StringIO((out / "gradebook.csv").read_text())))
     assert {row["student"]: (row["passed"], row["total"]) for row in book} == {
-        "alice": ("3", "4"), "bob": ("4", "4"), "carol": ("2", "3")}
+        "alice": ("4", "5"), "bob": ("5", "5"), "carol": ("2", "3")}
     assert "LOG-probabilities" in next(row for row in book if row["student"] == "carol")["kd_loss_hint"]
     answers = (out / "answers.md").read_text()
     assert ANSWER in answers and "**Rubric.** 2: one range per tensor" in answers and "Score: ___ / 2" in answers

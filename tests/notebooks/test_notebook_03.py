@@ -10,7 +10,7 @@ pytestmark = pytest.mark.notebook
 def test_ptq_vs_qat_quick(run_notebook, png_per_cell):
     run = run_notebook("03_ptq_vs_qat")
     m = run.results
-    assert sum(png_per_cell(run.output)) >= 11  # ten figures and the headless quantization panel, each rendered as an image
+    assert sum(png_per_cell(run.output)) >= 12  # eleven figures and the headless quantization panel, each rendered as an image
     assert m["profile"] == "quick" and m["model"] == "lenet5" and m["dataset"] == "fashion_mnist"
     assert 70 < m["fp32_accuracy"] <= 100  # 8k images, 2 epochs: a sane floor, not the full number
     # 8-bit PTQ is nearly lossless even on a short-trained model
@@ -34,3 +34,16 @@ def test_ptq_vs_qat_quick(run_notebook, png_per_cell):
     # the speed claim is asserted only on a quiet measurement; the accuracy change carries its interval
     assert isinstance(m["timing_reliable"], bool)
     assert m["acc_change_ci_low"] <= m["acc_change_ci_high"]
+    # AdaRound vs round to nearest on the same grid (weights 4/3/2-bit, activations 8-bit), in percent
+    ada, rtn = m["adaround_accuracy"], m["adaround_rtn_accuracy"]
+    assert set(ada) == set(rtn) == {"4bit", "3bit", "2bit"}
+    assert all(0 <= v <= 100 for v in (*ada.values(), *rtn.values()))
+    for key in ada:
+        assert m["adaround_gain_points"][key] == ada[key] - rtn[key]
+        assert m["adaround_gain_ci_low"][key] <= m["adaround_gain_ci_high"][key]
+        # what AdaRound minimises: the layers' output error on the calibration images falls below RTN's
+        assert 0 < m["adaround_output_error_ratio"][key] < 1
+    # the accuracy follows at the low widths; margin 2 points, about 3 standard errors of a paired
+    # difference on the 1000 quick-profile test images
+    assert ada["3bit"] >= rtn["3bit"] - 2 and ada["2bit"] >= rtn["2bit"] - 2
+    assert m["adaround_iterations"] <= 100 and m["adaround_seconds"] > 0  # the quick profile stays quick

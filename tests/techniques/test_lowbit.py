@@ -177,7 +177,7 @@ def test_lowbit_config_errors():
         LowBitConfig(threshold_ratio=0)
     with pytest.raises(ValueError, match="LowBitConfig.finetune.epochs=0"):
         LowBitConfig(finetune=_bad_train())
-    with pytest.raises(ValueError, match="not Linear/Conv2d layers"):
+    with pytest.raises(ValueError, match=r"LowBitConfig.layers names unknown layers \[.fc9.\]"):
         apply_lowbit(mlp([4]), LowBitConfig(layers=("fc9",), finetune=None))
     assert np.isclose(bits_per_weight(nn.Linear(5, 1), "ternary"), 8 / 5 + 32 / 5)
 

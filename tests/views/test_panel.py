@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from compresslab.views import display, panel
+from compresslab.views import figures, panel
 
 
 def test_headless_panel_renders_once_without_widgets(monkeypatch):
@@ -13,7 +13,7 @@ def test_headless_panel_renders_once_without_widgets(monkeypatch):
 
     def render(sparsity, scope):
         calls.append((sparsity, scope))
-        return panel.View(figure=display.layer_bars({"fc1": sparsity}, "kept"), metrics={"s": sparsity})
+        return panel.View(figure=figures.layer_bars({"fc1": sparsity}, "kept"), metrics={"s": sparsity})
 
     box = panel.panel(render, {"sparsity": panel.slider(0, 0.99), "scope": panel.choice(["layer", "global"])},
                         {"sparsity": 0.5, "scope": "global"})

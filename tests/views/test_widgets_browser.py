@@ -91,32 +91,32 @@ def test_notebook_panels_in_jupyterlab(lab_page, notebook):
 BROKEN = '''
 from IPython.display import display
 
-from compresslab import views
+from compresslab.views import panel
 
 
 def fine(x):
-    return views.View(metrics={"x": x})
+    return panel.View(metrics={"x": x})
 
 
-box = views.build_panel(fine, {"x": views.slider(0, 1)}, {"x": 0.5})
+box = panel.build_panel(fine, {"x": panel.slider(0, 1)}, {"x": 0.5})
 display(box)
 display(box)  # defect 1: the same panel shown twice
 
 
 def ignores_y(x, y):
-    return views.View(metrics={"x": x})  # defect 2: the "y" slider is wired to nothing
+    return panel.View(metrics={"x": x})  # defect 2: the "y" slider is wired to nothing
 
 
-views.panel(ignores_y, {"x": views.slider(0, 1), "y": views.slider(0, 1)}, {"x": 0.5, "y": 0.5})
+panel.panel(ignores_y, {"x": panel.slider(0, 1), "y": panel.slider(0, 1)}, {"x": 0.5, "y": 0.5})
 
 
 def raises_at_the_top(x):
     if x > 0.9:
         raise RuntimeError("callback failed at the slider's maximum")  # defect 3
-    return views.View(metrics={"x": x})
+    return panel.View(metrics={"x": x})
 
 
-views.panel(raises_at_the_top, {"x": views.slider(0, 1)}, {"x": 0.5})
+panel.panel(raises_at_the_top, {"x": panel.slider(0, 1)}, {"x": 0.5})
 '''
 
 
