@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from compresslab.core.validate import check_float, check_int
+from compresslab.core.validate import check_float, check_int, check_tensor
 
 __all__ = [
     "VOCAB",
@@ -153,6 +153,8 @@ def kl_bits(p_logits: torch.Tensor, q_logits: torch.Tensor) -> torch.Tensor:
     >>> round(float(kl_bits(p, torch.log(torch.tensor([0.75, 0.25])))), 6)  # 1/2 log2(2/3) + 1/2 log2(2)
     0.207519
     """
+    check_tensor("p_logits", p_logits, kind="float")
+    check_tensor("q_logits", q_logits, kind="float")
     if p_logits.shape != q_logits.shape:
         raise ValueError(f"kl_bits: logits of shapes {tuple(p_logits.shape)} and {tuple(q_logits.shape)} differ")
     log_p = torch.log_softmax(p_logits.double(), -1)

@@ -33,7 +33,7 @@ from compresslab.core.gpt import CausalSelfAttention
 from compresslab.core.params import Param
 from compresslab.core.report import Report
 from compresslab.core.training import EvalResult, LossFn, evaluate
-from compresslab.core.validate import check_float, check_int
+from compresslab.core.validate import check_float, check_int, check_tensor
 from compresslab.techniques.groupquant import (
     GroupQuant,
     check_group_size,
@@ -66,6 +66,7 @@ def activation_scales(x: torch.Tensor, alpha: float) -> torch.Tensor:
     tensor([0.7071, 1.4142])
     """
     check_float("AWQ", "alpha", alpha, 0, 1)
+    check_tensor("activations", x, kind="float")
     mean = x.detach().reshape(-1, x.shape[-1]).abs().float().mean(0).clamp_min(1e-4)
     s = mean.pow(alpha)
     return s / (s.max() * s.min()).sqrt()
@@ -84,6 +85,10 @@ def search_scales(x: torch.Tensor, w: torch.Tensor, bits: int, group_size: int, 
     alpha), its scales and every error. The errors go through the Gram matrix G = X^T X once:
     ||X D^T||_F^2 = sum(D G * D), so each alpha costs out x in^2, not tokens x in x out."""
     check_int("AWQ", "grid", grid, 2, 1000)
+    check_tensor("activations", x, kind="float")
+    check_tensor("weight", w, dim=2, kind="float")
+    if x.shape[-1] != w.shape[1]:
+        raise ValueError(f"activations of {x.shape[-1]} features do not match in_features={w.shape[1]}")
     alphas = torch.linspace(0, 1, grid).tolist()
     rows = x.detach().reshape(-1, x.shape[-1]).double()
     gram, w64 = rows.T @ rows, w.detach().double()

@@ -34,7 +34,7 @@ from compresslab.core.gpt import GPT, CausalSelfAttention
 from compresslab.core.params import Param
 from compresslab.core.report import Report
 from compresslab.core.training import EvalResult, LossFn, evaluate
-from compresslab.core.validate import check_choice, check_int
+from compresslab.core.validate import check_choice, check_int, check_tensor
 from compresslab.techniques.groupquant import GroupQuant, dequantize_groups, quantize_groups
 from compresslab.techniques.registry import Technique, register, tiny_mlp
 
@@ -80,6 +80,7 @@ def quantize_kv(x: torch.Tensor, bits: int) -> QuantKV:
     ([[0, 85, 170, 255]], 7)
     """
     check_choice("quantize_kv", "bits", bits, BITS)
+    check_tensor("keys or values", x, kind="float")
     if x.shape[-1] % 2:
         raise ValueError(f"quantize_kv: the vector length {x.shape[-1]} must be even")
     gq = quantize_groups(x.detach().reshape(-1, x.shape[-1]).float(), bits, 0)

@@ -33,7 +33,7 @@ from compresslab.core.data import Dataset
 from compresslab.core.params import OPEN_FRACTION, Param
 from compresslab.core.report import Report
 from compresslab.core.training import EvalResult, LossFn, evaluate
-from compresslab.core.validate import check_choice, check_float, check_int
+from compresslab.core.validate import check_choice, check_float, check_int, check_tensor
 from compresslab.techniques.groupquant import hessian, inverse_cholesky, output_error
 from compresslab.techniques.layerwise import layer_inputs, layerwise_setup
 from compresslab.techniques.masks import magnitude_mask, make_permanent, set_masks
@@ -70,6 +70,8 @@ def saliency(w: torch.Tensor, u_diag: torch.Tensor) -> torch.Tensor:
     >>> saliency(torch.tensor([[1.0, -2.0]]), torch.tensor([0.5, 2.0]))  # 1 / 0.25, 4 / 4
     tensor([[4., 1.]])
     """
+    check_tensor("weight", w, dim=2)
+    check_tensor("U's diagonal", u_diag, dim=1)
     if u_diag.shape != (w.shape[1],):
         raise ValueError(f"saliency: U's diagonal of shape {tuple(u_diag.shape)} does not match {w.shape[1]} columns")
     return w.pow(2) / u_diag.to(w.dtype)[None, :].pow(2)
@@ -95,6 +97,10 @@ def sparsegpt(w: torch.Tensor, h: torch.Tensor, sparsity: float = 0.5, pattern: 
     check_float("SparseGPT", "sparsity", sparsity, 0, 1, hi_open=True)
     check_int("SparseGPT", "block_size", block_size, 1, None)
     n, m = pattern_nm(pattern)
+    check_tensor("weight", w, dim=2, kind="float")
+    check_tensor("hessian", h, dim=2, kind="float")
+    if mask is not None:
+        check_tensor("mask", mask, kind="number")
     out_f, in_f = w.shape
     if h.shape != (in_f, in_f):
         raise ValueError(f"hessian shape {tuple(h.shape)} does not match in_features={in_f}")

@@ -84,6 +84,10 @@ def test_bad_config_raises():
         awq.AWQConfig(grid=1)
     with pytest.raises(ValueError, match="AWQConfig.layers"):
         awq.AWQConfig(layers=())
+    with pytest.raises(ValueError, match="do not match in_features"):
+        awq.search_scales(torch.randn(8, 3), torch.randn(2, 4), 4, 0)
+    with pytest.raises(ValueError, match="non-finite"):
+        awq.activation_scales(torch.tensor([[float("inf"), 1.0]]), 0.5)
     with pytest.raises(ValueError, match="AWQ.alpha=2"):
         awq.activation_scales(torch.ones(2, 2), 2.0)
 

@@ -92,6 +92,8 @@ def test_bad_inputs_raise():
         kvcache.KVCacheConfig(bits=6)
     with pytest.raises(ValueError, match="bits"):
         kvcache.quantize_kv(torch.randn(2, 4), 3)
+    with pytest.raises(ValueError, match="non-finite"):
+        kvcache.quantize_kv(torch.tensor([[float("nan"), 1.0]]), 8)
     with pytest.raises(ValueError, match="even"):
         kvcache.quantize_kv(torch.randn(2, 5), 4)
     with pytest.raises(ValueError, match="block_size"):

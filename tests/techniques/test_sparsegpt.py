@@ -133,6 +133,8 @@ def test_bad_inputs_raise():
         sparsegpt.sparsegpt(w, torch.eye(5))
     with pytest.raises(ValueError, match="mask shape"):
         sparsegpt.sparsegpt(w, h, mask=torch.ones(3, 6))
+    with pytest.raises(ValueError, match="weight has 1 non-finite"):
+        sparsegpt.sparsegpt(torch.tensor([[float("nan"), 1.0]]), torch.eye(2))
     with pytest.raises(ValueError, match="SparseGPTConfig.sparsity=1.5"):
         sparsegpt.SparseGPTConfig(sparsity=1.5)
     with pytest.raises(ValueError, match="SparseGPTConfig.pattern"):
