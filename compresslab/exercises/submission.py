@@ -184,6 +184,8 @@ def package_fingerprint() -> dict[str, int]:
         if not name.startswith("compresslab") or module is None:
             continue
         for key, value in list(vars(module).items()):
+            if key == "__warningregistry__":  # kept by Python's warnings machinery, not by the grader
+                continue
             if isinstance(value, dict) and name.startswith("compresslab.exercises"):
                 prints[f"{name}.{key}"] = hash(tuple((k, id(v)) for k, v in value.items() if isinstance(k, str)))
             elif callable(value):

@@ -306,3 +306,23 @@ def test_grade_table_and_paths(tmp_path):
     g = grading.grade_one(stranger)
     assert g.total == 0 and "not an exercise" in g.run_error
     assert json.loads(json.dumps(g.to_dict()))["ok"] is False
+
+
+def test_a_warning_during_grading_is_not_tampering():
+    """Python keeps a module's warning registry in its globals and rewrites it whenever the warning
+    filters changed; a warning attributed to the grader's module while grading is not a change of
+    its code."""
+    import warnings
+
+    from compresslab.exercises import submission
+
+    registry = vars(submission).setdefault("__warningregistry__", {})
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        warnings.warn_explicit("first", UserWarning, "student.py", 1, registry=registry)
+    before = submission.package_fingerprint()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # a filter change: the next warning resets the registry's version
+        warnings.warn_explicit("second", UserWarning, "student.py", 2, registry=registry)
+    after = submission.package_fingerprint()
+    assert [k for k, v in after.items() if before.get(k, v) != v] == []
