@@ -28,7 +28,6 @@ __all__ = [
     "block_linears",
     "bits_per_byte",
     "kl_bits",
-    "reference_logits",
     "kl_bits_per_byte",
     "generate",
 ]
@@ -163,22 +162,9 @@ def kl_bits(p_logits: torch.Tensor, q_logits: torch.Tensor) -> torch.Tensor:
 
 
 @torch.no_grad()
-def reference_logits(model: nn.Module, split, batch_size: int = 64) -> torch.Tensor:
-    """`model`'s next-byte logits at every position of `split` (windows x T x 256, FP32, in the
-    split's order): the reference that `kl_bits_per_byte` compares other models against (kept as
-    logits, so a model that computes the same logits is exactly 0 away)."""
-    was_training = model.training
-    model.eval()
-    device = next(model.parameters()).device
-    out = [model(x).float().cpu() for x, _ in split.batches(batch_size, device=device)]
-    model.train(was_training)
-    return torch.cat(out)
-
-
-@torch.no_grad()
 def kl_bits_per_byte(model: nn.Module, split, reference: torch.Tensor, batch_size: int = 64) -> float:
     """KL(p_ref || p_model) in bits, averaged over every position of `split`: how far `model`'s whole
-    next-byte distribution moved from the reference's (`reference_logits` of, e.g., the FP32
+    next-byte distribution moved from the reference's (`training.split_logits` of, e.g., the FP32
     model). Unlike bits per byte, which reads only the probability of the true next byte, it sees
     every changed probability, including changes that cancel in the loss."""
     n_windows = len(split)

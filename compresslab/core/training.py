@@ -23,6 +23,7 @@ from compresslab.core.data import Dataset, Split
 from compresslab.core.validate import check_choice, check_float, check_int, check_seed
 
 __all__ = [
+    "split_logits",
     "LossFn",
     "seed_everything",
     "get_device",
@@ -233,6 +234,20 @@ def correct(model: nn.Module, split: Split, batch_size: int = 1000) -> torch.Ten
     convnet = models.is_convnet(model)
     out = [(model(models.to_model_layout(x, convnet)).argmax(1) == y).cpu()
            for x, y in split.batches(batch_size, device=device)]
+    model.train(was_training)
+    return torch.cat(out)
+
+
+@torch.no_grad()
+def split_logits(model: nn.Module, split, batch_size: int = 1000) -> torch.Tensor:
+    """`model`'s logits (FP32, on the CPU) for every example of `split`, in order, in eval mode (the
+    model's mode is restored): a distillation teacher's table, or the FP32 reference that
+    `gpt.kl_bits_per_byte` compares other models against."""
+    device = next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    convnet = models.is_convnet(model)
+    out = [model(models.to_model_layout(x, convnet)).float().cpu() for x, _ in split.batches(batch_size, device=device)]
     model.train(was_training)
     return torch.cat(out)
 

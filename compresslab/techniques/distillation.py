@@ -27,7 +27,14 @@ from compresslab.core import metrics, models
 from compresslab.core.data import Dataset, Split
 from compresslab.core.params import DATASET, FRACTION, PROFILE, SEED, TEMPERATURE, WEIGHT, Param
 from compresslab.core.report import Report
-from compresslab.core.training import LossFn, TrainConfig, evaluate, seed_everything, train
+from compresslab.core.training import (
+    LossFn,
+    TrainConfig,
+    evaluate,
+    seed_everything,
+    split_logits,
+    train,
+)
 from compresslab.core.validate import (
     check_bool,
     check_choice,
@@ -51,7 +58,6 @@ __all__ = [
     "kd_terms",
     "kd_loss",
     "soft_gradient_norm",
-    "teacher_logits",
     "freeze",
     "distillation_loss_fn",
     "cached_distillation_loss_fn",
@@ -165,17 +171,6 @@ def soft_gradient_norm(
 
 
 # ---------------------------------------------------------------- the teacher and the loss_fn
-
-@torch.no_grad()
-def teacher_logits(teacher: nn.Module, split: Split, batch_size: int = 1000) -> torch.Tensor:
-    """The (frozen, eval-mode) teacher's logits for every example of `split`, in order, on CPU."""
-    was_training = teacher.training
-    teacher.eval()
-    device = next(teacher.parameters()).device
-    out = [teacher(x).float().cpu() for x, _ in split.batches(batch_size, device=device)]
-    teacher.train(was_training)
-    return torch.cat(out)
-
 
 def freeze(teacher: nn.Module) -> nn.Module:
     """A frozen copy of `teacher`: eval mode (dropout off), no gradients to its parameters.
@@ -321,7 +316,7 @@ def apply_distillation(
     cached = config.cache_teacher and config.train.input_jitter == 0
     if cached:
         device = next(student.parameters()).device
-        table = teacher_logits(teacher, data.train).to(device)
+        table = split_logits(teacher, data.train).to(device)
         kd = cached_distillation_loss_fn(table, data.train.labels.to(device), config.temperature, config.alpha)
         train_data = _indexed_train(data)
     else:

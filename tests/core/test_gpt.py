@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from compresslab.core import cache, gpt, models, textdata
+from compresslab.core import cache, gpt, models, textdata, training
 from compresslab.core.training import TrainConfig
 
 
@@ -80,7 +80,7 @@ def test_kl_bits_matches_torch_kl_div_and_a_two_symbol_case():
 def test_kl_bits_per_byte_over_a_split():
     split = textdata.TextSplit(torch.randint(0, 256, (1000,), dtype=torch.uint8), 16)
     m = small()
-    ref = gpt.reference_logits(m, split, batch_size=7)
+    ref = training.split_logits(m, split, batch_size=7)
     assert ref.shape == (len(split), 16, 256)
     assert gpt.kl_bits_per_byte(m, split, ref, batch_size=5) == 0.0  # identical models: exactly 0
     other = small()
