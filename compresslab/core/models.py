@@ -21,6 +21,7 @@ __all__ = [
     "lenet300",
     "lenet5",
     "small_cnn",
+    "dsnet",
     "MODELS",
     "create",
     "prunable_layers",
@@ -85,10 +86,33 @@ def small_cnn() -> nn.Sequential:
     ]))
 
 
+def dsnet() -> nn.Sequential:
+    """A MobileNet-style depthwise-separable net with BatchNorm (13,898 parameters, 13,184 of them in
+    convolution and linear weights): conv 16@3x3, then three blocks of a depthwise 3x3 (stride 2, 2,
+    1) and a pointwise 1x1 (32, 64, 128 channels), each followed by BatchNorm and ReLU; global average
+    pooling; fc 10. ReLU, not ReLU6, so that per-channel rescaling passes through it unchanged.
+
+    >>> sum(p.numel() for p in dsnet().parameters())
+    13898
+    """
+    layers: list[tuple[str, nn.Module]] = [("conv1", nn.Conv2d(1, 16, 3, padding=1, bias=False)),
+                                           ("bn1", nn.BatchNorm2d(16)), ("relu1", nn.ReLU())]
+    channels, k = 16, 2
+    for block, (out, stride) in enumerate(((32, 2), (64, 2), (128, 1)), start=1):
+        layers += [(f"dw{block}", nn.Conv2d(channels, channels, 3, stride=stride, padding=1, groups=channels, bias=False)),
+                   (f"bn{k}", nn.BatchNorm2d(channels)), (f"relu{k}", nn.ReLU()),
+                   (f"pw{block}", nn.Conv2d(channels, out, 1, bias=False)),
+                   (f"bn{k + 1}", nn.BatchNorm2d(out)), (f"relu{k + 1}", nn.ReLU())]
+        channels, k = out, k + 2
+    layers += [("pool", nn.AdaptiveAvgPool2d(1)), ("flatten", nn.Flatten()), ("fc", nn.Linear(channels, 10))]
+    return nn.Sequential(OrderedDict(layers))
+
+
 MODELS = {
     "lenet300": lambda: lenet300(),
     "lenet5": lambda: lenet5(),
     "small_cnn": lambda: small_cnn(),
+    "dsnet": lambda: dsnet(),
     "mlp1200": lambda dropout=0.0: mlp((1200, 1200), dropout=dropout),
     "mlp800": lambda dropout=0.0: mlp((800, 800), dropout=dropout),
     "mlp": lambda hidden=(100,), dropout=0.0: mlp(hidden, dropout=dropout),

@@ -56,7 +56,7 @@ from compresslab.techniques.registry import TINY_TRAIN, StepContext, Technique, 
 
 __all__ = [
     "QuantConfig", "QATConfig", "insert_fake_quant", "calibration_inputs", "calibrate",
-    "QuantReport", "inputs_by_layer", "scale_overhead_bits", "quant_report", "apply_ptq",
+    "QuantReport", "inputs_by_layer", "layer_outputs", "scale_overhead_bits", "quant_report", "apply_ptq",
     "apply_qat"
 ]
 
@@ -207,10 +207,11 @@ class QuantReport(Report):
 
 def inputs_by_layer(model: nn.Module, x: torch.Tensor) -> dict[str, torch.Tensor]:
     """The input each Linear/Conv2d layer receives when `model` runs on x: what activation observers see."""
-    return _layer_outputs(model, list(prunable_layers(model)), x, inputs=True)
+    return layer_outputs(model, list(prunable_layers(model)), x, inputs=True)
 
 
-def _layer_outputs(model: nn.Module, names: list[str], x: torch.Tensor, inputs: bool = False) -> dict[str, torch.Tensor]:
+def layer_outputs(model: nn.Module, names: list[str], x: torch.Tensor, inputs: bool = False) -> dict[str, torch.Tensor]:
+    """The output (inputs=True: the input) of each named submodule when `model` runs on x, in eval mode."""
     out: dict[str, torch.Tensor] = {}
     hooks = [model.get_submodule(n).register_forward_hook(
         lambda mod, inp, res, n=n: out.__setitem__(n, (inp[0] if inputs else res).detach())) for n in names]
@@ -241,8 +242,8 @@ def quant_report(model_q: nn.Module, model_float: nn.Module, config: QuantConfig
     Accuracies in percent."""
     layers = quant_layers(model_q)
     names = list(layers)
-    ref = _layer_outputs(model_float, names, probe)
-    got = _layer_outputs(model_q, names, probe)
+    ref = layer_outputs(model_float, names, probe)
+    got = layer_outputs(model_q, names, probe)
     bits = {n: config.weight_bits + scale_overhead_bits(layer, config) for n, layer in layers.items()}
     ledger = metrics.size_report(model_q, bits_per_weight=bits)
     sizes = {lay.name: lay for lay in ledger.layers}
