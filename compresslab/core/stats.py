@@ -15,7 +15,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 import torch
 
-__all__ = ["PairedDifference", "paired_difference", "mcnemar_exact_p"]
+__all__ = ["PairedDifference", "paired_difference", "mcnemar_exact_p", "accuracy_interval"]
 
 
 @dataclass(frozen=True)
@@ -99,3 +99,37 @@ def paired_difference(correct_a, correct_b, level: float = 0.95, n_boot: int = 4
     low, high = np.quantile(boot, [tail, 1.0 - tail])
     return PairedDifference(round(delta, 6), float(low), float(high), level, n, a_only, b_only,
                             mcnemar_exact_p(a_only, b_only))
+
+
+def accuracy_interval(accuracy: float, n: int, level: float = 0.95) -> tuple[float, float]:
+    """Wilson score interval (low, high), in percent, of an accuracy measured on n test images: with
+    p the accuracy as a fraction and z the normal quantile of the level,
+
+        (p + z^2 / 2n +- z sqrt(p (1 - p) / n + z^2 / 4n^2)) / (1 + z^2 / n).
+
+    >>> [round(v, 2) for v in accuracy_interval(90.0, 100)]
+    [82.56, 94.48]
+    """
+    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
+        raise ValueError(f"n={n!r} must be a positive integer (test images)")
+    if isinstance(accuracy, bool) or not isinstance(accuracy, (int, float)) or not 0 <= accuracy <= 100:
+        raise ValueError(f"accuracy={accuracy!r} must be a percentage in [0, 100]")
+    if not (isinstance(level, float) and 0.5 <= level < 1):
+        raise ValueError(f"level={level!r} must be a float in [0.5, 1)")
+    z = float(np.sqrt(2.0) * _erfinv(level))
+    p = accuracy / 100.0
+    denom = 1 + z * z / n
+    centre = (p + z * z / (2 * n)) / denom
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
+    return 100.0 * max(0.0, centre - half), 100.0 * min(1.0, centre + half)
+
+
+def _erfinv(y: float) -> float:
+    """The inverse error function by Newton's method on math.erf (|y| < 1)."""
+    x = 0.0
+    for _ in range(100):
+        step = (math.erf(x) - y) / (2 / math.sqrt(math.pi) * math.exp(-x * x))
+        x -= step
+        if abs(step) < 1e-15:
+            break
+    return x

@@ -23,6 +23,8 @@ __all__ = [
     "sqnr_vs_bits",
     "quant_histogram",
     "adaround_vs_rtn",
+    "equalized_ranges",
+    "accuracy_vs_bits",
     "render_quantization",
     "quantization_panel",
 ]
@@ -151,6 +153,58 @@ def adaround_vs_rtn(bits: Sequence[int], rtn: Sequence[float], adaround: Sequenc
         ax.set(xticks=pos, xticklabels=names, ylabel=r"$\|W x - \widetilde{W} x\|^2$ per input row (log)",
                title=f"Layer output error at {layer_bits} bits" if layer_bits else "Layer output error")
         ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def equalized_ranges(before: Mapping[str, Sequence[float]], after: Mapping[str, Sequence[float]],
+                     title: str = "") -> Figure:
+    """One panel per layer: each output channel's max |w| (sorted, log scale) after BatchNorm folding
+    (before) and after cross-layer equalization (after); a dashed line at each one's per-tensor range.
+    The panel title gives max / median of the channel ranges, before -> after: how many grid steps
+    the typical channel loses to the widest one under one scale per tensor."""
+    names = list(before)
+    ncols = min(4, len(names))
+    nrows = -(-len(names) // ncols)
+    fig, axes = new_figure(ncols=ncols, nrows=nrows, width=3.2, height=2.8)
+    for ax in axes.flat[len(names):]:
+        ax.set_visible(False)
+    for ax, name in zip(axes.flat, names):
+        spread = []
+        for i, (label, table) in enumerate((("folded", before), ("equalized", after))):
+            v = np.sort(np.asarray(table[name], dtype=float))[::-1]
+            ax.plot(np.arange(len(v)), v, color=PALETTE[i], lw=1.5, label=label)
+            ax.axhline(v.max(), color=PALETTE[i], ls="--", lw=1)
+            spread.append(v.max() / max(np.median(v), 1e-12))
+        ax.set_yscale("log")
+        ax.set(title=f"{name}: {spread[0]:.1f}x -> {spread[1]:.1f}x", xlabel="output channel (sorted)")
+    for row in axes:
+        row[0].set_ylabel("max |w| (log)")
+    axes[0, 0].legend(fontsize=8)
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+def accuracy_vs_bits(curves: Mapping[str, Mapping[int, Sequence[float]]], fp32: float | None = None,
+                     xlabel: str = "weight bits", title: str = "") -> Figure:
+    """Test accuracy (percent) against bits, one line per method, each point with its 95% interval:
+    curves[method][bits] = (accuracy, low, high). FP32 dashed."""
+    fig, axes = new_figure(width=6.4, height=4.0)
+    ax = axes[0, 0]
+    markers = "osD^v<>"
+    for i, (label, points) in enumerate(curves.items()):
+        bits = sorted(points)
+        acc = np.array([points[b][0] for b in bits], dtype=float)
+        err = np.array([[points[b][0] - points[b][1], points[b][2] - points[b][0]] for b in bits], dtype=float).T
+        ax.errorbar(np.asarray(bits) + 0.06 * (i - (len(curves) - 1) / 2), acc, yerr=err, marker=markers[i % 7],
+                    ms=5, capsize=3, lw=1.3, color=PALETTE[i % 10], label=label)
+    if fp32 is not None:
+        ax.axhline(fp32, color="black", ls="--", lw=1, label="FP32")
+    every = sorted({b for points in curves.values() for b in points})
+    ax.set(xlabel=xlabel, ylabel="test accuracy (%), 95% interval", xticks=every, title=title)
+    ax.legend(fontsize=8, loc="lower right")
     fig.tight_layout()
     return fig
 

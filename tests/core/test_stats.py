@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 
+from compresslab.core import stats
 from compresslab.core.stats import mcnemar_exact_p, paired_difference
 
 
@@ -91,3 +92,18 @@ def test_correct_gives_per_image_correctness_that_matches_evaluate():
         logits = model(ds.test.tensors(len(ds.test))[0])
     assert torch.equal(right, logits.argmax(1) == ds.test.tensors(len(ds.test))[1])
     assert paired_difference(right, right).delta_points == 0.0
+
+
+@pytest.mark.parametrize("k,n", [(90, 100), (8969, 10000), (3, 1000), (1000, 1000), (0, 50), (1, 1)])
+def test_accuracy_interval_is_wilsons_as_scipy_computes_it(k, n):
+    from scipy.stats import binomtest
+
+    ci = binomtest(k, n).proportion_ci(0.95, method="wilson")
+    low, high = stats.accuracy_interval(100 * k / n, n)
+    assert low == pytest.approx(100 * ci.low, abs=1e-9) and high == pytest.approx(100 * ci.high, abs=1e-9)
+
+
+@pytest.mark.parametrize("args,match", [((101.0, 10), "accuracy"), ((50.0, 0), "n="), ((50.0, 10, 0.2), "level")])
+def test_accuracy_interval_refuses_bad_input(args, match):
+    with pytest.raises(ValueError, match=match):
+        stats.accuracy_interval(*args)

@@ -10,7 +10,7 @@ pytestmark = pytest.mark.notebook
 def test_ptq_vs_qat_quick(run_notebook, png_per_cell):
     run = run_notebook("03_ptq_vs_qat")
     m = run.results
-    assert sum(png_per_cell(run.output)) >= 12  # eleven figures and the headless quantization panel, each rendered as an image
+    assert sum(png_per_cell(run.output)) >= 15  # fourteen figures and the headless quantization panel, each rendered as an image
     assert m["profile"] == "quick" and m["model"] == "lenet5" and m["dataset"] == "fashion_mnist"
     assert 70 < m["fp32_accuracy"] <= 100  # 8k images, 2 epochs: a sane floor, not the full number
     # 8-bit PTQ is nearly lossless even on a short-trained model
@@ -47,3 +47,15 @@ def test_ptq_vs_qat_quick(run_notebook, png_per_cell):
     # difference on the 1000 quick-profile test images
     assert ada["3bit"] >= rtn["3bit"] - 2 and ada["2bit"] >= rtn["2bit"] - 2
     assert m["adaround_iterations"] <= 100 and m["adaround_seconds"] > 0  # the quick profile stays quick
+    # data-free quantization of the depthwise-separable net (per-tensor weights, 8-bit activations)
+    assert m["dfq_model"] == "dsnet" and 40 < m["dfq_fp32_accuracy"] <= 100
+    assert m["dfq_fp32_change"] < 1e-3 and m["dfq_fold_change"] < 1e-3  # the FP32 function is unchanged
+    dfq = m["dfq_accuracy"]
+    assert {k.split("_")[0] for k in dfq} == {"RTN", "CLE", "BC", "CLE+BC"}
+    assert all(0 <= v <= 100 for v in dfq.values())
+    for key, gain in m["dfq_cle_bc_gain_points"].items():  # recorded gains are the differences of recorded accuracies
+        assert gain == pytest.approx(dfq[f"CLE+BC_{key}"] - dfq[f"RTN_{key}"], abs=1e-6)
+        assert m["dfq_cle_bc_gain_ci"][key][0] <= gain <= m["dfq_cle_bc_gain_ci"][key][1]
+    # equalization evens the channel ranges: the most uneven layer (max / median channel range) gets evener
+    assert max(m["dfq_range_ratio_equalized"].values()) <= max(m["dfq_range_ratio_folded"].values())
+    assert set(m["lenet_cle_bc_accuracy"]) == {"4bit", "3bit", "2bit"}
