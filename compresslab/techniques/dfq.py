@@ -281,5 +281,6 @@ register(Technique(
     verb="dfq", step=_recipe_step, frontier=_frontier,
     notebook="03_ptq_vs_qat", params={
         "dfq_model": choice("dsnet", "lenet5", "small_cnn"), "dfq_epochs": Param("float", 0.01, 1000),
+        "dfq_bit_widths": Param("ints", 2, 16),
         "dfq_bias_correction": choice(*BIAS_CORRECTIONS),
     }))
