@@ -170,6 +170,9 @@ def reconstruction_loss(w: torch.Tensor, w_q: torch.Tensor, x_float: torch.Tenso
     """
     x_quant = x_float if x_quant is None else x_quant
     w, w_q = w.reshape(w.shape[0], -1), w_q.reshape(w_q.shape[0], -1)
+    if x_float.dim() == 3:  # a depthwise conv's rows (n, C, k): channel c reads only X[:, c]
+        out_f, out_q = torch.einsum("nck,ck->nc", x_float, w), torch.einsum("nck,ck->nc", x_quant, w_q)
+        return ((out_f - out_q) ** 2).sum(1).mean()
     return ((x_float @ w.T - x_quant @ w_q.T) ** 2).sum(1).mean()
 
 
@@ -177,10 +180,15 @@ def gram_terms(w: torch.Tensor, x_float: torch.Tensor,
                x_quant: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(H, M, c) with which reconstruction_loss(w, w~, X_f, X_q) = sum((D H) * D) + 2 sum(D * M) + c
     for D = W~ - W: H = X_q^T X_q / n, M = W E^T X_q / n, c = ||E W^T||^2 / n, E = X_q - X_f.
+    A depthwise conv's rows (n, C, k) give one H per channel, (C, k, k), and M (C, k).
     Accumulated in float64, returned in float32."""
     x_quant = x_float if x_quant is None else x_quant
     w = w.reshape(w.shape[0], -1).double()
     xq, n = x_quant.double(), x_quant.shape[0]
+    if xq.dim() == 3:
+        ew = torch.einsum("nck,ck->nc", xq - x_float.double(), w)
+        return (torch.einsum("nck,ncl->ckl", xq, xq) / n).float(), (torch.einsum("nc,nck->ck", ew, xq) / n).float(), \
+            (ew**2).sum() / n
     ew = (xq - x_float.double()) @ w.T
     return (xq.T @ xq / n).float(), (ew.T @ xq / n).float(), (ew**2).sum() / n
 
@@ -188,7 +196,8 @@ def gram_terms(w: torch.Tensor, x_float: torch.Tensor,
 def gram_loss(d: torch.Tensor, terms: tuple[torch.Tensor, torch.Tensor, torch.Tensor]) -> torch.Tensor:
     """The reconstruction loss from `gram_terms` for D = W~ - W (out, in): sum((D H) * D) + 2 sum(D * M) + c."""
     h, m, c = terms
-    return ((d @ h) * d).sum() + 2 * (d * m).sum() + c.to(d.dtype)
+    quadratic = torch.einsum("ck,ckl,cl->", d, h, d) if h.dim() == 3 else ((d @ h) * d).sum()
+    return quadratic + 2 * (d * m).sum() + c.to(d.dtype)
 
 
 def adaround_layer(w: torch.Tensor, scale: torch.Tensor, zero_point: torch.Tensor, qmin: int, qmax: int,

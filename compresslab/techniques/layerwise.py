@@ -22,20 +22,29 @@ def input_rows(layer: nn.Module, inp: torch.Tensor) -> torch.Tensor:
     """One layer's input as the rows X it multiplies, so that its output is X W^T (+ b) with W the
     weight as a (out, in) matrix: a Linear's input flattened to rows of in_features; a Conv2d's
     (groups 1, zero padding) unfolded to one row of C * kh * kw values per output position
-    (im2col), W = weight.reshape(out_channels, -1).
+    (im2col), W = weight.reshape(out_channels, -1). A depthwise Conv2d (groups = in = out channels)
+    gives (rows, C, kh * kw): output channel c reads only its own channel's patch X[:, c], so its
+    output is X[:, c] @ W[c].
 
     >>> conv = nn.Conv2d(2, 3, 3, padding=1)
     >>> x = torch.randn(1, 2, 5, 5)
     >>> y = input_rows(conv, x) @ conv.weight.reshape(3, -1).T + conv.bias
     >>> torch.allclose(y.reshape(1, 5, 5, 3).permute(0, 3, 1, 2), conv(x), atol=1e-5)
     True
+    >>> dw = nn.Conv2d(2, 2, 3, padding=1, groups=2)
+    >>> y = torch.einsum("nck,ck->nc", input_rows(dw, x), dw.weight.reshape(2, -1)) + dw.bias
+    >>> torch.allclose(y.reshape(1, 5, 5, 2).permute(0, 3, 1, 2), dw(x), atol=1e-5)
+    True
     """
     if isinstance(layer, nn.Conv2d):
-        if layer.groups != 1 or layer.padding_mode != "zeros" or isinstance(layer.padding, str):
+        depthwise = layer.groups > 1 and layer.groups == layer.in_channels == layer.out_channels
+        if (layer.groups != 1 and not depthwise) or layer.padding_mode != "zeros" or isinstance(layer.padding, str):
             raise ValueError(f"input_rows: a Conv2d with groups={layer.groups}, padding={layer.padding!r}, "
-                             f"padding_mode={layer.padding_mode!r} has no im2col rows here (groups 1, numeric zero padding)")
+                             f"padding_mode={layer.padding_mode!r} has no im2col rows here (groups 1 or depthwise, "
+                             f"numeric zero padding)")
         cols = F.unfold(inp, layer.kernel_size, dilation=layer.dilation, padding=layer.padding, stride=layer.stride)
-        return cols.transpose(1, 2).reshape(-1, cols.shape[1])
+        rows = cols.transpose(1, 2).reshape(-1, cols.shape[1])
+        return rows.reshape(rows.shape[0], layer.in_channels, -1) if depthwise else rows
     return inp.reshape(-1, inp.shape[-1])
 
 

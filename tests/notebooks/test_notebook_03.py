@@ -59,3 +59,10 @@ def test_ptq_vs_qat_quick(run_notebook, png_per_cell):
     # equalization evens the channel ranges: the most uneven layer (max / median channel range) gets evener
     assert max(m["dfq_range_ratio_equalized"].values()) <= max(m["dfq_range_ratio_folded"].values())
     assert set(m["lenet_cle_bc_accuracy"]) == {"4bit", "3bit", "2bit"}
+    # the same net per channel: RTN, CLE+BC and AdaRound at 4 and 3 bits, gains with their intervals
+    per_channel = m["dsnet_perchannel_accuracy"]
+    assert {k.rsplit("_", 1)[0] for k in per_channel} == {"RTN", "CLE+BC", "AdaRound"}
+    for key, gain in m["dsnet_adaround_gain_points"].items():
+        assert gain == pytest.approx(per_channel[f"AdaRound_{key}"] - per_channel[f"RTN_{key}"], abs=1e-6)
+        low, high = m["dsnet_adaround_gain_ci"][key]
+        assert low <= gain <= high

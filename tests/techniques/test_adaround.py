@@ -115,7 +115,28 @@ def test_input_rows_reproduce_a_strided_dilated_convolution():
     rows = input_rows(conv, x) @ conv.weight.reshape(4, -1).T + conv.bias
     assert torch.allclose(rows.reshape(2, out.shape[2], out.shape[3], 4).permute(0, 3, 1, 2), out, atol=1e-5)
     with pytest.raises(ValueError, match="groups=3"):
-        input_rows(nn.Conv2d(3, 3, 3, groups=3), x)
+        input_rows(nn.Conv2d(3, 6, 3, groups=3), x)  # grouped, not depthwise
+
+
+def test_depthwise_rows_gram_terms_and_the_convolution_agree():
+    """A depthwise conv: its output from the per-channel rows equals the convolution; the Gram form of
+    the loss equals the loss computed from the convolution's outputs directly."""
+    gen = torch.Generator().manual_seed(4)
+    dw = nn.Conv2d(3, 3, 3, stride=2, padding=1, groups=3)
+    x_f = torch.randn(4, 3, 9, 9, generator=gen)
+    x_q = x_f + 0.05 * torch.randn(4, 3, 9, 9, generator=gen)
+    rows_f, rows_q = input_rows(dw, x_f), input_rows(dw, x_q)
+    w = dw.weight.detach()
+    w_q = w + 0.1 * torch.randn(w.shape, generator=gen)
+    out_f = dw._conv_forward(x_f, w, None)
+    out_q = dw._conv_forward(x_q, w_q, None)
+    n = rows_f.shape[0]
+    assert rows_f.shape == (4 * 5 * 5, 3, 9) and n == out_f.numel() // 3
+    direct = float(((out_f - out_q) ** 2).sum() / n)
+    assert float(ar.reconstruction_loss(w, w_q, rows_f, rows_q)) == pytest.approx(direct, rel=1e-5)
+    terms = ar.gram_terms(w, rows_f, rows_q)
+    assert terms[0].shape == (3, 9, 9) and terms[1].shape == (3, 9)
+    assert float(ar.gram_loss((w_q - w).reshape(3, -1), terms)) == pytest.approx(direct, rel=1e-4)
 
 
 @pytest.fixture(scope="module")
