@@ -1,4 +1,4 @@
-"""Do the full-profile targets of notebooks 01 and 06 hold on every seed and thread count?
+"""Do the full-profile targets of notebooks 01, 03 and 06 hold on every seed and thread count?
 
 Runs the headline recipe of each notebook (the same configs as the notebooks' cells, on the full
 MNIST data, baselines from the cache) once per combination of seeds x torch threads, each
@@ -6,6 +6,11 @@ combination in a fresh process whose intra-op thread count is set before torch s
 one table per target:
 
 - 01: LeNet-300-100, 92% global iterative pruning (5 rounds); target: accuracy change >= -0.2 points.
+- 03: data-free quantization of the depthwise-separable net (`dsnet`, Fashion-MNIST, 5 epochs):
+  one scale per weight tensor at 8 bits, activations 8-bit; target: with equalization and bias
+  correction within 1 point of FP32 (asserted), plain round to nearest losing at least 5 points
+  (recorded); AdaRound vs round to nearest per channel at 4 and 3 bits (recorded: half of RTN's drop
+  recovered at 4 bits, +5 points at 3 bits).
 - 06: Deep Compression of LeNet-300-100 (target 40x; the paper's error +0.1 points at most is recorded,
   not asserted) and LeNet-5 (39x), with codebooks and biases stored in FP16 (the notebook's default
   value_dtype).
@@ -28,6 +33,8 @@ import time
 from pathlib import Path
 
 TARGETS = {"01_lenet300": "accuracy change >= -0.2 points",
+           "03_dsnet": "CLE+BC per-tensor INT8 within 1 point of FP32 (asserted); RTN loss >= 5 points, "
+                       "AdaRound 4-bit recovers >= half of RTN's drop, 3-bit >= +5 points (recorded)",
            "06_lenet300": "compression >= 40x (asserted), error increase <= 0.1 points (recorded)",
            "06_lenet5": "compression >= 39x"}
 
@@ -50,8 +57,8 @@ def run_01(seed: int, temperature: float | None) -> dict:
     pruned, report = pruning.apply_pruning(baseline.model, cfg, run.data, loss_fn=loss)
     diff = stats.paired_difference(training.correct(baseline.model, run.data.test),
                                    training.correct(pruned, run.data.test))
-    return {"dense_accuracy": 100 * baseline.accuracy, "accuracy": report.accuracy_after,
-            "change_points": report.accuracy_after - 100 * baseline.accuracy,
+    return {"dense_accuracy": baseline.accuracy, "accuracy": report.accuracy_after,
+            "change_points": report.accuracy_after - baseline.accuracy,
             "ci_low": diff.low_points, "ci_high": diff.high_points, "sparsity": report.sparsity}
 
 
@@ -82,9 +89,38 @@ def run_06(model_name: str, seed: int) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         encoded = dc.encode_stage(shared, config, Path(tmp) / "m.cldc")
     dense_bytes = 4 * sum(p.numel() for p in baseline.model.parameters())
-    return {"dense_accuracy": 100 * baseline.accuracy, "accuracy": share_report.accuracy_after,
-            "error_increase_points": 100 * baseline.accuracy - share_report.accuracy_after,
+    return {"dense_accuracy": baseline.accuracy, "accuracy": share_report.accuracy_after,
+            "error_increase_points": baseline.accuracy - share_report.accuracy_after,
             "file_bytes": encoded.file_bytes, "compression_x": dense_bytes / encoded.file_bytes}
+
+
+def run_03(seed: int) -> dict:
+    """Notebook 03's data-free quantization and per-channel AdaRound cells on the folded dsnet."""
+    from compresslab.core import profiles
+    from compresslab.techniques import adaround, dfq, equalization
+    from compresslab.techniques import quantization as Q
+
+    run = profiles.start("full", "fashion_mnist", seed)
+    baseline = profiles.baseline_for("dsnet", run, epochs=5)
+    model, fp32 = baseline.model.eval(), baseline.accuracy
+    calib = Q.calibration_inputs(run.data, 1000, seed)
+    row = {"dense_accuracy": fp32}
+    for label, equalize, correction in (("rtn", False, "none"), ("cle_bc", True, "empirical")):
+        config = dfq.DFQConfig(quant=Q.QuantConfig(weight_bits=8, act_bits=8, weight_granularity="per_tensor",
+                                                   calibration_size=1000, seed=seed),
+                               equalize=equalize, bias_correction=correction)
+        row[f"{label}_int8_accuracy"] = dfq.apply_dfq(model, config, run.data, calibration=calib,
+                                                      float_accuracy=fp32)[1].accuracy_after
+    row["rtn_int8_drop_points"] = fp32 - row["rtn_int8_accuracy"]
+    row["change_points"] = row["cle_bc_int8_accuracy"] - fp32
+    folded, _ = equalization.fold_batchnorm(model)
+    for bits in (4, 3):
+        config = adaround.AdaRoundConfig(bits=bits, act_bits=8, iterations=1000, calibration_size=1024, seed=seed)
+        report = adaround.apply_adaround(folded, config, run.data, float_accuracy=fp32)[1]
+        row[f"adaround_{bits}bit_gain_points"] = report.accuracy_after - report.accuracy_rtn
+        row[f"adaround_{bits}bit_recovered"] = ((report.accuracy_after - report.accuracy_rtn) / (fp32 - report.accuracy_rtn)
+                                                if fp32 > report.accuracy_rtn else None)
+    return row
 
 
 def child(target: str, seed: int, threads: int, temperature: float | None) -> dict:
@@ -92,7 +128,12 @@ def child(target: str, seed: int, threads: int, temperature: float | None) -> di
 
     torch.set_num_threads(threads)
     start = time.perf_counter()
-    row = run_01(seed, temperature) if target == "01_lenet300" else run_06(target.split("_")[1], seed)
+    if target == "01_lenet300":
+        row = run_01(seed, temperature)
+    elif target == "03_dsnet":
+        row = run_03(seed)
+    else:
+        row = run_06(target.split("_")[1], seed)
     return {"target": target, "seed": seed, "threads": torch.get_num_threads(),
             "seconds": round(time.perf_counter() - start, 1), **row}
 
@@ -133,7 +174,8 @@ def main(argv: list[str] | None = None) -> int:
     for target in args.targets:
         print(f"\n{target}: {TARGETS[target]}")
         for row in (r for r in rows if r["target"] == target):
-            keys = [k for k in ("change_points", "ci_low", "ci_high", "error_increase_points", "compression_x")
+            keys = [k for k in ("change_points", "ci_low", "ci_high", "error_increase_points", "compression_x",
+                                "rtn_int8_drop_points", "adaround_4bit_gain_points", "adaround_3bit_gain_points")
                     if k in row]
             print(f"  seed {row['seed']} threads {row['threads']}: "
                   + ", ".join(f"{k} {row[k]:+.2f}" if "points" in k or "ci" in k else f"{k} {row[k]:.2f}"
