@@ -232,4 +232,4 @@ def apply_sparsegpt(
 register(Technique(
     name="sparsegpt", apply=apply_sparsegpt, config=SparseGPTConfig,
     example=lambda: (tiny_mlp(), SparseGPTConfig(sparsity=0.5, calibration=64), {}),
-    notebook="09_language_model", params={"sparsity": OPEN_FRACTION, "calibration": Param("int", 1, 4096)}))
+    verb="sparsegpt", notebook="09_language_model", params={"sparsity": OPEN_FRACTION, "calibration": Param("int", 1, 4096)}))
