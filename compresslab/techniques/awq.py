@@ -304,6 +304,9 @@ def apply_awq(
 
 # ----------------------------------------------------------------- registration
 
+# A recipe verb (run_recipe chains it on any model's Linear layers with calibration from data.train), not a
+# frontier entry: like GPTQ and Wanda it is a one-shot method for transformers, taught in notebook 09;
+# notebook 08's files store one precision per model, not AWQ's groups with FP16 scales and input scales.
 register(Technique(
     name="awq", apply=apply_awq, config=AWQConfig,
     example=lambda: (tiny_mlp(), AWQConfig(bits=4, group_size=16, grid=5, calibration=64), {}),
