@@ -26,7 +26,8 @@ of the output on the scaled inputs X_k (the group's columns of X diag(s)^-1):
 
     e_ik(r) = ||X_k (w_ik - Q(clamp(w_ik, -r m_ik, r m_ik)))||^2 = d^T (X_k^T X_k) d,
 
-(r = 1: no clipping). The clamped weights are then quantized with `groupquant.quantize_groups`.
+(r = 1: no clipping; the query and key rows of an attention's qkv stay unclipped unless clip_qk, as in
+the reference implementation). The clamped weights are then quantized with `groupquant.quantize_groups`.
 """
 
 from __future__ import annotations
@@ -207,8 +208,10 @@ def fold_scales(model: nn.Module, layer: nn.Linear, s: torch.Tensor) -> str:
 class AWQConfig:
     """bits in [2, 8]; group_size: columns per group (0: one per row); grid: alpha values searched in
     [0, 1] (at least 2); clip: search a clipping ratio per row and group after the scales; clip_grid:
-    ratios searched, evenly from 1 down to clip_min in (0, 1); calibration: windows of data.train;
-    layers: Linear layers to quantize (None: every Linear but the last)."""
+    ratios searched, evenly from 1 down to clip_min in (0, 1); clip_qk: also clip the query and key rows
+    of an attention's qkv projection (False, as the reference implementation: a per-layer output error
+    does not see how q and k errors are multiplied in the attention scores); calibration: windows of
+    data.train; layers: Linear layers to quantize (None: every Linear but the last)."""
 
     bits: int = 4
     group_size: int = 128
@@ -216,6 +219,7 @@ class AWQConfig:
     clip: bool = True
     clip_grid: int = 20
     clip_min: float = 0.5
+    clip_qk: bool = False
     calibration: int = 64
     layers: tuple[str, ...] | None = None
 
@@ -227,6 +231,7 @@ class AWQConfig:
         check_bool(owner, "clip", self.clip)
         check_int(owner, "clip_grid", self.clip_grid, 2, 1000)
         check_float(owner, "clip_min", self.clip_min, 0, 1, lo_open=True, hi_open=True)
+        check_bool(owner, "clip_qk", self.clip_qk)
         check_int(owner, "calibration", self.calibration, 1, 1 << 20)
         if self.layers is not None and (not isinstance(self.layers, tuple) or not self.layers):
             raise ValueError(f"{owner}.layers={self.layers!r} must be a non-empty tuple of layer names or None")
@@ -281,6 +286,8 @@ def apply_awq(
         if config.clip:  # on the layer's inputs after the fold, x diag(s)^-1, and its scaled weight
             ratio, _ = search_clip(x / s, layer.weight.detach(), config.bits, config.group_size, config.clip_grid,
                                    config.clip_min)
+            if not config.clip_qk and any(isinstance(m, CausalSelfAttention) and m.qkv is layer for m in model.modules()):
+                ratio[:2 * layer.in_features] = 1.0  # the query and key rows stay unclipped
             with torch.no_grad():
                 layer.weight.copy_(clip_weight(layer.weight.detach(), ratio, config.group_size))
             w_hat = rtn(layer.weight.detach(), config.bits, config.group_size) / s[None, :]

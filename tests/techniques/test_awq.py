@@ -139,6 +139,8 @@ def test_bad_config_raises():
         awq.AWQConfig(layers=())
     with pytest.raises(TypeError, match="AWQConfig.clip=1"):
         awq.AWQConfig(clip=1)
+    with pytest.raises(TypeError, match="AWQConfig.clip_qk"):
+        awq.AWQConfig(clip_qk="no")
     with pytest.raises(ValueError, match="AWQConfig.clip_grid=1"):
         awq.AWQConfig(clip_grid=1)
     for bad in (0.0, 1.0, 1.5):
@@ -179,6 +181,15 @@ def test_apply_awq():
     assert any(row["clipped_groups"] > 0 for row in rep.layers)  # clipping is on by default
     for row in rep.layers:  # the clipped layer's error, measured on its own
         assert 0 <= row["clip_error"] and 0.5 <= row["mean_ratio"] <= 1
+    # the query and key rows of qkv are not clipped unless clip_qk: block 0's qkv (the first layer, so its
+    # inputs and scales do not depend on clipping) then keeps exactly the q and k rows of AWQ without clipping
+    cfg = {"bits": 3, "group_size": 16, "grid": 5, "calibration": 8}
+    plain = awq.apply_awq(model, awq.AWQConfig(clip=False, **cfg), ds)[0].blocks[0].attn.qkv.weight.detach()
+    qk = awq.apply_awq(model, awq.AWQConfig(clip_qk=True, **cfg), ds)[0].blocks[0].attn.qkv.weight.detach()
+    d = model.blocks[0].attn.qkv.in_features
+    w = awq.apply_awq(model, awq.AWQConfig(**cfg), ds)[0].blocks[0].attn.qkv.weight.detach()
+    assert torch.equal(w[:2 * d], plain[:2 * d]) and not torch.equal(w[2 * d:], plain[2 * d:])
+    assert not torch.equal(qk[:2 * d], plain[:2 * d])
     with pytest.raises(ValueError, match="needs data"):
         awq.apply_awq(model, awq.AWQConfig())
     with pytest.raises(ValueError, match="group_size=24"):
