@@ -151,7 +151,13 @@ def search_clip(x: torch.Tensor, w: torch.Tensor, bits: int, group_size: int, gr
     `clip_ratios(grid, clip_min)` with the smallest error of the group's share of the output on x,
     e_ik(r) = ||X_k d||^2 = d^T G_kk d with d = w_ik - Q(clamp(w_ik, -r m_ik, r m_ik)) and G_kk the
     group's block of the Gram matrix X^T X (ties: the larger ratio, less clipping); ratio: (out, in/g),
-    errors: (grid, out, in/g), every ratio's errors."""
+    errors: (grid, out, in/g), every ratio's errors.
+
+    >>> w = torch.tensor([[6.0, 1.2, 0.6, 0.0]])  # 2 bits: step 2 (errors 0, .8, .6, 0) or, clamped to 3, step 1
+    >>> ratio, errors = search_clip(torch.eye(4)[1:], w, bits=2, group_size=4, grid=2)  # the outlier's input is 0
+    >>> ratio.tolist(), [round(e, 4) for e in errors[:, 0, 0].tolist()]
+    ([[0.5]], [1.0, 0.2])
+    """
     ratios = clip_ratios(grid, clip_min)
     check_int("AWQ", "bits", bits, 2, 8)
     check_tensor("activations", x, kind="float")
