@@ -11,6 +11,11 @@ registered techniques that have one (`techniques.registry.verbs()`), each with i
     lowbit           lowbit.apply_lowbit(LowBitConfig); teacher_temperature set: trained with the
                      distillation loss, the recipe's starting (dense) model as teacher
     qat              quantization.apply_qat(QATConfig), turned back into plain layers (weights float)
+    adaround         adaround.apply_adaround(AdaRoundConfig), turned back into plain layers
+    sparsegpt        sparsegpt.apply_sparsegpt(SparseGPTConfig): one-shot pruning of the Linear layers
+                     with error compensation on calibration inputs, no retraining
+    awq              awq.apply_awq(AWQConfig): activation-aware group-wise weight quantization of the
+                     Linear layers (weights on their grid, kept in float)
     deep_compression deepcompression.apply_deep_compression(DeepCompressionConfig), file written
 
 `run_recipe` applies the steps in order and returns the final model, every step's Report, and the

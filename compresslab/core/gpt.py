@@ -27,6 +27,7 @@ __all__ = [
     "gpt",
     "block_linears",
     "bits_per_byte",
+    "window_bits",
     "kl_bits",
     "kl_bits_per_byte",
     "generate",
@@ -142,6 +143,22 @@ def bits_per_byte(model: nn.Module, split, batch_size: int = 64) -> float:
     from compresslab.core.training import evaluate
 
     return evaluate(model, split, batch_size=batch_size).loss_bits
+
+
+@torch.no_grad()
+def window_bits(model: nn.Module, split, batch_size: int = 64) -> torch.Tensor:
+    """Bits per byte of every window of `split` on its own (a float64 tensor, one per window): the
+    units a paired comparison of two models resamples. With equal windows their mean is
+    `bits_per_byte`."""
+    was_training = model.training
+    model.eval()
+    device = next(model.parameters()).device
+    out = []
+    for x, y in split.batches(batch_size, device=device):
+        nll = F.cross_entropy(model(x).flatten(0, 1).double(), y.flatten(), reduction="none")
+        out.append(nll.reshape(y.shape[0], -1).mean(1).cpu() / math.log(2))
+    model.train(was_training)
+    return torch.cat(out)
 
 
 def kl_bits(p_logits: torch.Tensor, q_logits: torch.Tensor) -> torch.Tensor:

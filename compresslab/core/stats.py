@@ -1,4 +1,5 @@
 """How sure is an accuracy change? Paired comparisons of two models on the same test images.
+(`mean_difference` does the same for any per-unit score, e.g. bits per byte of each test window.)
 
 Two models scored on the same n images give, per image, a pair (a correct?, b correct?). Only the
 discordant images matter: n10 (a right, b wrong) and n01 (a wrong, b right). The accuracy change
@@ -15,7 +16,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 import torch
 
-__all__ = ["PairedDifference", "paired_difference", "mcnemar_exact_p", "accuracy_interval"]
+__all__ = ["PairedDifference", "paired_difference", "mcnemar_exact_p", "accuracy_interval", "mean_difference"]
 
 
 @dataclass(frozen=True)
@@ -133,3 +134,30 @@ def _erfinv(y: float) -> float:
         if abs(step) < 1e-15:
             break
     return x
+
+
+def mean_difference(a, b, level: float = 0.95, n_boot: int = 4000, seed: int = 0) -> tuple[float, float, float]:
+    """(delta, low, high): mean(b) - mean(a) over paired units (one score per unit, e.g. bits per byte of
+    each test window, for two models) and its paired-bootstrap interval: the units resampled with
+    replacement n_boot times (numpy's default_rng(seed)), the (1 - level) / 2 and (1 + level) / 2
+    quantiles of the resampled mean differences.
+
+    >>> mean_difference([1.0, 2.0, 3.0], [1.5, 2.5, 3.5])  # every unit +0.5: no spread
+    (0.5, 0.5, 0.5)
+    """
+    if not (isinstance(level, float) and 0.5 <= level < 1):
+        raise ValueError(f"level={level!r} must be a float in [0.5, 1)")
+    if isinstance(n_boot, bool) or not isinstance(n_boot, int) or not 100 <= n_boot <= 1_000_000:
+        raise ValueError(f"n_boot={n_boot!r} must be an integer in [100, 1000000]")
+    arrays = [np.asarray(v.detach().cpu().numpy() if isinstance(v, torch.Tensor) else v, dtype=np.float64) for v in (a, b)]
+    if any(x.ndim != 1 for x in arrays) or arrays[0].shape != arrays[1].shape or arrays[0].size == 0:
+        raise ValueError(f"a and b must be non-empty 1-D and of equal length, got shapes "
+                         f"{arrays[0].shape} and {arrays[1].shape}")
+    if not all(np.isfinite(x).all() for x in arrays):
+        raise ValueError("a and b must be finite")
+    d = arrays[1] - arrays[0]
+    rng = np.random.default_rng(seed)
+    boot = d[rng.integers(0, d.size, size=(n_boot, d.size))].mean(1)
+    tail = (1.0 - level) / 2
+    low, high = np.quantile(boot, [tail, 1.0 - tail])
+    return float(d.mean()), float(low), float(high)

@@ -16,7 +16,18 @@ calibration inputs X, where W_hat = Q(W diag(s)) diag(s)^-1 (alpha = 0: s = 1, p
 are then folded so the FP32 model computes the same function: diag(s)^-1 into the LayerNorm that feeds
 the layer (qkv, mlp.fc), into the value rows of the qkv projection (attn.proj), or, where a nonlinearity
 sits in between (mlp.proj after GELU), into a stored input-scale vector the layer divides by; W's
-columns are multiplied by s, and every layer is then quantized with `groupquant.quantize_groups`.
+columns are multiplied by s.
+
+Then the clipping search (the paper's weight clipping, AutoAWQ's `auto_clip`): a group's grid spans its
+largest |w|, so one outlier weight stretches the step for all the others. For every row i and group k
+of the scaled weight, a ratio r of linspace(1, clip_min, clip_grid) clamps the group to [-r m_ik, r m_ik]
+(m_ik = max |w| over the group), and the r kept is the one with the smallest error of the group's share
+of the output on the scaled inputs X_k (the group's columns of X diag(s)^-1):
+
+    e_ik(r) = ||X_k (w_ik - Q(clamp(w_ik, -r m_ik, r m_ik)))||^2 = d^T (X_k^T X_k) d,
+
+(r = 1: no clipping; the query and key rows of an attention's qkv stay unclipped unless clip_qk, as in
+the reference implementation). The clamped weights are then quantized with `groupquant.quantize_groups`.
 """
 
 from __future__ import annotations
@@ -33,11 +44,12 @@ from compresslab.core.gpt import CausalSelfAttention
 from compresslab.core.params import Param
 from compresslab.core.report import Report
 from compresslab.core.training import EvalResult, LossFn, evaluate
-from compresslab.core.validate import check_float, check_int, check_tensor
+from compresslab.core.validate import check_bool, check_float, check_int, check_tensor
 from compresslab.techniques.groupquant import (
     GroupQuant,
     check_group_size,
     file_bytes,
+    output_error,
     quantize_groups,
     rtn,
 )
@@ -51,6 +63,9 @@ __all__ = [
     "awq_weight",
     "search_scales",
     "fold_scales",
+    "clip_ratios",
+    "clip_weight",
+    "search_clip",
     "AWQConfig",
     "AWQReport",
     "apply_awq",
@@ -101,6 +116,67 @@ def search_scales(x: torch.Tensor, w: torch.Tensor, bits: int, group_size: int, 
     return alphas[best], activation_scales(x, alphas[best]), errors
 
 
+def clip_ratios(grid: int = 20, clip_min: float = 0.5) -> list[float]:
+    """The clipping ratios searched: linspace(1, clip_min, grid), no clipping first.
+
+    >>> clip_ratios(3, 0.5)
+    [1.0, 0.75, 0.5]
+    """
+    check_int("AWQ", "clip_grid", grid, 2, 1000)
+    check_float("AWQ", "clip_min", clip_min, 0, 1, lo_open=True, hi_open=True)
+    return torch.linspace(1, clip_min, grid, dtype=torch.float64).tolist()
+
+
+def clip_weight(w: torch.Tensor, ratio: torch.Tensor | float, group_size: int) -> torch.Tensor:
+    """w (out x in) with every row's group of g columns clamped to [-r m, r m], m = max |w| over the group
+    and r = ratio[row, group] (a tensor out x in/g) or one ratio for every group.
+
+    >>> clip_weight(torch.tensor([[4.0, -1.0, 0.5, -2.0]]), torch.tensor([[0.5, 1.0]]), 2)
+    tensor([[ 2.0000, -1.0000,  0.5000, -2.0000]])
+    """
+    check_tensor("weight", w, dim=2, kind="float")
+    out_f, in_f = w.shape
+    g = check_group_size(in_f, group_size)
+    groups = w.detach().reshape(out_f, in_f // g, g)
+    r = torch.as_tensor(ratio, dtype=groups.dtype)
+    if r.dim() and tuple(r.shape) != (out_f, in_f // g):
+        raise ValueError(f"clip ratios of shape {tuple(r.shape)} do not match (rows, groups) = {(out_f, in_f // g)}")
+    bound = groups.abs().amax(-1, keepdim=True) * (r[..., None] if r.dim() else r)
+    return torch.minimum(torch.maximum(groups, -bound), bound).reshape(out_f, in_f)
+
+
+def search_clip(x: torch.Tensor, w: torch.Tensor, bits: int, group_size: int, grid: int = 20,
+                clip_min: float = 0.5) -> tuple[torch.Tensor, torch.Tensor]:
+    """(ratio, errors): for every row i and group k of w (out x in), the ratio r of
+    `clip_ratios(grid, clip_min)` with the smallest error of the group's share of the output on x,
+    e_ik(r) = ||X_k d||^2 = d^T G_kk d with d = w_ik - Q(clamp(w_ik, -r m_ik, r m_ik)) and G_kk the
+    group's block of the Gram matrix X^T X (ties: the larger ratio, less clipping); ratio: (out, in/g),
+    errors: (grid, out, in/g), every ratio's errors.
+
+    >>> w = torch.tensor([[6.0, 1.2, 0.6, 0.0]])  # 2 bits: step 2 (errors 0, .8, .6, 0) or, clamped to 3, step 1
+    >>> ratio, errors = search_clip(torch.eye(4)[1:], w, bits=2, group_size=4, grid=2)  # the outlier's input is 0
+    >>> ratio.tolist(), [round(e, 4) for e in errors[:, 0, 0].tolist()]
+    ([[0.5]], [1.0, 0.2])
+    """
+    ratios = clip_ratios(grid, clip_min)
+    check_int("AWQ", "bits", bits, 2, 8)
+    check_tensor("activations", x, kind="float")
+    check_tensor("weight", w, dim=2, kind="float")
+    if x.shape[-1] != w.shape[1]:
+        raise ValueError(f"activations of {x.shape[-1]} features do not match in_features={w.shape[1]}")
+    out_f, in_f = w.shape
+    g = check_group_size(in_f, group_size)
+    rows = x.detach().reshape(-1, in_f).double()
+    gram = (rows.T @ rows).reshape(in_f // g, g, in_f // g, g).diagonal(dim1=0, dim2=2).permute(2, 0, 1)  # (k, g, g)
+    w64 = w.detach().double().reshape(out_f, in_f // g, g)
+    errors = torch.empty(grid, out_f, in_f // g, dtype=torch.float64)
+    for i, r in enumerate(ratios):
+        d = w64 - rtn(clip_weight(w.detach().float(), r, g), bits, g).double().reshape(out_f, in_f // g, g)
+        errors[i] = torch.einsum("okg,kgh,okh->ok", d, gram, d)
+    best = errors.argmin(0)  # the first minimum: the largest ratio among ties
+    return torch.tensor(ratios, dtype=torch.float64)[best].float(), errors
+
+
 def _divide_input(module: nn.Module, inputs: tuple) -> tuple:
     """Forward pre-hook: the layer's input divided by its stored scales."""
     return (inputs[0] / getattr(module, SCALE_BUFFER),) + tuple(inputs[1:])
@@ -137,12 +213,19 @@ def fold_scales(model: nn.Module, layer: nn.Linear, s: torch.Tensor) -> str:
 @dataclass(frozen=True)
 class AWQConfig:
     """bits in [2, 8]; group_size: columns per group (0: one per row); grid: alpha values searched in
-    [0, 1] (at least 2); calibration: windows of data.train; layers: Linear layers to quantize (None:
-    every Linear but the last)."""
+    [0, 1] (at least 2); clip: search a clipping ratio per row and group after the scales; clip_grid:
+    ratios searched, evenly from 1 down to clip_min in (0, 1); clip_qk: also clip the query and key rows
+    of an attention's qkv projection (False, as the reference implementation: a per-layer output error
+    does not see how q and k errors are multiplied in the attention scores); calibration: windows of
+    data.train; layers: Linear layers to quantize (None: every Linear but the last)."""
 
     bits: int = 4
     group_size: int = 128
     grid: int = 20
+    clip: bool = True
+    clip_grid: int = 20
+    clip_min: float = 0.5
+    clip_qk: bool = False
     calibration: int = 64
     layers: tuple[str, ...] | None = None
 
@@ -151,6 +234,10 @@ class AWQConfig:
         check_int(owner, "bits", self.bits, 2, 8)
         check_int(owner, "group_size", self.group_size, 0, 1 << 20)
         check_int(owner, "grid", self.grid, 2, 1000)
+        check_bool(owner, "clip", self.clip)
+        check_int(owner, "clip_grid", self.clip_grid, 2, 1000)
+        check_float(owner, "clip_min", self.clip_min, 0, 1, lo_open=True, hi_open=True)
+        check_bool(owner, "clip_qk", self.clip_qk)
         check_int(owner, "calibration", self.calibration, 1, 1 << 20)
         if self.layers is not None and (not isinstance(self.layers, tuple) or not self.layers):
             raise ValueError(f"{owner}.layers={self.layers!r} must be a non-empty tuple of layer names or None")
@@ -181,8 +268,8 @@ def apply_awq(
     progress: bool | None = None, loss_fn: LossFn | None = None, before: EvalResult | None = None,
 ) -> tuple[nn.Module, AWQReport]:
     """AWQ on (a copy of) `model`: for every layer in model order, its inputs on the first
-    config.calibration training windows (earlier layers already scaled), the alpha search and the
-    fold; then group-wise RTN of every scaled layer (weights stored as w_hat in FP32: simulated
+    config.calibration training windows (earlier layers already scaled and clipped), the alpha search,
+    the fold and (config.clip) the clipping search, the clamped weights written; then group-wise RTN of every scaled layer (weights stored as w_hat in FP32: simulated
     quantization; the stored size is the packed file, input-scale buffers included).
     before: `evaluate(model, data.test)` when already known."""
     if loss_fn is not None:
@@ -200,8 +287,19 @@ def apply_awq(
         w = layer.weight.detach().clone()
         alpha, s, errors = search_scales(x, w, config.bits, config.group_size, config.grid)
         where = fold_scales(model, layer, s)
-        rows.append({"layer": name, "shape": f"{w.shape[0]}x{w.shape[1]}", "alpha": alpha, "folded_into": where,
-                     "rtn_error": errors[0], "awq_error": min(errors)})
+        row = {"layer": name, "shape": f"{w.shape[0]}x{w.shape[1]}", "alpha": alpha, "folded_into": where,
+               "rtn_error": errors[0], "awq_error": min(errors)}
+        if config.clip:  # on the layer's inputs after the fold, x diag(s)^-1, and its scaled weight
+            ratio, _ = search_clip(x / s, layer.weight.detach(), config.bits, config.group_size, config.clip_grid,
+                                   config.clip_min)
+            if not config.clip_qk and any(isinstance(m, CausalSelfAttention) and m.qkv is layer for m in model.modules()):
+                ratio[:2 * layer.in_features] = 1.0  # the query and key rows stay unclipped
+            with torch.no_grad():
+                layer.weight.copy_(clip_weight(layer.weight.detach(), ratio, config.group_size))
+            w_hat = rtn(layer.weight.detach(), config.bits, config.group_size) / s[None, :]
+            row.update({"clipped_groups": float((ratio < 1).float().mean()), "mean_ratio": float(ratio.mean()),
+                        "clip_error": output_error(x, w, w_hat)})
+        rows.append(row)
     quants: dict[str, GroupQuant] = {}
     for name, layer in setup.layers.items():
         quants[name] = quantize_groups(layer.weight.detach(), config.bits, config.group_size)
@@ -219,7 +317,10 @@ def apply_awq(
 
 # ----------------------------------------------------------------- registration
 
+# A recipe verb (run_recipe chains it on any model's Linear layers with calibration from data.train), not a
+# frontier entry: like GPTQ and Wanda it is a one-shot method for transformers, taught in notebook 09;
+# notebook 08's files store one precision per model, not AWQ's groups with FP16 scales and input scales.
 register(Technique(
     name="awq", apply=apply_awq, config=AWQConfig,
     example=lambda: (tiny_mlp(), AWQConfig(bits=4, group_size=16, grid=5, calibration=64), {}),
-    notebook="09_language_model", params={"awq_grid": Param("int", 2, 1000)}))
+    verb="awq", notebook="09_language_model", params={"awq_grid": Param("int", 2, 1000)}))

@@ -229,7 +229,10 @@ def apply_sparsegpt(
 
 # ----------------------------------------------------------------- registration
 
+# A recipe verb (run_recipe chains it on any model's Linear layers with calibration from data.train), not a
+# frontier entry: like GPTQ and Wanda it is a one-shot method for transformers, taught in notebook 09;
+# notebook 08's pruning recipes fine-tune after the mask, while the one-shot, no-retraining setting is 09's.
 register(Technique(
     name="sparsegpt", apply=apply_sparsegpt, config=SparseGPTConfig,
     example=lambda: (tiny_mlp(), SparseGPTConfig(sparsity=0.5, calibration=64), {}),
-    notebook="09_language_model", params={"sparsity": OPEN_FRACTION, "calibration": Param("int", 1, 4096)}))
+    verb="sparsegpt", notebook="09_language_model", params={"sparsity": OPEN_FRACTION, "calibration": Param("int", 1, 4096)}))

@@ -12,11 +12,13 @@ from compresslab.core import energy, results
 from compresslab.core.models import mlp
 from compresslab.core.training import TrainConfig, evaluate
 from compresslab.techniques import packedfile
+from compresslab.techniques.awq import AWQConfig, apply_awq
 from compresslab.techniques.distillation import DistillConfig, DistillStep
 from compresslab.techniques.lowbit import LowBitConfig
 from compresslab.techniques.lowrank import LowRankConfig
 from compresslab.techniques.pruning import PruneConfig
 from compresslab.techniques.quantization import QATConfig, QuantConfig
+from compresslab.techniques.sparsegpt import SparseGPTConfig, apply_sparsegpt
 
 FT = TrainConfig(epochs=1, lr=0.05, batch_size=32)
 
@@ -51,6 +53,25 @@ def test_qat_step_leaves_plain_layers(tiny_data, teacher):
                                                                    finetune=FT)),), precision="int4")
     model, reports, _ = recipes_combine.run_recipe(recipe, teacher, tiny_data)
     assert type(model.fc1) is torch.nn.Linear and reports[0].method == "qat"
+
+
+def test_sparsegpt_and_awq_chain_as_recipe_steps(tiny_data, teacher):
+    """The calibrated one-shot verbs chain like the others: the recipe equals the two verbs applied by
+    hand, the 2:4 zeros survive AWQ's 4-bit grid (0 is always on it), and every group holds at most 16 values."""
+    prune_cfg = SparseGPTConfig(sparsity=0.5, pattern="2:4", calibration=64)
+    quant_cfg = AWQConfig(bits=4, group_size=4, grid=5, clip_grid=5, calibration=64)
+    recipe = recipes_combine.Recipe("sparsegpt 2:4 -> awq", (recipes_combine.Step("sparsegpt", prune_cfg),
+                                                               recipes_combine.Step("awq", quant_cfg)))
+    dense = teacher.fc1.weight.detach().clone()
+    model, reports, written = recipes_combine.run_recipe(recipe, teacher, tiny_data)
+    assert [type(r).__name__ for r in reports] == ["SparseGPTReport", "AWQReport"] and written is None
+    by_hand, _ = apply_awq(apply_sparsegpt(teacher, prune_cfg, tiny_data)[0], quant_cfg, tiny_data)
+    x = tiny_data.test.tensors(200)[0]
+    with torch.no_grad():
+        assert torch.equal(model(x), by_hand(x))
+    groups = model.fc1.weight.detach().reshape(-1, 4)  # the pruned and quantized layer (the head stays FP32)
+    assert bool(((groups == 0).sum(1) >= 2).all()) and all(len(g.unique()) <= 16 for g in groups)
+    assert recipe.verbs == "sparsegpt -> awq" and torch.equal(teacher.fc1.weight, dense)  # the input model is untouched
 
 
 def test_build_a_point_from_its_artifact(tiny_data, teacher, tmp_path):

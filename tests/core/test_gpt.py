@@ -58,6 +58,19 @@ def test_bits_per_byte_of_an_untrained_model_is_near_eight():
     assert 7.5 < bpb < 8.5  # near-uniform predictions over 256 bytes: log2 256 = 8
 
 
+def test_window_bits_by_hand_and_their_mean_is_bits_per_byte():
+    split = textdata.TextSplit(torch.randint(0, 256, (1000,), generator=torch.Generator().manual_seed(2),
+                                             dtype=torch.uint8), 16)
+    m = small()
+    per_window = gpt.window_bits(m, split, batch_size=7)
+    x, y = split.tensors()
+    with torch.no_grad():  # the oracle: -log2 p(true byte) at each position, averaged within each window
+        log_p = torch.log_softmax(m(x).double(), -1).gather(-1, y[..., None])[..., 0]
+    assert per_window.shape == (len(split),) and per_window.dtype == torch.float64
+    assert torch.allclose(per_window, -log_p.mean(1) / math.log(2), rtol=1e-9)
+    assert float(per_window.mean()) == pytest.approx(gpt.bits_per_byte(m, split), rel=1e-6)
+
+
 def test_kl_bits_matches_torch_kl_div_and_a_two_symbol_case():
     torch.manual_seed(1)
     p, q = torch.randn(3, 5, 256), torch.randn(3, 5, 256)

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from compresslab.core import stats
-from compresslab.core.stats import mcnemar_exact_p, paired_difference
+from compresslab.core.stats import mcnemar_exact_p, mean_difference, paired_difference
 
 
 @pytest.mark.parametrize("a_only, b_only", [(0, 0), (0, 5), (1, 9), (7, 7), (13, 30), (120, 80)])
@@ -107,3 +107,28 @@ def test_accuracy_interval_is_wilsons_as_scipy_computes_it(k, n):
 def test_accuracy_interval_refuses_bad_input(args, match):
     with pytest.raises(ValueError, match=match):
         stats.accuracy_interval(*args)
+
+
+def test_mean_difference_is_the_paired_bootstrap_written_out():
+    rng = np.random.default_rng(5)
+    a = rng.normal(3.0, 0.5, 200)
+    b = a + rng.normal(0.02, 0.1, 200)
+    delta, low, high = mean_difference(torch.tensor(a), torch.tensor(b), level=0.9, n_boot=1000, seed=7)
+    # the oracle: resample the 200 pairs with replacement 1000 times with the same generator
+    draw = np.random.default_rng(7).integers(0, 200, size=(1000, 200))
+    boot = np.array([(b[i] - a[i]).mean() for i in draw])
+    assert delta == pytest.approx((b - a).mean()) and low < delta < high
+    assert (low, high) == pytest.approx(tuple(np.quantile(boot, [0.05, 0.95])))
+    # about the normal interval: mean +- 1.645 sd / sqrt(n)
+    half = 1.645 * (b - a).std() / math.sqrt(200)
+    assert high - low == pytest.approx(2 * half, rel=0.15)
+    assert mean_difference(a, a) == (0.0, 0.0, 0.0)
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    ({"a": [1.0], "b": [1.0, 2.0]}, "equal length"), ({"a": [], "b": []}, "non-empty"),
+    ({"a": [1.0], "b": [float("nan")]}, "finite"), ({"a": [1.0], "b": [1.0], "level": 0.3}, "level"),
+    ({"a": [1.0], "b": [1.0], "n_boot": 10}, "n_boot")])
+def test_mean_difference_bad_inputs(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        mean_difference(**kwargs)

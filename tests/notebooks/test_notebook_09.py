@@ -47,8 +47,18 @@ def test_language_model_quick(run_notebook, png_per_cell):
         assert rtn_row["file_bytes"] < row["file_bytes"] < m["fp32_bytes"], key
         assert row["rtn_increase"] == pytest.approx(rtn_row["bpb"] - m["baseline_bpb"])
         assert 0 <= row["layer_gain"] < 1, key  # alpha = 0 is on the grid: never worse per layer than RTN
+        assert math.isfinite(row["scales_increase"]) and row["scales_kl"] >= 0 and 0 <= row["clipped_groups"] <= 1, key
+        assert row["clip_layer_gain"] < 1, key
     assert m["awq_layer_error"] <= m["awq_layer_rtn_error"] and 0 <= m["awq_layer_alpha"] <= 1
-    assert m["awq"]["awq_int4_g128"]["increase"] <= m["awq"]["awq_int4_g128"]["rtn_increase"] + 0.005
+    # clipping on the hand-worked layer (groups of 128 = its 128 inputs, one group per row): r = 1 is on the
+    # grid and the group errors add up to the layer's, so scales + clipping never lose to the scales alone
+    assert m["awq_layer_clip_error"] <= m["awq_layer_error"] * (1 + 1e-9) and 0 <= m["awq_layer_clip_share"] <= 1
+    g128 = m["awq"]["awq_int4_g128"]
+    assert g128["increase"] <= g128["rtn_increase"] + 0.005
+    # AWQ minus RTN at INT4 g128, window by window: the mean difference is the difference of the increases
+    diff = m["awq_int4_g128_minus_rtn"]
+    assert diff["low"] <= diff["delta"] <= diff["high"]
+    assert diff["delta"] == pytest.approx(g128["increase"] - g128["rtn_increase"], abs=1e-6)
     # KV cache: bytes per token by hand (layers x keys and values x (d_model codes x b / 8 + 3 bytes per head)),
     # INT8 within 0.01 bits per byte of FP32, and its logits on the FP32 text within 2% of the largest logit
     kv, gen = m["kv"], m["kv_generation"]
