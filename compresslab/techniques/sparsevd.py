@@ -64,7 +64,7 @@ from compresslab.techniques.variational import (
 )
 
 __all__ = ["SparseVDConfig", "KLWarmup", "vd_loss_fn", "quantize_posterior", "best_index_bits", "encode_sparse",
-           "SparseVDReport", "apply_sparse_vd", "ReportedPoint", "REPORTED"]
+           "SparseVDReport", "apply_sparse_vd", "mask_overlap", "ReportedPoint", "REPORTED"]
 
 
 def _default_train() -> TrainConfig:
@@ -274,6 +274,20 @@ def apply_sparse_vd(
         accuracy_shared=accuracy_shared, bit_exact=bit_exact, sparsity=1 - kept / max(weights, 1),
         history=warmup.history, variational=vd, content=content)
     return loaded, report
+
+
+def mask_overlap(a: torch.Tensor, b: torch.Tensor) -> dict[str, float]:
+    """How far two kept sets agree: |a & b| / |a| ("shared %", percent of a's kept weights that b keeps
+    too) and the Jaccard index |a & b| / |a | b| (percent); 100 for two empty sets.
+
+    >>> mask_overlap(torch.tensor([1, 1, 0, 0]), torch.tensor([1, 0, 1, 0]))
+    {'shared %': 50.0, 'jaccard %': 33.33333333333333}
+    """
+    a, b = a.bool(), b.bool()
+    if a.shape != b.shape:
+        raise ValueError(f"masks of shapes {tuple(a.shape)} and {tuple(b.shape)} cannot be compared")
+    both, either, n_a = int((a & b).sum()), int((a | b).sum()), int(a.sum())
+    return {"shared %": 100 * both / n_a if n_a else 100.0, "jaccard %": 100 * both / either if either else 100.0}
 
 
 @dataclass(frozen=True)
