@@ -49,6 +49,7 @@ from compresslab.core.validate import (
     check_int,
     check_layer_names,
     check_names,
+    check_tensor,
 )
 from compresslab.techniques.compressedfile import decode_bytes, encode_model, model_from_state
 from compresslab.techniques.filelayers import LayerRecord, encode_layer
@@ -283,9 +284,9 @@ def mask_overlap(a: torch.Tensor, b: torch.Tensor) -> dict[str, float]:
     >>> mask_overlap(torch.tensor([1, 1, 0, 0]), torch.tensor([1, 0, 1, 0]))
     {'shared %': 50.0, 'jaccard %': 33.33333333333333}
     """
+    check_tensor("a", a, allow_empty=True)
+    check_tensor("b", b, allow_empty=True, shape=tuple(a.shape))
     a, b = a.bool(), b.bool()
-    if a.shape != b.shape:
-        raise ValueError(f"masks of shapes {tuple(a.shape)} and {tuple(b.shape)} cannot be compared")
     both, either, n_a = int((a & b).sum()), int((a | b).sum()), int(a.sum())
     return {"shared %": 100 * both / n_a if n_a else 100.0, "jaccard %": 100 * both / either if either else 100.0}
 

@@ -29,7 +29,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from compresslab.core.models import prunable_layers, replace_module
-from compresslab.core.validate import check_float, check_tensor
+from compresslab.core.validate import check_float, check_int, check_overflow, check_tensor
 
 __all__ = [
     "K1", "K2", "K3", "LOG_ALPHA_CLAMP", "log_alpha", "neg_kl", "kl_divergence", "vd_mask", "lrt_moments",
@@ -49,7 +49,9 @@ def log_alpha(theta: torch.Tensor, log_sigma2: torch.Tensor, eps: float = 1e-8) 
     """
     check_tensor("theta", theta, kind="float")
     check_tensor("log_sigma2", log_sigma2, kind="float", shape=tuple(theta.shape))
-    return log_sigma2 - torch.log(theta * theta + eps)
+    out = log_sigma2 - torch.log(theta * theta + eps)
+    check_overflow("log_alpha", out)
+    return out
 
 
 def neg_kl(log_alpha_: torch.Tensor) -> torch.Tensor:
@@ -101,7 +103,12 @@ def lrt_moments(x: torch.Tensor, theta: torch.Tensor, log_sigma2: torch.Tensor,
     check_tensor("log_sigma2", log_sigma2, kind="float", shape=tuple(theta.shape))
     if x.shape[-1] != theta.shape[1]:
         raise ValueError(f"x has {x.shape[-1]} features, theta expects {theta.shape[1]}")
-    return F.linear(x, theta, bias), F.linear(x * x, log_sigma2.exp())
+    if bias is not None:
+        check_tensor("bias", bias, kind="float", shape=(theta.shape[0],))
+    mean, var = F.linear(x, theta, bias), F.linear(x * x, log_sigma2.exp())
+    check_overflow("lrt_moments", mean)
+    check_overflow("lrt_moments variance", var)
+    return mean, var
 
 
 def lrt_conv_moments(x: torch.Tensor, theta: torch.Tensor, log_sigma2: torch.Tensor, bias: torch.Tensor | None = None,
@@ -116,10 +123,20 @@ def lrt_conv_moments(x: torch.Tensor, theta: torch.Tensor, log_sigma2: torch.Ten
     check_tensor("x", x, kind="float", dim=4)
     check_tensor("theta", theta, kind="float", dim=4)
     check_tensor("log_sigma2", log_sigma2, kind="float", shape=tuple(theta.shape))
+    for name, value, lo in (("stride", stride, 1), ("padding", padding, 0), ("dilation", dilation, 1)):
+        pair = value if isinstance(value, (tuple, list)) and len(value) == 2 else (value,)
+        for v in pair:
+            check_int("lrt_conv_moments", name, v, lo, 1 << 16)
+    check_int("lrt_conv_moments", "groups", groups, 1, 1 << 16)
     if x.shape[1] != theta.shape[1] * groups:
         raise ValueError(f"x has {x.shape[1]} channels, theta expects {theta.shape[1] * groups}")
+    if bias is not None:
+        check_tensor("bias", bias, kind="float", shape=(theta.shape[0],))
     mean = F.conv2d(x, theta, bias, stride, padding, dilation, groups)
-    return mean, F.conv2d(x * x, log_sigma2.exp(), None, stride, padding, dilation, groups)
+    var = F.conv2d(x * x, log_sigma2.exp(), None, stride, padding, dilation, groups)
+    check_overflow("lrt_conv_moments", mean)
+    check_overflow("lrt_conv_moments variance", var)
+    return mean, var
 
 
 class _Variational:
@@ -254,7 +271,9 @@ def posterior_step(log_sigma2: torch.Tensor, keep: torch.Tensor, scale: float = 
     check_tensor("keep", keep, shape=tuple(log_sigma2.shape))
     check_float("posterior_step", "scale", scale, 0, 1e6, lo_open=True)
     sigma = (0.5 * log_sigma2[keep.bool()]).exp()
-    return round(float(sigma.median()) * scale, 12) if sigma.numel() else 0.0
+    step = round(float(sigma.median()) * scale, 12) if sigma.numel() else 0.0
+    check_overflow("posterior_step", torch.tensor(step))
+    return step
 
 
 def snap_to_grid(w: torch.Tensor, step: float, max_levels: int = 1 << 16) -> tuple[torch.Tensor, float]:
@@ -269,6 +288,9 @@ def snap_to_grid(w: torch.Tensor, step: float, max_levels: int = 1 << 16) -> tup
     check_float("snap_to_grid", "step", step, 0, 1e6)
     if w.numel() == 0 or step == 0:
         return w.clone(), step
+    check_float("snap_to_grid", "max_levels", max_levels, 3, 1 << 24)
     span = float(w.abs().max())
+    if span > 60000:
+        raise ValueError(f"snap_to_grid: |w| up to {span:.3g} does not fit FP16 (at most 65504)")
     step = max(step, 2 * span / (max_levels - 2)) if span > 0 else step
     return (torch.round(w / step) * step).half().float(), step
