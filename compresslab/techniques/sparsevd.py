@@ -32,7 +32,7 @@ from torch import nn
 from compresslab.core import metrics
 from compresslab.core.data import Dataset
 from compresslab.core.models import prunable_layers
-from compresslab.core.params import DATASET, PROFILE, SEED, Param, choice
+from compresslab.core.params import DATASET, PROFILE, SEED, WEIGHT, Param, choice
 from compresslab.core.report import Report, fmt_percent, transient
 from compresslab.core.training import (
     Callback,
@@ -53,6 +53,7 @@ from compresslab.core.validate import (
 )
 from compresslab.techniques.compressedfile import decode_bytes, encode_model, model_from_state
 from compresslab.techniques.filelayers import LayerRecord, encode_layer
+from compresslab.techniques.masks import make_permanent, set_masks
 from compresslab.techniques.registry import StepContext, Technique, register, tiny_mlp
 from compresslab.techniques.variational import (
     layer_log_alphas,
@@ -64,7 +65,7 @@ from compresslab.techniques.variational import (
     variational_layers,
 )
 
-__all__ = ["SparseVDConfig", "KLWarmup", "vd_loss_fn", "quantize_posterior", "best_index_bits", "encode_sparse",
+__all__ = ["SparseVDConfig", "KLWarmup", "vd_loss_fn", "finetune_kept", "quantize_posterior", "best_index_bits", "encode_sparse",
            "SparseVDReport", "apply_sparse_vd", "mask_overlap", "ReportedPoint", "REPORTED"]
 
 
@@ -79,7 +80,9 @@ class SparseVDConfig:
     steps over which beta rises linearly from 0; threshold: keep log alpha < threshold (paper: 3);
     init_log_sigma2: log sigma^2 of every weight at the start (alpha tiny: the dense model);
     step_scale: quantization step = step_scale * median posterior sigma of a layer's kept weights;
-    max_index_bits: the widest gap tried per layer; layers: the layers made variational (None: all)."""
+    max_index_bits: the widest gap tried per layer; layers: the layers made variational (None: all);
+    finetune: after masking, train the kept theta without noise (masks through torch's prune, the same
+    loss_fn without the KL) before quantizing (None: no fine-tuning)."""
 
     train: TrainConfig = field(default_factory=_default_train)
     kl_weight: float = 1.0
@@ -89,10 +92,12 @@ class SparseVDConfig:
     step_scale: float = 1.0
     max_index_bits: int = 12
     layers: tuple[str, ...] | None = None
+    finetune: TrainConfig | None = None
 
     def __post_init__(self) -> None:
         owner = "SparseVDConfig"
         check_config(owner, "train", self.train, TrainConfig)
+        check_config(owner, "finetune", self.finetune, TrainConfig, optional=True)
         check_float(owner, "kl_weight", self.kl_weight, 0, 1e3)
         check_float(owner, "warmup", self.warmup, 0, 1)
         check_float(owner, "threshold", self.threshold, -10, 10)
@@ -144,6 +149,24 @@ def vd_loss_fn(model: nn.Module, n_train: int, warmup: KLWarmup, loss_fn: LossFn
         return data_term + warmup.value * total_kl(model) / n_train if warmup.value else data_term
 
     return loss
+
+
+def finetune_kept(variational: nn.Module, data: Dataset, config: TrainConfig, threshold: float,
+                  loss_fn: LossFn | None = None, progress: bool | None = None) -> None:
+    """Train the kept weights (log alpha < threshold) of `variational` without noise: a plain copy
+    with the masks attached through torch's prune (`masks.set_masks`) goes through `train`, and its
+    kept theta (and biases) are written back into `variational` (log sigma^2 is left as it was)."""
+    keep = {n: m.mask(threshold) for n, m in variational_layers(variational).items()}
+    plain = to_plain(copy.deepcopy(variational), threshold)
+    set_masks(plain, {n: k.float() for n, k in keep.items()})
+    train(plain, data, config, loss_fn=loss_fn, progress=progress, evaluate_test=False)
+    make_permanent(plain)
+    tuned = prunable_layers(plain)
+    with torch.no_grad():
+        for name, layer in variational_layers(variational).items():
+            layer.weight[keep[name]] = tuned[name].weight.to(layer.weight)[keep[name]]
+            if layer.bias is not None:
+                layer.bias.copy_(tuned[name].bias)
 
 
 def quantize_posterior(variational: nn.Module, threshold: float, step_scale: float) -> tuple[nn.Module, list[dict]]:
@@ -199,25 +222,28 @@ def encode_sparse(model: nn.Module, max_index_bits: int = 12) -> tuple[bytes, li
 @dataclass(kw_only=True, repr=False)
 class SparseVDReport(Report):
     """Report of apply_sparse_vd. Accuracies in percent: before = dense; accuracy_sparse = the
-    variational model masked at the threshold (theta unrounded); accuracy_shared = after the
+    variational model masked at the threshold (theta unrounded); accuracy_finetuned = the same after
+    config.finetune (None without); accuracy_shared = after the
     posterior-variance quantization, in memory; after = the model loaded back from the file.
     history: per epoch the KL weight, the KL and the percent of weights kept. Stored bytes: the file's."""
 
     file_bytes: int = 0
     dense_bytes: int = 0
     accuracy_sparse: float | None = None
+    accuracy_finetuned: float | None = None
     accuracy_shared: float | None = None
     bit_exact: bool = False
     sparsity: float = 0.0
     history: list[dict] = field(default_factory=list)
     variational: nn.Module | None = transient()
+    trained_state: dict | None = transient()  # the variational model's state_dict before fine-tuning
     content: bytes | None = transient()
 
     technique = "sparse variational dropout"
 
     def headline_extra(self) -> list[str]:
         return [f"{100 * self.sparsity:.2f}% of weights dropped (log alpha > {self.config.threshold:g})",
-                f"masked {fmt_percent(self.accuracy_sparse)}, quantized {fmt_percent(self.accuracy_shared)}",
+                f"masked {fmt_percent(self.accuracy_sparse)}, fine-tuned {fmt_percent(self.accuracy_finetuned)}, quantized {fmt_percent(self.accuracy_shared)}",
                 f"file {self.file_bytes:,} bytes vs dense FP32 {self.dense_bytes:,} bytes; bit-exact: {self.bit_exact}"]
 
     def history_table(self):
@@ -248,6 +274,11 @@ def apply_sparse_vd(
     train(vd, data, config.train, loss_fn=vd_loss_fn(vd, len(data.train), warmup, loss_fn), callbacks=[warmup],
           progress=progress, evaluate_test=False)
     accuracy_sparse = evaluate(vd, data.test).accuracy
+    trained_state = {k: v.detach().clone() for k, v in vd.state_dict().items()}
+    accuracy_finetuned = None
+    if config.finetune is not None:
+        finetune_kept(vd, data, config.finetune, config.threshold, loss_fn, progress)
+        accuracy_finetuned = evaluate(vd, data.test).accuracy
     shared, rows = quantize_posterior(vd, config.threshold, config.step_scale)
     accuracy_shared = evaluate(shared, data.test).accuracy
     content, records, bits, index_bits = encode_sparse(shared, config.max_index_bits)
@@ -272,8 +303,8 @@ def apply_sparse_vd(
         size_before=metrics.model_size(dense), size_after=metrics.model_size(loaded, stored_bytes=len(content)),
         seconds=time.perf_counter() - start, layers=rows, file_bytes=len(content),
         dense_bytes=metrics.model_size(dense).fp32_bytes, accuracy_sparse=accuracy_sparse,
-        accuracy_shared=accuracy_shared, bit_exact=bit_exact, sparsity=1 - kept / max(weights, 1),
-        history=warmup.history, variational=vd, content=content)
+        accuracy_finetuned=accuracy_finetuned, accuracy_shared=accuracy_shared, bit_exact=bit_exact, sparsity=1 - kept / max(weights, 1),
+        history=warmup.history, variational=vd, trained_state=trained_state, content=content)
     return loaded, report
 
 
@@ -329,5 +360,7 @@ register(Technique(
         "profile": PROFILE, "model_name": choice("lenet300", "lenet5"), "dataset": DATASET,
         "vd_epochs": Param("float", 0, 1000, lo_open=True, optional=True), "kl_weight": Param("float", 0, 1e3),
         "warmup": Param("float", 0, 1), "threshold": Param("float", -10, 10),
-        "step_scale": Param("float", 0, 100, lo_open=True), "seed": SEED,
+        "step_scale": Param("float", 0, 100, lo_open=True),
+        "distill_temperature": Param("float", 1e-3, 1e4, optional=True), "distill_alpha": WEIGHT,
+        "finetune_epochs": Param("float", 0, 1000), "seed": SEED,
     }))

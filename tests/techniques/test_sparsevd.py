@@ -233,3 +233,22 @@ def test_verb_sparsifies_with_the_kl_and_reloads_exactly(tmp_path):
         assert len(report.history) == 3 and report.history[-1]["kl weight"] == weight
         kept[weight] = report.history[-1]["weights kept %"]
     assert kept[0.0] > 99 and kept[20.0] < kept[0.0] - 5  # the KL term is what drops the weights
+
+
+def test_finetune_trains_only_the_kept_weights():
+    from conftest import make_tiny_dataset
+
+    tiny = make_tiny_dataset()
+    torch.manual_seed(0)
+    vd = variational.to_variational(nn.Sequential(nn.Flatten(), nn.Linear(784, 16), nn.ReLU(), nn.Linear(16, 10)))
+    with torch.no_grad():
+        for layer in variational.variational_layers(vd).values():
+            layer.log_sigma2.copy_(torch.log(layer.weight ** 2) + torch.randn_like(layer.weight) * 3)
+    before = {n: (m.weight.detach().clone(), m.log_sigma2.detach().clone(), m.mask())
+              for n, m in variational.variational_layers(vd).items()}
+    sparsevd.finetune_kept(vd, tiny, TrainConfig(epochs=1, batch_size=32, lr=1e-2, optimizer="adam"), 3.0, progress=False)
+    for n, m in variational.variational_layers(vd).items():
+        theta, log_sigma2, keep = before[n]
+        assert torch.equal(m.weight[~keep], theta[~keep])  # dropped weights untouched
+        assert not torch.equal(m.weight[keep], theta[keep])  # kept weights trained
+        assert torch.equal(m.log_sigma2, log_sigma2)
