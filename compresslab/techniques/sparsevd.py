@@ -225,7 +225,9 @@ class SparseVDReport(Report):
     variational model masked at the threshold (theta unrounded); accuracy_finetuned = the same after
     config.finetune (None without); accuracy_shared = after the
     posterior-variance quantization, in memory; after = the model loaded back from the file.
-    history: per epoch the KL weight, the KL and the percent of weights kept. Stored bytes: the file's."""
+    sparsity: the fraction of the variational layers' weights that are zero in the file (dropped by the
+    threshold or rounded to 0). history: per epoch the KL weight, the KL and the percent of weights kept.
+    Stored bytes: the file's."""
 
     file_bytes: int = 0
     dense_bytes: int = 0

@@ -206,6 +206,8 @@ def to_variational(model: nn.Module, layers: tuple[str, ...] | None = None, init
         if layers is not None and name not in layers:
             continue
         if isinstance(layer, nn.Conv2d):
+            if layer.padding_mode != "zeros":
+                raise ValueError(f"layer {name!r}: padding_mode={layer.padding_mode!r}; variational layers pad with zeros")
             twin = VDConv2d(layer.in_channels, layer.out_channels, layer.kernel_size, stride=layer.stride,
                             padding=layer.padding, dilation=layer.dilation, groups=layer.groups,
                             bias=layer.bias is not None, padding_mode=layer.padding_mode,
