@@ -314,8 +314,8 @@ def mask_overlap(a: torch.Tensor, b: torch.Tensor) -> dict[str, float]:
     """How far two kept sets agree: |a & b| / |a| ("shared %", percent of a's kept weights that b keeps
     too) and the Jaccard index |a & b| / |a | b| (percent); 100 for two empty sets.
 
-    >>> mask_overlap(torch.tensor([1, 1, 0, 0]), torch.tensor([1, 0, 1, 0]))
-    {'shared %': 50.0, 'jaccard %': 33.33333333333333}
+    >>> {k: round(v, 2) for k, v in mask_overlap(torch.tensor([1, 1, 0, 0]), torch.tensor([1, 0, 1, 0])).items()}
+    {'shared %': 50.0, 'jaccard %': 33.33}
     """
     check_tensor("a", a, allow_empty=True)
     check_tensor("b", b, allow_empty=True, shape=tuple(a.shape))
