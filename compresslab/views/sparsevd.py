@@ -21,7 +21,7 @@ __all__ = ["log_alpha_histograms", "sparsity_history", "error_vs_compression", "
 
 
 def log_alpha_histograms(log_alphas: Mapping[str, torch.Tensor], threshold: float) -> Figure:
-    """One histogram of log alpha per layer, the threshold as a dashed line, the kept share in the title."""
+    """One histogram of log alpha per layer, the threshold as a dashed line, the share below it in the title."""
     names = list(log_alphas)
     fig, axes = new_figure(ncols=len(names), width=3.2, height=2.8)
     for ax, name in zip(axes[0], names):
@@ -29,7 +29,7 @@ def log_alpha_histograms(log_alphas: Mapping[str, torch.Tensor], threshold: floa
         ax.hist(la, bins=np.linspace(-12, 12, 73), color=PALETTE[0])
         ax.axvline(threshold, color=PALETTE[3], ls="--", lw=1.2)
         ax.set_yscale("log")
-        ax.set(title=f"{name}: {100 * float((la < threshold).mean()):.2f}% kept", xlabel="log alpha")
+        ax.set(title=f"{name}: {100 * float((la < threshold).mean()):.2f}% below", xlabel="log alpha")
     axes[0, 0].set_ylabel("weights")
     fig.tight_layout()
     return fig
@@ -71,13 +71,14 @@ def error_vs_compression(points: Sequence[Mapping], dense_error: float | None = 
 def render_threshold(variational: nn.Module, split: Split, threshold: float, step_scale: float,
                      dense_bytes: int, max_index_bits: int = 12) -> View:
     """Re-mask the trained variational model at `threshold`, quantize, and report the accuracy on
-    `split` (percent), the weights kept and the bytes of the file it would write."""
+    `split` (percent), the weights kept in the file (below the threshold and not rounded to 0) and the
+    bytes of the file it would write."""
     plain, rows = quantize_posterior(variational, threshold, step_scale)
     content, *_ = encode_sparse(plain, max_index_bits)
     kept = sum(r["kept"] - r["lost to rounding"] for r in rows)
     weights = sum(r["weights"] for r in rows)
     metrics = {"threshold": threshold, "accuracy %": evaluate(plain, split).accuracy,
-               "weights kept %": 100 * kept / weights, "file bytes": len(content),
+               "weights kept (file) %": 100 * kept / weights, "file bytes": len(content),
                "compression x": dense_bytes / len(content)}
     return View(figure=log_alpha_histograms(layer_log_alphas(variational), threshold), metrics=metrics)
 

@@ -32,7 +32,7 @@ def test_render_threshold_reports_the_remasked_model(trained, threshold):
     plain, rows = sparsevd.quantize_posterior(vd, threshold, 1.0)
     kept = sum(int((m.weight != 0).sum()) for m in plain.modules() if isinstance(m, nn.Linear))
     total = sum(m.weight.numel() for m in plain.modules() if isinstance(m, nn.Linear))
-    assert view.metrics["weights kept %"] == pytest.approx(100 * kept / total)
+    assert view.metrics["weights kept (file) %"] == pytest.approx(100 * kept / total)
     assert view.metrics["accuracy %"] == evaluate(plain, tiny.test).accuracy
     assert view.metrics["file bytes"] == len(sparsevd.encode_sparse(plain)[0])
     assert view.metrics["compression x"] == pytest.approx(dense_bytes / view.metrics["file bytes"])
@@ -44,7 +44,7 @@ def test_render_threshold_reports_the_remasked_model(trained, threshold):
 def test_a_higher_threshold_keeps_more_and_writes_more(trained):
     vd, tiny = trained
     low, high = (sparsevd_views.render_threshold(vd, tiny.test, t, 1.0, 10**6).metrics for t in (-2.0, 6.0))
-    assert low["weights kept %"] < high["weights kept %"] and low["file bytes"] < high["file bytes"]
+    assert low["weights kept (file) %"] < high["weights kept (file) %"] and low["file bytes"] < high["file bytes"]
 
 
 def test_error_vs_compression_marks_reported_points_hollow():
