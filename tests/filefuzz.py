@@ -34,6 +34,20 @@ def file_bytes(model: torch.nn.Module, index_bits: int = 4, bits: int = 3) -> by
     return content
 
 
+def sparse_vd_bytes(model: torch.nn.Module) -> bytes:
+    """The file sparse VD writes for `model`: each layer with the gap width that makes its record
+    smallest (`sparsevd.best_index_bits`), bits for its distinct values (a very sparse `shared_model`)."""
+    from compresslab.techniques import sparsevd
+
+    index_bits, bits = {}, {}
+    for name, layer in models.prunable_layers(model).items():
+        k = len(torch.unique(layer.weight[layer.weight != 0]))
+        bits[name] = max(1, (k - 1).bit_length())
+        index_bits[name], _ = sparsevd.best_index_bits(name, layer.weight, layer.bias, bits[name])
+    content, _ = cf.encode_model(model, index_bits=index_bits, bits=bits, architecture=ARCH)
+    return content
+
+
 def split(content: bytes) -> tuple[int, dict, bytes]:
     """(version, metadata, body between metadata and CRC) of a valid file."""
     _, version, _, meta_len, _ = cf._HEAD.unpack_from(content)

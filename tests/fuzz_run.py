@@ -27,7 +27,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 import torch  # noqa: E402
 from conftest import make_tiny_dataset  # noqa: E402
-from filefuzz import file_bytes, packed_bytes, shared_model  # noqa: E402
+from filefuzz import file_bytes, packed_bytes, shared_model, sparse_vd_bytes  # noqa: E402
 from fuzzing import CONFIGS, JUNK, clean_error, fields, mutation, packed_mutation, try_config, use  # noqa: E402
 from hypothesis import HealthCheck, given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
@@ -82,9 +82,10 @@ def run_configs(n: int) -> collections.Counter:
     return counts
 
 
-def run_files(n: int) -> collections.Counter:
-    model = shared_model()
-    content = file_bytes(model)
+def run_files(n: int, sparse: bool = False) -> collections.Counter:
+    """Mutated Deep Compression files; sparse: a 99% sparse model written as sparse VD writes it."""
+    model = shared_model(seed=1, k=5, density=0.01) if sparse else shared_model()
+    content = sparse_vd_bytes(model) if sparse else file_bytes(model)
     expected = model.state_dict()
     counts: collections.Counter = collections.Counter()
     problems: list[str] = []
@@ -211,6 +212,7 @@ def main() -> None:
     signal.signal(signal.SIGALRM, _alarm)
     print(f"config classes ({len(CONFIGS)}): {', '.join(c.__name__ for c in CONFIGS)}")
     for name, run, n in (("configs", run_configs, args.configs), ("files", run_files, args.files),
+                         ("sparse VD files", lambda n: run_files(n, sparse=True), args.files),
                          ("primitives", run_primitives, args.primitives), ("packed files", run_packed, args.packed)):
         start = time.perf_counter()
         counts = run(n)

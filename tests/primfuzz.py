@@ -24,8 +24,10 @@ from compresslab.techniques import (
     lowbitops,
     packedfile,
     smoothquant,
+    sparsevd,
     svd,
     tensordecomp,
+    variational,
     wanda,
 )
 
@@ -104,6 +106,19 @@ PRIMITIVES = [
     Primitive("monitor.drift_trace", monitor.drift_trace,
               {"stream": np.linspace(0.5, 1.0, 60), "reference": np.linspace(0.6, 1.0, 30),
                "config": monitor.DriftConfig(window=20, stride=10)}),
+    Primitive("variational.log_alpha", variational.log_alpha, {"theta": W, "log_sigma2": W - 3}),
+    Primitive("variational.neg_kl", variational.neg_kl, {"log_alpha_": W * 4}),
+    Primitive("variational.kl_divergence", variational.kl_divergence, {"log_alpha_": W * 4}),
+    Primitive("variational.vd_mask", variational.vd_mask, {"log_alpha_": W * 4, "threshold": 3.0}),
+    Primitive("variational.lrt_moments", variational.lrt_moments,
+              {"x": X, "theta": W, "log_sigma2": W - 3, "bias": torch.zeros(4)}),
+    Primitive("variational.lrt_conv_moments", variational.lrt_conv_moments,
+              {"x": _t(2, 2, 5, 5), "theta": _t(3, 2, 3, 3, seed=2), "log_sigma2": _t(3, 2, 3, 3, seed=3) - 3,
+               "bias": torch.zeros(3), "padding": 1}),
+    Primitive("variational.posterior_step", variational.posterior_step,
+              {"log_sigma2": W - 3, "keep": W > 0, "scale": 1.0}),
+    Primitive("variational.snap_to_grid", variational.snap_to_grid, {"w": W, "step": 0.25, "max_levels": 1024}),
+    Primitive("sparsevd.mask_overlap", sparsevd.mask_overlap, {"a": W > 0, "b": W > 0.5}),
     Primitive("monitor.ks_2samp", monitor.ks_2samp, {"a": np.arange(10.0), "b": np.arange(5.0)}),
 ]
 

@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 import torch
 from conftest import make_tiny_dataset
-from filefuzz import file_bytes, packed_bytes, shared_model
+from filefuzz import file_bytes, packed_bytes, shared_model, sparse_vd_bytes
 from fuzzing import (
     CONFIGS,
     JUNK,
@@ -89,12 +89,16 @@ def test_a_nested_config_reports_its_path(field, value):
 
 MODEL = shared_model()
 CONTENT = file_bytes(MODEL)
+SPARSE_MODEL = shared_model(seed=1, k=5, density=0.01)  # 99% sparse, as sparse VD leaves a model
+FILES = {"deep compression": (MODEL, CONTENT), "sparse vd (99% sparse, per-layer gap widths)": (SPARSE_MODEL, sparse_vd_bytes(SPARSE_MODEL))}
 
 
 @FUZZ
 @given(data=st.data())
-def test_mutated_files_are_rejected_or_load_the_identical_model(data):
-    kind, content = data.draw(mutation(CONTENT))
+@pytest.mark.parametrize("source", list(FILES))
+def test_mutated_files_are_rejected_or_load_the_identical_model(source, data):
+    model, valid = FILES[source]
+    kind, content = data.draw(mutation(valid))
     path = Path(tempfile.gettempdir()) / f"compresslab-fuzz-{os.getpid()}.dc"
     path.write_bytes(content)
     peak_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
@@ -107,7 +111,7 @@ def test_mutated_files_are_rejected_or_load_the_identical_model(data):
         path.unlink()
     assert time.perf_counter() - start < 2.0, kind
     if loaded is not None:
-        expected = MODEL.state_dict()
+        expected = model.state_dict()
         got = loaded.state_dict()
         assert got.keys() == expected.keys(), kind
         assert all(torch.equal(got[k], expected[k]) for k in expected), f"{kind}: a different model loaded"
