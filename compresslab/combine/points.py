@@ -35,6 +35,7 @@ from compresslab.core.training import evaluate
 from compresslab.deploy import base, bench
 from compresslab.techniques import packedfile
 from compresslab.techniques.lowbitops import half_copy
+from compresslab.techniques.registry import verbs
 
 __all__ = ["Built", "executed_macs", "build", "time_points", "rows", "wins_at_size", "RUN_POINT_KEYS",
            "points_from_runs"]
@@ -89,7 +90,7 @@ def build(recipe: Recipe, model: nn.Module, data: Dataset, workdir: str | os.Pat
     folder = Path(workdir) / _slug(recipe.name)
     folder.mkdir(parents=True, exist_ok=True)
     final, reports, dc_file = run_recipe(recipe, model, data, progress=progress, workdir=folder)
-    if recipe.steps and recipe.steps[-1].verb == "deep_compression":
+    if recipe.steps and verbs()[recipe.steps[-1].verb].writes_file:  # the step wrote its own file (Deep Compression's)
         path, nbytes, loaded = dc_file, int(reports[-1].file_bytes), final
     else:
         path = folder / "weights.clpk"

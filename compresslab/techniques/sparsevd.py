@@ -353,11 +353,19 @@ def _recipe_step(model: nn.Module, config: SparseVDConfig, data: Dataset, contex
     return apply_sparse_vd(model, config, data, progress=context.progress, path=context.file)
 
 
+def _frontier(arch: str, epochs: float, seed: int) -> list[dict]:
+    """Notebook 08: sparse variational dropout with the paper's recipe (labels only, KL weight 1, log
+    alpha threshold 3), trained for 5x the notebook's fine-tuning epochs, written as notebook 06's file."""
+    config = SparseVDConfig(train=TrainConfig(epochs=5 * epochs, lr=1e-3, optimizer="adam", lr_schedule="cosine",
+                                              seed=seed + 1))
+    return [{"name": "Sparse VD", "precision": "fp32", "family": "single", "steps": [("sparse_vd", config)]}]
+
+
 register(Technique(
     name="sparse_vd", apply=apply_sparse_vd, config=SparseVDConfig,
     example=lambda: (tiny_mlp(), SparseVDConfig(train=TrainConfig(epochs=1, batch_size=64, lr=1e-3,
                                                                   optimizer="adam")), {}),
-    verb="sparse_vd", step=_recipe_step, writes_file=".dcz", notebook="10_learned_sparsity",
+    verb="sparse_vd", step=_recipe_step, writes_file=".dcz", frontier=_frontier, notebook="10_learned_sparsity",
     params={
         "profile": PROFILE, "model_name": choice("lenet300", "lenet5"), "dataset": DATASET,
         "vd_epochs": Param("float", 0, 1000, lo_open=True, optional=True), "kl_weight": Param("float", 0, 1e3),
