@@ -47,6 +47,21 @@ def baseline_cache(tmp_path_factory):
     yield Path(os.environ["COMPRESSLAB_CACHE"])
 
 
+def make_tiny_variational(spread: float, seed: int = 0):
+    """A 784-16-10 variational MLP (`techniques.variational`) whose log sigma^2 scatters around
+    log theta^2 with standard deviation `spread`: log alpha on both sides of any threshold near 0."""
+    from torch import nn
+
+    from compresslab.techniques import variational
+
+    torch.manual_seed(seed)
+    vd = variational.to_variational(nn.Sequential(nn.Flatten(), nn.Linear(784, 16), nn.ReLU(), nn.Linear(16, 10)))
+    with torch.no_grad():
+        for layer in variational.variational_layers(vd).values():
+            layer.log_sigma2.copy_(torch.log(layer.weight ** 2) + torch.randn_like(layer.weight) * spread)
+    return vd
+
+
 def make_tiny_dataset(n_train: int = 256, n_test: int = 128, n_val: int = 64, seed: int = 0):
     """A learnable synthetic 10-class problem in the MNIST layout: class c lights up block c."""
     from compresslab.core.data import Dataset, Split

@@ -236,14 +236,10 @@ def test_verb_sparsifies_with_the_kl_and_reloads_exactly(tmp_path):
 
 
 def test_finetune_trains_only_the_kept_weights():
-    from conftest import make_tiny_dataset
+    from conftest import make_tiny_dataset, make_tiny_variational
 
     tiny = make_tiny_dataset()
-    torch.manual_seed(0)
-    vd = variational.to_variational(nn.Sequential(nn.Flatten(), nn.Linear(784, 16), nn.ReLU(), nn.Linear(16, 10)))
-    with torch.no_grad():
-        for layer in variational.variational_layers(vd).values():
-            layer.log_sigma2.copy_(torch.log(layer.weight ** 2) + torch.randn_like(layer.weight) * 3)
+    vd = make_tiny_variational(spread=3.0)
     before = {n: (m.weight.detach().clone(), m.log_sigma2.detach().clone(), m.mask())
               for n, m in variational.variational_layers(vd).items()}
     sparsevd.finetune_kept(vd, tiny, TrainConfig(epochs=1, batch_size=32, lr=1e-2, optimizer="adam"), 3.0, progress=False)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pytest
-import torch
 from torch import nn
 
 from compresslab.core.training import evaluate
@@ -13,15 +12,9 @@ from compresslab.views import sparsevd as sparsevd_views
 
 @pytest.fixture(scope="module")
 def trained():
-    from conftest import make_tiny_dataset
+    from conftest import make_tiny_dataset, make_tiny_variational
 
-    tiny = make_tiny_dataset()
-    torch.manual_seed(0)
-    vd = variational.to_variational(nn.Sequential(nn.Flatten(), nn.Linear(784, 16), nn.ReLU(), nn.Linear(16, 10)))
-    with torch.no_grad():
-        for layer in variational.variational_layers(vd).values():
-            layer.log_sigma2.copy_(torch.log(layer.weight ** 2) + torch.randn_like(layer.weight) * 4)
-    return vd, tiny
+    return make_tiny_variational(spread=4.0), make_tiny_dataset()
 
 
 @pytest.mark.parametrize("threshold", [-2.0, 0.0, 3.0, 6.0])
