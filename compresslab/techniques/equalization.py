@@ -26,7 +26,7 @@ from torch import nn
 from compresslab.core.validate import check_float, check_int, check_tensor
 
 __all__ = ["PASS_THROUGH", "fold_batchnorm", "equalization_pairs", "output_ranges", "input_ranges",
-           "equalization_scales", "scale_pair", "cross_layer_equalize"]
+           "range_spread", "equalization_scales", "scale_pair", "cross_layer_equalize"]
 
 # modules that may sit between the two layers of a pair: each commutes with a positive per-channel scale
 PASS_THROUGH = (nn.ReLU, nn.MaxPool2d, nn.AvgPool2d, nn.AdaptiveAvgPool2d, nn.Flatten, nn.Identity, nn.Dropout)
@@ -120,6 +120,20 @@ def input_ranges(layer: nn.Module, channels: int) -> torch.Tensor:
     w, dim = _input_view(layer, channels)
     w = w.detach().abs().transpose(0, dim)
     return w.reshape(w.shape[0], -1).amax(1)
+
+
+def range_spread(ranges) -> float:
+    """max_i r_i / median_i r_i of a layer's channel ranges (the median of an even count: the mean of
+    the two middle values; floored at 1e-12): how many times wider the widest channel is than the
+    typical one, which one scale per tensor must cover.
+
+    >>> range_spread([1.0, 2.0, 3.0, 10.0])
+    4.0
+    """
+    r = (ranges.detach().double() if isinstance(ranges, torch.Tensor)
+         else torch.tensor([float(v) for v in ranges], dtype=torch.float64))
+    check_tensor("ranges", r, dim=1)
+    return float(r.max() / r.quantile(0.5).clamp_min(1e-12))
 
 
 def equalization_scales(r1: torch.Tensor, r2: torch.Tensor) -> torch.Tensor:

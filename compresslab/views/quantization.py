@@ -8,7 +8,7 @@ import numpy as np
 import torch
 from matplotlib.figure import Figure
 
-from compresslab.techniques import quantops
+from compresslab.techniques import equalization, quantops
 from compresslab.views.figures import (
     PALETTE,
     new_figure,
@@ -175,7 +175,7 @@ def equalized_ranges(before: Mapping[str, Sequence[float]], after: Mapping[str, 
             v = np.sort(np.asarray(table[name], dtype=float))[::-1]
             ax.plot(np.arange(len(v)), v, color=PALETTE[i], lw=1.5, label=label)
             ax.axhline(v.max(), color=PALETTE[i], ls="--", lw=1)
-            spread.append(v.max() / max(np.median(v), 1e-12))
+            spread.append(equalization.range_spread(table[name]))
         ax.set_yscale("log")
         ax.set(title=f"{name}: {spread[0]:.1f}x -> {spread[1]:.1f}x", xlabel="output channel (sorted)")
     for row in axes:
