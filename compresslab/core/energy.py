@@ -14,8 +14,8 @@ One inference of one example costs
 e_read = SRAM read when the whole weight file fits in `sram_bytes` of on-chip memory, else DRAM
 read (weights fetched once per inference, as 32-bit words). MAC energies per compute kind:
 fp32 = FP32 mult + FP32 add; fp16 and bf16 = FP16 mult + FP16 add (Horowitz has no bf16 row);
-int8 = INT8 mult + INT32 add (the accumulator is 32-bit); int4 = as int8 (no row for 4 bits: an
-upper bound); ternary and binary = an FP32 add only (a weight of +-alpha or 0 turns a multiply into
+int8 = INT8 mult + INT32 add (the accumulator is 32-bit); int4, int3 and int2 = as int8 (no row
+below 8 bits: an upper bound); ternary and binary = an FP32 add only (a weight of +-alpha or 0 turns a multiply into
 an add or subtract; one multiply by alpha per output is left out). Activation traffic is left out.
 The DRAM term dominates by two orders of magnitude for any model that does not fit on chip: that is
 why Deep Compression aims at SRAM.
@@ -34,7 +34,7 @@ from compresslab.core.validate import check_choice, check_float, check_overflow
 __all__ = ["OpEnergy", "HOROWITZ_45NM", "COMPUTE_KINDS", "EnergyEstimate", "mac_energy_pj",
            "estimate_energy", "RAPL_ROOT", "rapl_available", "read_rapl_uj"]
 
-COMPUTE_KINDS = ("fp32", "fp16", "bf16", "int8", "int4", "ternary", "binary")
+COMPUTE_KINDS = ("fp32", "fp16", "bf16", "int8", "int4", "int3", "int2", "ternary", "binary")
 
 
 @dataclass(frozen=True)
@@ -71,7 +71,7 @@ def mac_energy_pj(compute: str, ops: OpEnergy = HOROWITZ_45NM) -> float:
         return ops.fp32_mult + ops.fp32_add
     if compute in ("fp16", "bf16"):
         return ops.fp16_mult + ops.fp16_add
-    if compute in ("int8", "int4"):
+    if compute in ("int8", "int4", "int3", "int2"):
         return ops.int8_mult + ops.int32_add
     return ops.fp32_add
 

@@ -4,8 +4,11 @@ the Pareto notebook counts.
 Per Linear/Conv layer the file stores the weight as codes of one kind, its scales, and the FP32 bias:
 
     fp32 / fp16 / bf16   the values themselves (4 / 2 / 2 bytes each), no scale
-    int8 / int4          symmetric per-channel codes q = round(w / s_c), s_c = max|w_c| / q_max
-                         (q_max 127 / 7; int4 codes are stored q + 8, two per byte)
+    int8 / int4 / int3 / int2
+                         symmetric per-channel codes q = round(w / s_c), s_c = max|w_c| / q_max
+                         (q_max = 2^(b-1) - 1: 127 / 7 / 3 / 1); int8 codes are bytes, the narrower
+                         ones are stored q + q_max + 1 in b bits each, packed least significant bit
+                         first (int4: two per byte)
     ternary              codes t in {-1, 0, 1}, 5 per byte (t + 1 as base-3 digits: 3^5 = 243 <= 256),
                          one FP32 scale per layer
     binary               signs, 8 per byte, one FP32 scale per output channel
@@ -32,12 +35,57 @@ from compresslab.core.models import prunable_layers
 from compresslab.core.validate import check_choice, check_int, check_layer_names, check_tensor, show
 from compresslab.techniques.lowbitops import binarize, ternarize
 
-__all__ = ["KINDS", "MAGIC", "pack_trits", "unpack_trits", "PackedLayer", "pack_layer", "pack_model",
+__all__ = ["KINDS", "CHANNEL_BITS", "MAGIC", "pack_trits", "unpack_trits", "pack_bits", "unpack_bits",
+           "channel_codes", "PackedLayer", "pack_layer", "pack_model",
            "write", "read", "unpack_into", "save_model"]
 
-KINDS = ("fp32", "fp16", "bf16", "int8", "int4", "ternary", "binary")
+KINDS = ("fp32", "fp16", "bf16", "int8", "int4", "int3", "int2", "ternary", "binary")
 MAGIC = b"CLPK1"
-_QMAX = {"int8": 127, "int4": 7}
+CHANNEL_BITS = {"int8": 8, "int4": 4, "int3": 3, "int2": 2}  # the per-channel integer kinds and their bits
+_QMAX = {kind: 2 ** (bits - 1) - 1 for kind, bits in CHANNEL_BITS.items()}
+
+
+def pack_bits(values: np.ndarray, bits: int) -> bytes:
+    """Unsigned integers below 2^bits, `bits` bits each, least significant bit first, zero-padded
+    to whole bytes.
+
+    >>> list(pack_bits(np.array([5, 3, 7]), 3))  # low bit first: 1,0,1 | 1,1,0 | 1,1 and 1 -> 221, 1
+    [221, 1]
+    """
+    check_int("pack_bits", "bits", bits, 1, 8)
+    array = np.asarray(values).astype(np.int64).ravel()
+    if array.size and (array.min() < 0 or array.max() >= 2 ** bits):
+        raise ValueError(f"pack_bits: values must lie in [0, {2 ** bits - 1}] for {bits} bits")
+    planes = (array[:, None] >> np.arange(bits)) & 1
+    return np.packbits(planes.astype(np.uint8).ravel(), bitorder="little").tobytes()
+
+
+def unpack_bits(blob: bytes, bits: int, n: int) -> np.ndarray:
+    """The inverse of pack_bits: n unsigned `bits`-bit integers (int64)."""
+    if not isinstance(blob, (bytes, bytearray, memoryview)):
+        raise TypeError(f"blob must be bytes, got {type(blob).__name__}")
+    check_int("unpack_bits", "bits", bits, 1, 8)
+    check_int("unpack_bits", "n", n, 0, None)
+    flat = np.unpackbits(np.frombuffer(blob, np.uint8), bitorder="little")
+    if flat.size < n * bits:
+        raise ValueError(f"the {bits}-bit blob holds {flat.size // bits} codes, {n} needed")
+    return (flat[:n * bits].reshape(n, bits).astype(np.int64) << np.arange(bits)).sum(1)
+
+
+def channel_codes(w: torch.Tensor, kind: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """Symmetric per-output-channel codes of an integer kind: (q, s) with s_c = max|w_c| / q_max
+    (at least float32's eps) and q = clamp(round(w / s_c), -q_max, q_max); w is about q * s_c.
+
+    >>> q, s = channel_codes(torch.tensor([[0.3, -0.9], [0.0, 0.2]]), "int2")
+    >>> q.tolist(), s.tolist()
+    ([[0.0, -1.0], [0.0, 1.0]], [0.8999999761581421, 0.20000000298023224])
+    """
+    check_choice("channel_codes", "kind", kind, tuple(CHANNEL_BITS))
+    check_tensor("weight", w)
+    w = w.detach().float()
+    s = (w.abs().reshape(w.shape[0], -1).amax(1) / _QMAX[kind]).clamp_min(torch.finfo(torch.float32).eps)
+    q = torch.round(w / s.reshape(-1, *[1] * (w.dim() - 1))).clamp(-_QMAX[kind], _QMAX[kind])
+    return q, s
 
 
 def pack_trits(codes: np.ndarray) -> bytes:
@@ -98,9 +146,9 @@ class PackedLayer:
             values = raw.float().numpy()
         elif self.kind == "int8":
             values = np.frombuffer(self.codes, np.int8).astype(np.float32)
-        elif self.kind == "int4":
-            nib = np.frombuffer(self.codes, np.uint8)
-            values = (np.stack([nib & 15, nib >> 4], 1).ravel()[:n].astype(np.int64) - 8).astype(np.float32)
+        elif self.kind in CHANNEL_BITS:
+            values = (unpack_bits(self.codes, CHANNEL_BITS[self.kind], n)
+                      - _QMAX[self.kind] - 1).astype(np.float32)
         elif self.kind == "ternary":
             values = unpack_trits(self.codes, n).astype(np.float32)
         elif self.kind == "binary":
@@ -135,8 +183,7 @@ def pack_layer(w: torch.Tensor, bias: torch.Tensor | None, kind: str, sparse: bo
     if kind in ("fp32", "fp16", "bf16"):
         values, scale = w, np.zeros(0, np.float32)
     elif kind in _QMAX:
-        s = (w.abs().reshape(w.shape[0], -1).amax(1) / _QMAX[kind]).clamp_min(torch.finfo(torch.float32).eps)
-        values = torch.round(w / s.reshape(-1, *[1] * (w.dim() - 1))).clamp(-_QMAX[kind], _QMAX[kind])
+        values, s = channel_codes(w, kind)
         scale = s.numpy().astype(np.float32)
     elif kind == "ternary":
         values, alpha = ternarize(w, ratio)
@@ -157,10 +204,8 @@ def pack_layer(w: torch.Tensor, bias: torch.Tensor | None, kind: str, sparse: bo
         codes = t.view(torch.int16).numpy().tobytes()
     elif kind == "int8":
         codes = flat.numpy().astype(np.int8).tobytes()
-    elif kind == "int4":
-        q = flat.numpy().astype(np.int64) + 8
-        q = np.concatenate([q, np.zeros(q.size % 2, np.int64)]).reshape(-1, 2)
-        codes = (q[:, 0] | (q[:, 1] << 4)).astype(np.uint8).tobytes()
+    elif kind in CHANNEL_BITS:
+        codes = pack_bits(flat.numpy().astype(np.int64) + _QMAX[kind] + 1, CHANNEL_BITS[kind])
     elif kind == "ternary":
         codes = pack_trits(flat.numpy())
     else:
@@ -243,7 +288,8 @@ def read(path: str | os.PathLike) -> dict[str, PackedLayer]:
 
 _ENTRY_KEYS = {"name": str, "kind": str, "shape": list, "scale_shape": list, "sparse": bool, "bias": bool,
                "lengths": list}
-_SCALE_DIMS = {"fp32": 1, "fp16": 1, "bf16": 1, "int8": 1, "int4": 1, "ternary": 0, "binary": 1}  # scale_shape length
+_SCALE_DIMS = {"fp32": 1, "fp16": 1, "bf16": 1, "int8": 1, "int4": 1, "int3": 1, "int2": 1, "ternary": 0,
+               "binary": 1}  # scale_shape length
 
 
 def _check_entry(path: Path, i: int, entry: object) -> None:

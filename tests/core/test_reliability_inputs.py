@@ -160,7 +160,7 @@ def _packed_with_header(tmp_path, edit):
 
 
 @pytest.mark.parametrize("edit, message", [
-    (lambda h: h[0].update(kind="int3"), r"layer 'fc1': unknown kind 'int3'"),
+    (lambda h: h[0].update(kind="int5"), r"layer 'fc1': unknown kind 'int5'"),
     (lambda h: h[1].pop("lengths"), r"layer 'fc2': the header has no 'lengths'"),
     (lambda h: h[0].pop("shape"), r"layer 'fc1': the header has no 'shape'"),
     (lambda h: h[0].update(lengths=h[0]["lengths"][:3]), r"must give 4 blob lengths"),

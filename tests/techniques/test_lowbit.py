@@ -94,8 +94,8 @@ def test_packed_file_round_trip(tmp_path, kind, sparse):
             expect = w
         elif kind in ("fp16", "bf16"):
             expect = w.to({"fp16": torch.float16, "bf16": torch.bfloat16}[kind]).float()
-        elif kind in ("int8", "int4"):
-            qmax = {"int8": 127, "int4": 7}[kind]
+        elif kind in ("int8", "int4", "int3", "int2"):
+            qmax = {"int8": 127, "int4": 7, "int3": 3, "int2": 1}[kind]
             s = w.abs().amax(1, keepdim=True) / qmax
             expect = torch.round(w / s).clamp(-qmax, qmax) * s
         elif kind == "ternary":
@@ -115,10 +115,36 @@ def test_packed_sizes_by_hand(tmp_path):
     layers = {k: packedfile.pack_model(model, k)["0"] for k in packedfile.KINDS}
     assert len(layers["fp32"].codes) == 4000 and len(layers["bf16"].codes) == 2000
     assert len(layers["int8"].codes) == 1000 and len(layers["int4"].codes) == 500
+    assert len(layers["int3"].codes) == 375 and len(layers["int2"].codes) == 250  # 3000 / 8, 2000 / 8 bits
     assert len(layers["ternary"].codes) == 200 and len(layers["binary"].codes) == 125  # 1000 / 5, 1000 / 8
     assert layers["ternary"].scale.size == 1 and layers["binary"].scale.size == 10
     assert bits_per_weight(model[0], "ternary") == pytest.approx(1.6 + 32 / 1000)
     assert bits_per_weight(model[0], "binary") == pytest.approx(1 + 320 / 1000)
+
+
+def test_bit_packing_by_hand_and_round_trip():
+    assert list(packedfile.pack_bits(np.array([1, 2, 3, 0]), 2)) == [1 + 2 * 4 + 3 * 16]  # 2 bits each, low first
+    assert list(packedfile.pack_bits(np.array([9, 15, 1]), 4)) == [9 + 15 * 16, 1]  # int4's old nibble layout
+    rng = np.random.default_rng(0)
+    for bits in range(1, 9):
+        values = rng.integers(0, 2 ** bits, 101)
+        blob = packedfile.pack_bits(values, bits)
+        assert len(blob) == (101 * bits + 7) // 8
+        assert np.array_equal(packedfile.unpack_bits(blob, bits, 101), values)
+    with pytest.raises(ValueError, match=r"values must lie in \[0, 7\]"):
+        packedfile.pack_bits(np.array([8]), 3)
+    with pytest.raises(ValueError, match="holds 2 codes, 3 needed"):
+        packedfile.unpack_bits(b"\x00", 3, 3)
+
+
+def test_channel_codes_against_torch_fake_quantize():
+    w = torch.randn(6, 4, 3, 3)
+    for kind, bits in packedfile.CHANNEL_BITS.items():
+        q, s = packedfile.channel_codes(w, kind)
+        qmax = 2 ** (bits - 1) - 1
+        oracle = torch.fake_quantize_per_channel_affine(w, s, torch.zeros(6, dtype=torch.int32), 0, -qmax, qmax)
+        assert torch.allclose(q * s.reshape(-1, 1, 1, 1), oracle, atol=1e-6)
+        assert q.abs().max() == qmax
 
 
 def test_damaged_packed_files_raise(tmp_path):
