@@ -1,5 +1,6 @@
 """How sure is an accuracy change? Paired comparisons of two models on the same test images.
-(`mean_difference` does the same for any per-unit score, e.g. bits per byte of each test window.)
+(`mean_difference` does the same for any per-unit score, e.g. bits per byte of each test window;
+`rank_correlation` says how well one score ranks another: Spearman's rho with a bootstrap interval.)
 
 Two models scored on the same n images give, per image, a pair (a correct?, b correct?). Only the
 discordant images matter: n10 (a right, b wrong) and n01 (a wrong, b right). The accuracy change
@@ -16,7 +17,8 @@ from dataclasses import asdict, dataclass
 import numpy as np
 import torch
 
-__all__ = ["PairedDifference", "paired_difference", "mcnemar_exact_p", "accuracy_interval", "mean_difference"]
+__all__ = ["PairedDifference", "paired_difference", "mcnemar_exact_p", "accuracy_interval", "mean_difference",
+           "average_ranks", "spearman", "rank_correlation"]
 
 
 @dataclass(frozen=True)
@@ -136,6 +138,87 @@ def _erfinv(y: float) -> float:
     return x
 
 
+def _checked_pair(a, b) -> tuple[np.ndarray, np.ndarray]:
+    arrays = [np.asarray(v.detach().cpu().numpy() if isinstance(v, torch.Tensor) else v, dtype=np.float64) for v in (a, b)]
+    if any(x.ndim != 1 for x in arrays) or arrays[0].shape != arrays[1].shape or arrays[0].size == 0:
+        raise ValueError(f"a and b must be non-empty 1-D and of equal length, got shapes "
+                         f"{arrays[0].shape} and {arrays[1].shape}")
+    if not all(np.isfinite(x).all() for x in arrays):
+        raise ValueError("a and b must be finite")
+    return arrays[0], arrays[1]
+
+
+def _check_bootstrap(level: float, n_boot: int) -> None:
+    if not (isinstance(level, float) and 0.5 <= level < 1):
+        raise ValueError(f"level={level!r} must be a float in [0.5, 1)")
+    if isinstance(n_boot, bool) or not isinstance(n_boot, int) or not 100 <= n_boot <= 1_000_000:
+        raise ValueError(f"n_boot={n_boot!r} must be an integer in [100, 1000000]")
+
+
+def average_ranks(x: np.ndarray) -> np.ndarray:
+    """Ranks 1..n of the last axis, ties given the mean of the ranks they share.
+
+    >>> average_ranks(np.array([10.0, 30.0, 20.0, 30.0])).tolist()
+    [1.0, 3.5, 2.0, 3.5]
+    """
+    x = np.asarray(x, dtype=np.float64)
+    order = np.argsort(x, axis=-1, kind="stable")
+    ranks = np.empty_like(x)
+    np.put_along_axis(ranks, order, np.arange(1, x.shape[-1] + 1, dtype=np.float64) + 0 * x, axis=-1)
+    sorted_x = np.take_along_axis(x, order, axis=-1)
+    for index in np.ndindex(*x.shape[:-1]):  # ties: a run of equal sorted values shares its mean rank
+        row, pos = sorted_x[index], order[index]
+        start = 0
+        for i in range(1, row.size + 1):
+            if i == row.size or row[i] != row[start]:
+                if i - start > 1:
+                    ranks[index][pos[start:i]] = (start + 1 + i) / 2
+                start = i
+    return ranks
+
+
+def _pearson_rows(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    a = a - a.mean(-1, keepdims=True)
+    b = b - b.mean(-1, keepdims=True)
+    den = np.sqrt((a * a).sum(-1) * (b * b).sum(-1))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(den > 0, (a * b).sum(-1) / np.where(den > 0, den, 1.0), np.nan)
+
+
+def spearman(a, b) -> float:
+    """Spearman's rho: the Pearson correlation of the average ranks (NaN when one side is constant).
+
+    >>> spearman([1, 2, 3, 4], [10, 20, 30, 40]), spearman([1, 2, 3], [3, 2, 1])
+    (1.0, -1.0)
+    """
+    x, y = _checked_pair(a, b)
+    return float(_pearson_rows(average_ranks(x), average_ranks(y)))
+
+
+def rank_correlation(a, b, level: float = 0.95, n_boot: int = 2000, seed: int = 0) -> tuple[float, float, float]:
+    """(rho, low, high): Spearman's rho of paired scores and its bootstrap interval (the pairs resampled
+    with replacement n_boot times; resamples with a constant side are dropped; the (1 - level) / 2 and
+    (1 + level) / 2 quantiles of the rest).
+
+    >>> rank_correlation([1.0, 2.0, 3.0, 4.0, 5.0], [2.0, 4.0, 6.0, 8.0, 10.0])
+    (1.0, 1.0, 1.0)
+    """
+    _check_bootstrap(level, n_boot)
+    x, y = _checked_pair(a, b)
+    if x.size < 3:
+        raise ValueError(f"rank_correlation needs at least 3 pairs, got {x.size}")
+    rho = spearman(x, y)
+    rng = np.random.default_rng(seed)
+    idx = rng.integers(0, x.size, size=(n_boot, x.size))
+    boot = _pearson_rows(average_ranks(x[idx]), average_ranks(y[idx]))
+    boot = boot[np.isfinite(boot)]
+    if boot.size == 0:
+        return rho, float("nan"), float("nan")
+    tail = (1.0 - level) / 2
+    low, high = np.quantile(boot, [tail, 1.0 - tail])
+    return rho, float(low), float(high)
+
+
 def mean_difference(a, b, level: float = 0.95, n_boot: int = 4000, seed: int = 0) -> tuple[float, float, float]:
     """(delta, low, high): mean(b) - mean(a) over paired units (one score per unit, e.g. bits per byte of
     each test window, for two models) and its paired-bootstrap interval: the units resampled with
@@ -145,17 +228,9 @@ def mean_difference(a, b, level: float = 0.95, n_boot: int = 4000, seed: int = 0
     >>> mean_difference([1.0, 2.0, 3.0], [1.5, 2.5, 3.5])  # every unit +0.5: no spread
     (0.5, 0.5, 0.5)
     """
-    if not (isinstance(level, float) and 0.5 <= level < 1):
-        raise ValueError(f"level={level!r} must be a float in [0.5, 1)")
-    if isinstance(n_boot, bool) or not isinstance(n_boot, int) or not 100 <= n_boot <= 1_000_000:
-        raise ValueError(f"n_boot={n_boot!r} must be an integer in [100, 1000000]")
-    arrays = [np.asarray(v.detach().cpu().numpy() if isinstance(v, torch.Tensor) else v, dtype=np.float64) for v in (a, b)]
-    if any(x.ndim != 1 for x in arrays) or arrays[0].shape != arrays[1].shape or arrays[0].size == 0:
-        raise ValueError(f"a and b must be non-empty 1-D and of equal length, got shapes "
-                         f"{arrays[0].shape} and {arrays[1].shape}")
-    if not all(np.isfinite(x).all() for x in arrays):
-        raise ValueError("a and b must be finite")
-    d = arrays[1] - arrays[0]
+    _check_bootstrap(level, n_boot)
+    a, b = _checked_pair(a, b)
+    d = b - a
     rng = np.random.default_rng(seed)
     boot = d[rng.integers(0, d.size, size=(n_boot, d.size))].mean(1)
     tail = (1.0 - level) / 2

@@ -9,7 +9,14 @@ import pytest
 import torch
 
 from compresslab.core import stats
-from compresslab.core.stats import mcnemar_exact_p, mean_difference, paired_difference
+from compresslab.core.stats import (
+    average_ranks,
+    mcnemar_exact_p,
+    mean_difference,
+    paired_difference,
+    rank_correlation,
+    spearman,
+)
 
 
 @pytest.mark.parametrize("a_only, b_only", [(0, 0), (0, 5), (1, 9), (7, 7), (13, 30), (120, 80)])
@@ -132,3 +139,31 @@ def test_mean_difference_is_the_paired_bootstrap_written_out():
 def test_mean_difference_bad_inputs(kwargs, match):
     with pytest.raises(ValueError, match=match):
         mean_difference(**kwargs)
+
+
+def test_spearman_against_scipy_with_ties():
+    from scipy.stats import rankdata, spearmanr
+
+    rng = np.random.default_rng(3)
+    for _ in range(20):
+        a = rng.integers(0, 6, 30).astype(float)  # many ties
+        b = a + rng.normal(0, 2, 30)
+        assert np.array_equal(average_ranks(a), rankdata(a))
+        assert spearman(a, b) == pytest.approx(spearmanr(a, b).statistic, abs=1e-12)
+    assert math.isnan(spearman([1.0, 1.0, 1.0], [1.0, 2.0, 3.0]))
+
+
+def test_rank_correlation_interval_is_the_bootstrap_of_spearman():
+    from scipy.stats import spearmanr
+
+    rng = np.random.default_rng(4)
+    a = rng.normal(size=40)
+    b = a + rng.normal(0, 1, 40)
+    rho, low, high = rank_correlation(a, b, n_boot=500, seed=9)
+    draw = np.random.default_rng(9).integers(0, 40, size=(500, 40))
+    boot = np.array([spearmanr(a[i], b[i]).statistic for i in draw])
+    assert rho == pytest.approx(spearmanr(a, b).statistic)
+    assert (low, high) == pytest.approx(tuple(np.quantile(boot, [0.025, 0.975])))
+    assert low < rho < high
+    with pytest.raises(ValueError, match="at least 3 pairs"):
+        rank_correlation([1.0, 2.0], [2.0, 1.0])
