@@ -199,12 +199,14 @@ def accuracy_aware(evaluate_config: Callable[[dict], float], start: Mapping[str,
 class MixedPrecisionConfig:
     """options: the packed per-channel kinds a layer may take; budget: budget_scale x the bytes of
     the model packed uniformly at budget_kind; select_images: training images the sensitivities are
-    measured on (the validation split if the data has one)."""
+    measured on (the validation split if the data has one); clip: each channel's scale, max|w_c| or
+    the squared-error minimiser (`packedfile.channel_codes`)."""
 
     options: tuple[str, ...] = QUANT_OPTIONS
     budget_kind: str = "int3"
     budget_scale: float = 1.0
     select_images: int = 2048
+    clip: str = "mse"
 
     def __post_init__(self) -> None:
         owner = "MixedPrecisionConfig"
@@ -217,6 +219,7 @@ class MixedPrecisionConfig:
         check_choice(owner, "budget_kind", self.budget_kind, QUANT_OPTIONS)
         check_float(owner, "budget_scale", self.budget_scale, 0, 100, lo_open=True)
         check_int(owner, "select_images", self.select_images, 1, 1_000_000)
+        check_choice(owner, "clip", self.clip, packedfile.CLIPS)
 
 
 @dataclass(kw_only=True)
@@ -252,7 +255,7 @@ def apply_mixed_precision(model: nn.Module, config: MixedPrecisionConfig, data: 
     work = model if inplace else copy.deepcopy(model)
     work.eval()
     split = selection_split(data, config.select_images)
-    rows = measure(work, split, config.options)
+    rows = measure(work, split, config.options, clip=config.clip)
     scores = {}
     for row in rows:
         scores.setdefault(row["layer"], {})[row["option"]] = row["d_loss"]
@@ -263,10 +266,10 @@ def apply_mixed_precision(model: nn.Module, config: MixedPrecisionConfig, data: 
     size_before = model_size(model)
     file_bytes = None
     if path is not None:
-        file_bytes = packedfile.save_model(work, path, kinds)
+        file_bytes = packedfile.save_model(work, path, kinds, clip=config.clip)
         packedfile.unpack_into(work, packedfile.read(path))
     else:
-        work.load_state_dict(with_options(work, kinds).state_dict())
+        work.load_state_dict(with_options(work, kinds, config.clip).state_dict())
     report = MixedPrecisionReport(
         config=config, accuracy_before=before, accuracy_after=evaluate(work, data.test).accuracy,
         size_before=size_before, size_after=model_size(work, stored_bytes=file_bytes or total(costs, kinds)), seconds=time.perf_counter() - start,

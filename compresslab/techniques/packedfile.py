@@ -36,7 +36,7 @@ from compresslab.core.validate import check_choice, check_int, check_layer_names
 from compresslab.techniques.lowbitops import binarize, ternarize
 
 __all__ = ["KINDS", "CHANNEL_BITS", "MAGIC", "pack_trits", "unpack_trits", "pack_bits", "unpack_bits",
-           "channel_codes", "PackedLayer", "pack_layer", "pack_model",
+           "channel_codes", "CLIPS", "MSE_RATIOS", "PackedLayer", "pack_layer", "pack_model",
            "write", "read", "unpack_into", "save_model"]
 
 KINDS = ("fp32", "fp16", "bf16", "int8", "int4", "int3", "int2", "ternary", "binary")
@@ -72,19 +72,40 @@ def unpack_bits(blob: bytes, bits: int, n: int) -> np.ndarray:
     return (flat[:n * bits].reshape(n, bits).astype(np.int64) << np.arange(bits)).sum(1)
 
 
-def channel_codes(w: torch.Tensor, kind: str) -> tuple[torch.Tensor, torch.Tensor]:
-    """Symmetric per-output-channel codes of an integer kind: (q, s) with s_c = max|w_c| / q_max
-    (at least float32's eps) and q = clamp(round(w / s_c), -q_max, q_max); w is about q * s_c.
+CLIPS = ("max", "mse")
+MSE_RATIOS = 41  # clip="mse" tries r = 1, 0.98, ..., 0.2 of max|w_c|
+
+
+def channel_codes(w: torch.Tensor, kind: str, clip: str = "max") -> tuple[torch.Tensor, torch.Tensor]:
+    """Symmetric per-output-channel codes of an integer kind: (q, s) with q = clamp(round(w / s_c),
+    -q_max, q_max), so w is about q * s_c. clip="max": s_c = max|w_c| / q_max (nothing clipped);
+    clip="mse": s_c = r_c max|w_c| / q_max with r_c on the grid 1, 0.98, ..., 0.2 minimising the
+    channel's squared error sum (w - q s_c)^2 (ties keep the larger r). s_c is at least float32's eps.
 
     >>> q, s = channel_codes(torch.tensor([[0.3, -0.9], [0.0, 0.2]]), "int2")
     >>> q.tolist(), s.tolist()
     ([[0.0, -1.0], [0.0, 1.0]], [0.8999999761581421, 0.20000000298023224])
+    >>> q, s = channel_codes(torch.tensor([[0.1, 0.2, 0.3, 1.0]]), "int3", clip="mse")  # r = 0.96
+    >>> q.tolist(), round(float(s[0]), 4)
+    ([[0.0, 1.0, 1.0, 3.0]], 0.32)
     """
     check_choice("channel_codes", "kind", kind, tuple(CHANNEL_BITS))
+    check_choice("channel_codes", "clip", clip, CLIPS)
     check_tensor("weight", w)
     w = w.detach().float()
-    s = (w.abs().reshape(w.shape[0], -1).amax(1) / _QMAX[kind]).clamp_min(torch.finfo(torch.float32).eps)
-    q = torch.round(w / s.reshape(-1, *[1] * (w.dim() - 1))).clamp(-_QMAX[kind], _QMAX[kind])
+    qmax = _QMAX[kind]
+    rows = w.reshape(w.shape[0], -1)
+    top = rows.abs().amax(1)
+    eps = torch.finfo(torch.float32).eps
+    if clip == "max":
+        s = (top / qmax).clamp_min(eps)
+    else:
+        ratios = torch.linspace(1.0, 0.2, MSE_RATIOS)
+        scales = (ratios[:, None] * top[None, :] / qmax).clamp_min(eps)  # (R, C)
+        error = ((torch.round(rows[None] / scales[..., None]).clamp(-qmax, qmax) * scales[..., None] - rows[None]) ** 2
+                 ).sum(2)
+        s = scales.gather(0, error.argmin(0)[None])[0]  # argmin takes the first (largest r) of equal errors
+    q = torch.round(w / s.reshape(-1, *[1] * (w.dim() - 1))).clamp(-qmax, qmax)
     return q, s
 
 
@@ -171,8 +192,9 @@ class PackedLayer:
 
 
 def pack_layer(w: torch.Tensor, bias: torch.Tensor | None, kind: str, sparse: bool = False,
-               ratio: float = 0.7) -> PackedLayer:
-    """Pack one weight (see the module docstring for each kind's codes and scales)."""
+               ratio: float = 0.7, clip: str = "max") -> PackedLayer:
+    """Pack one weight (see the module docstring for each kind's codes and scales; clip: how an
+    integer kind's per-channel scale is chosen, `channel_codes`)."""
     check_choice("", "kind", kind, KINDS)
     check_tensor("weight", w)
     if bias is not None:
@@ -183,7 +205,7 @@ def pack_layer(w: torch.Tensor, bias: torch.Tensor | None, kind: str, sparse: bo
     if kind in ("fp32", "fp16", "bf16"):
         values, scale = w, np.zeros(0, np.float32)
     elif kind in _QMAX:
-        values, s = channel_codes(w, kind)
+        values, s = channel_codes(w, kind, clip)
         scale = s.numpy().astype(np.float32)
     elif kind == "ternary":
         values, alpha = ternarize(w, ratio)
@@ -214,15 +236,16 @@ def pack_layer(w: torch.Tensor, bias: torch.Tensor | None, kind: str, sparse: bo
 
 
 def pack_model(model: nn.Module, kind: str | dict[str, str], sparse: bool = False,
-               ratio: float = 0.7) -> dict[str, PackedLayer]:
+               ratio: float = 0.7, clip: str = "max") -> dict[str, PackedLayer]:
     """Every Linear/Conv2d layer of `model` packed with `kind` (one kind, or per layer name)."""
+    check_choice("pack_model", "clip", clip, CLIPS)
     layers = prunable_layers(model)
     if isinstance(kind, dict):
         check_layer_names("pack_model", "kind", kind, layers)
     out = {}
     for name, layer in layers.items():
         k = kind.get(name, "fp32") if isinstance(kind, dict) else kind
-        out[name] = pack_layer(layer.weight, layer.bias, k, sparse, ratio)
+        out[name] = pack_layer(layer.weight, layer.bias, k, sparse, ratio, clip)
     return out
 
 
@@ -335,6 +358,6 @@ def unpack_into(model: nn.Module, layers: dict[str, PackedLayer]) -> nn.Module:
 
 
 def save_model(model: nn.Module, path: str | os.PathLike, kind: str | dict[str, str], sparse: bool = False,
-               ratio: float = 0.7) -> int:
+               ratio: float = 0.7, clip: str = "max") -> int:
     """pack_model + write: the file's bytes."""
-    return write(path, pack_model(model, kind, sparse, ratio))
+    return write(path, pack_model(model, kind, sparse, ratio, clip))

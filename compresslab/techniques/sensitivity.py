@@ -3,7 +3,8 @@
 An option changes one layer's weight W into W' and nothing else:
 
     int8 / int4 / int3 / int2   symmetric per-channel codes, exactly the packed file's
-                                (`packedfile.channel_codes`: s_c = max|w_c| / (2^(b-1) - 1))
+                                (`packedfile.channel_codes`: s_c = r_c max|w_c| / (2^(b-1) - 1), r_c = 1
+                                with clip="max", the squared-error minimiser with clip="mse")
     sparse50 / 75 / 90          magnitude pruning of that layer alone (`masks.magnitude_mask`)
     rank1/2 / rank1/4           the truncated SVD keeping that share of the weights (a conv as its
                                 C k k x N matrix, `lowrank.factorize_layer` in channel mode)
@@ -63,13 +64,13 @@ def option_kind(option: str) -> tuple[str, float]:
     raise ValueError(f"option={option!r} is not one of {OPTIONS}")
 
 
-def changed_weight(layer: nn.Module, option: str) -> torch.Tensor:
+def changed_weight(layer: nn.Module, option: str, clip: str = "mse") -> torch.Tensor:
     """The layer's weight as `option` leaves it (a new float32 tensor of the same shape; see the
-    module docstring)."""
+    module docstring; clip: the integer options' scale choice)."""
     kind, value = option_kind(option)
     w = layer.weight.detach().float()
     if kind == "bits":
-        q, s = channel_codes(w, option)
+        q, s = channel_codes(w, option, clip)
         return q * s.reshape(-1, *[1] * (w.dim() - 1))
     if kind == "sparsity":
         return w * magnitude_mask(w, value)
@@ -77,8 +78,8 @@ def changed_weight(layer: nn.Module, option: str) -> torch.Tensor:
     return reconstructed_weight(factorize_layer(layer, rank_for_ratio(m, n, value))).reshape(w.shape).float()
 
 
-def with_options(model: nn.Module, config: Mapping[str, str]) -> nn.Module:
-    """A copy of `model` with each named layer's weight replaced by `changed_weight(layer, option)`
+def with_options(model: nn.Module, config: Mapping[str, str], clip: str = "mse") -> nn.Module:
+    """A copy of `model` with each named layer's weight replaced by `changed_weight(layer, option, clip)`
     (layers not named keep their weights); names and options are checked before any work."""
     layers = models.prunable_layers(model)
     check_layer_names("with_options", "config", config, layers)
@@ -88,7 +89,7 @@ def with_options(model: nn.Module, config: Mapping[str, str]) -> nn.Module:
     changed = models.prunable_layers(out)
     with torch.no_grad():
         for name, option in config.items():
-            changed[name].weight.copy_(changed_weight(layers[name], option).to(changed[name].weight.dtype))
+            changed[name].weight.copy_(changed_weight(layers[name], option, clip).to(changed[name].weight.dtype))
     return out
 
 
@@ -103,7 +104,7 @@ def selection_split(data: Dataset, n: int) -> Split:
 
 
 def measure(model: nn.Module, split: Split, options: Sequence[str] = OPTIONS,
-            layers: Sequence[str] | None = None) -> list[dict]:
+            layers: Sequence[str] | None = None, clip: str = "mse") -> list[dict]:
     """One row per (layer, option) with only that layer changed: loss and accuracy (%) on `split` and
     their changes from the unchanged model (d_loss, d_accuracy in points)."""
     found = models.prunable_layers(model)
@@ -115,7 +116,7 @@ def measure(model: nn.Module, split: Split, options: Sequence[str] = OPTIONS,
     rows = []
     for name in names:
         for option in options:
-            got = evaluate(with_options(model, {name: option}), split)
+            got = evaluate(with_options(model, {name: option}, clip), split)
             rows.append({"layer": name, "option": option, "loss": got.loss, "accuracy": got.accuracy,
                          "d_loss": got.loss - ref.loss, "d_accuracy": got.accuracy - ref.accuracy})
     return rows
@@ -194,7 +195,8 @@ def output_kl(reference_logits: torch.Tensor, logits: torch.Tensor) -> float:
 
 
 def proxies(model: nn.Module, x: torch.Tensor, y: torch.Tensor, options: Sequence[str] = OPTIONS,
-            layers: Sequence[str] | None = None, samples: int = 64, seed: int = 0) -> tuple[list[dict], dict]:
+            layers: Sequence[str] | None = None, samples: int = 64, seed: int = 0,
+            clip: str = "mse") -> tuple[list[dict], dict]:
     """The proxies of every (layer, option) on one calibration batch (x, y): rows {"layer", "option",
     "hawq", "sqnr_db", "neg_sqnr", "kl"}, and the layers' Hessian traces (`layer_traces`)."""
     traces = layer_traces(model, x, y, samples, seed, layers)
@@ -206,8 +208,8 @@ def proxies(model: nn.Module, x: torch.Tensor, y: torch.Tensor, options: Sequenc
     for name in traces:
         w = found[name].weight.detach()
         for option in options:
-            w_new = changed_weight(found[name], option)
-            changed = with_options(model, {name: option}).eval()
+            w_new = changed_weight(found[name], option, clip)
+            changed = with_options(model, {name: option}, clip).eval()
             with torch.no_grad():
                 kl = output_kl(ref, changed(models.prepare_input(x, changed)))
             sqnr = sqnr_db(w, w_new)

@@ -137,6 +137,23 @@ def test_bit_packing_by_hand_and_round_trip():
         packedfile.unpack_bits(b"\x00", 3, 3)
 
 
+def test_mse_clip_is_the_best_ratio_on_its_grid_by_brute_force():
+    torch.manual_seed(7)
+    w = torch.randn(5, 40) * torch.tensor([1.0, 0.1, 3.0, 1.0, 0.5])[:, None]
+    w[3, 0] = 12.0  # an outlier row: clipping pays
+    for kind, bits in packedfile.CHANNEL_BITS.items():
+        qmax = 2 ** (bits - 1) - 1
+        q, s = packedfile.channel_codes(w, kind, clip="mse")
+        for c in range(5):
+            errors = []
+            for r in torch.linspace(1.0, 0.2, packedfile.MSE_RATIOS):
+                sc = max(float(r * w[c].abs().max() / qmax), float(torch.finfo(torch.float32).eps))
+                errors.append(float(((torch.round(w[c] / sc).clamp(-qmax, qmax) * sc - w[c]) ** 2).sum()))
+            assert float(((q[c] * s[c] - w[c]) ** 2).sum()) == pytest.approx(min(errors), rel=1e-5), (kind, c)
+        if bits <= 3:  # few levels: the outlier is clipped
+            assert float(s[3]) < float(w[3].abs().max() / qmax)
+
+
 def test_channel_codes_against_torch_fake_quantize():
     w = torch.randn(6, 4, 3, 3)
     for kind, bits in packedfile.CHANNEL_BITS.items():
