@@ -40,7 +40,7 @@ from compresslab.techniques.packedfile import CHANNEL_BITS, channel_codes
 from compresslab.techniques.quantops import sqnr_db
 from compresslab.techniques.svd import rank_for_ratio
 
-__all__ = ["OPTIONS", "QUANT_OPTIONS", "option_kind", "changed_weight", "with_options", "selection_split",
+__all__ = ["OPTIONS", "QUANT_OPTIONS", "option_kind", "changed_weight", "option_weights", "with_options", "selection_split",
            "measure", "rademacher", "hutchinson", "layer_traces", "hawq_score", "output_kl", "proxies",
            "PROXIES"]
 
@@ -78,9 +78,21 @@ def changed_weight(layer: nn.Module, option: str, clip: str = "mse") -> torch.Te
     return reconstructed_weight(factorize_layer(layer, rank_for_ratio(m, n, value))).reshape(w.shape).float()
 
 
-def with_options(model: nn.Module, config: Mapping[str, str], clip: str = "mse") -> nn.Module:
+def option_weights(model: nn.Module, options: Sequence[str] = OPTIONS, clip: str = "mse"
+                   ) -> dict[tuple[str, str], torch.Tensor]:
+    """`changed_weight` of every (layer, option), computed once, for `with_options(..., weights=)` when
+    many configurations of one model are built."""
+    for option in options:
+        option_kind(option)
+    return {(name, option): changed_weight(layer, option, clip)
+            for name, layer in models.prunable_layers(model).items() for option in options}
+
+
+def with_options(model: nn.Module, config: Mapping[str, str], clip: str = "mse",
+                 weights: Mapping[tuple[str, str], torch.Tensor] | None = None) -> nn.Module:
     """A copy of `model` with each named layer's weight replaced by `changed_weight(layer, option, clip)`
-    (layers not named keep their weights); names and options are checked before any work."""
+    (taken from `weights` when it holds the pair; layers not named keep their weights); names and
+    options are checked before any work."""
     layers = models.prunable_layers(model)
     check_layer_names("with_options", "config", config, layers)
     for option in config.values():
@@ -89,7 +101,9 @@ def with_options(model: nn.Module, config: Mapping[str, str], clip: str = "mse")
     changed = models.prunable_layers(out)
     with torch.no_grad():
         for name, option in config.items():
-            changed[name].weight.copy_(changed_weight(layers[name], option, clip).to(changed[name].weight.dtype))
+            new = weights[(name, option)] if weights is not None and (name, option) in weights \
+                else changed_weight(layers[name], option, clip)
+            changed[name].weight.copy_(new.to(changed[name].weight.dtype))
     return out
 
 

@@ -66,6 +66,11 @@ def test_with_options_changes_only_the_named_layers_and_checks_names():
     out = S.with_options(model, {"fc1": "int2"})
     assert torch.equal(out.conv1.weight, model.conv1.weight) and torch.equal(out.fc2.weight, model.fc2.weight)
     assert out.fc1.weight.unique(dim=None).numel() > 3 and not torch.equal(out.fc1.weight, model.fc1.weight)
+    cached = S.option_weights(model, ("int2", "int8"))
+    assert len(cached) == 4 * 2
+    again = S.with_options(model, {"fc1": "int2", "conv1": "int8"}, weights=cached)
+    assert torch.equal(again.fc1.weight, out.fc1.weight)
+    assert torch.equal(again.conv1.weight, S.with_options(model, {"conv1": "int8"}).conv1.weight)
     with pytest.raises(ValueError, match="fc_1"):
         S.with_options(model, {"fc_1": "int8"})
     with pytest.raises(ValueError, match="int5"):
