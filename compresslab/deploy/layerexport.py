@@ -2,7 +2,8 @@
 
 Options per runtime (`layer_options`): ONNX Runtime: "fp32", "int8" (static QDQ as the ONNX Runtime
 adapter's int8: per-channel int8 weights, int8 activations with calibrated scales, only on the
-chosen layers: `quantize_static(..., nodes_to_quantize=...)`), "int4" (Linear layers only: 4-bit
+chosen layers and the activation / pooling / shape nodes after them: `quantize_static(...,
+nodes_to_quantize=...)`; all layers int8 gives the adapter's whole-model file), "int4" (Linear layers only: 4-bit
 weight-only `MatMulNBits`, symmetric blocks of 32 inputs, see `onnx_nbits`); OpenVINO: "fp32"
 (f32 hint) and "int8" (`nncf.quantize` with every other layer in its `ignored_scope`).
 
@@ -41,6 +42,8 @@ RUNTIME_OPTIONS = {"onnxruntime": ("fp32", "int8", "int4"), "openvino": ("fp32",
 LINEAR_ONLY = ("int4",)  # options a Conv2d cannot take
 OWNER = "export_config"
 LAYER_OPS = ("Gemm", "MatMul", "Conv", "MatMulNBits")
+FOLLOWERS = ("Relu", "Clip", "MaxPool", "AveragePool", "GlobalAveragePool", "Reshape", "Flatten", "Transpose",
+             "Squeeze", "Unsqueeze")  # quantized with the int8 layer they follow
 _WEIGHT = re.compile(r"^(?:self\.)?(?P<layer>.+)\.weight(?:_(?:Q4|quantized|DQ.*))?$")
 _OV_MODULE = re.compile(r"^__module\.(?P<layer>[^/]+)/")
 
@@ -233,6 +236,26 @@ def _nodes_reading(onnx_model, weights: set[str], op_types: tuple[str, ...]) -> 
             if n.op_type in op_types and len(n.input) > 1 and n.input[1] in weights}
 
 
+def _with_followers(onnx_model, layers: set[str]) -> set[str]:
+    """The node names `layers` plus the activation, pooling and shape nodes that follow each of them
+    up to the next layer (Relu, MaxPool, Reshape, ...): quantized with it as the whole-model
+    quantizer does (a Relu after an int8 layer is folded into its output's requantization, not
+    left as a float op between two requantizations)."""
+    consumers: dict[str, list] = {}
+    for node in onnx_model.graph.node:
+        for name in node.input:
+            consumers.setdefault(name, []).append(node)
+    by_name = {n.name: n for n in onnx_model.graph.node}
+    out, todo = set(layers), list(layers)
+    while todo:
+        for name in by_name[todo.pop()].output:
+            for nxt in consumers.get(name, []):
+                if nxt.op_type in FOLLOWERS and nxt.name not in out:
+                    out.add(nxt.name)
+                    todo.append(nxt.name)
+    return out
+
+
 def _build_onnx(fp32: Path, config: dict[str, str], calibration, folder: Path, calibration_batch: int) -> Path:
     """The config's ONNX file in `folder`: int8 layers through quantize_static (QDQ, per channel),
     then int4 layers through MatMulNBitsQuantizer (their Gemm rewritten as MatMul + Add first)."""
@@ -254,11 +277,12 @@ def _build_onnx(fp32: Path, config: dict[str, str], calibration, folder: Path, c
                 tmp = _atomic_target(pre)
                 quant_pre_process(str(fp32), str(tmp), skip_symbolic_shape=True)
                 os.replace(tmp, pre)
-            nodes = _nodes_reading(onnx.load(str(pre)), int8, ("Gemm", "MatMul", "Conv"))
+            graph = onnx.load(str(pre))
+            nodes = _with_followers(graph, set(_nodes_reading(graph, int8, ("Gemm", "MatMul", "Conv")).values()))
             source = folder / "int8.onnx"
             quantize_static(str(pre), str(source), _Reader(INPUT, calibration, calibration_batch),
                             quant_format=QuantFormat.QDQ, per_channel=True, activation_type=QuantType.QInt8,
-                            weight_type=QuantType.QInt8, nodes_to_quantize=sorted(nodes.values()))
+                            weight_type=QuantType.QInt8, nodes_to_quantize=sorted(nodes))
         if not int4:
             return source
         proto = gemm_to_matmul(onnx.load(str(source)), int4)
