@@ -36,7 +36,8 @@ from compresslab.deploy.layerexport import (
     layer_options,
 )
 
-__all__ = ["BASE", "variant_label", "LatencyTable", "measure_table", "measure_configs", "prediction_errors"]
+__all__ = ["BASE", "variant_label", "LatencyTable", "default_timer", "measure_table", "measure_configs",
+           "prediction_errors"]
 
 BASE = "fp32"  # the label of the all-FP32 model in a table's timings
 SCHEMA = 1
@@ -192,10 +193,11 @@ def _check_measure(model, runtime, batch_size, example, calibration, threads, ro
                          "variants are calibrated on it)")
 
 
-def _timer(example: torch.Tensor, threads: int, rounds: int, repeats: int) -> Timer:
-    """The default timer: `latency_rounds` at one batch size, with `threads` intra-op threads."""
+def default_timer(input_shape: Sequence[int], threads: int = 1, rounds: int = 5, repeats: int = 20) -> Timer:
+    """The timer `measure_table` and `measure_configs` use unless given one: `latency_rounds` over the
+    variants at one batch size (inputs of `input_shape` past the batch), `threads` intra-op threads."""
     def timer(variants: dict[str, Callable], batch_size: int) -> dict[str, Latency]:
-        rows = latency_rounds(variants, rounds=rounds, batch_sizes=(batch_size,), input_shape=tuple(example.shape[1:]),
+        rows = latency_rounds(variants, rounds=rounds, batch_sizes=(batch_size,), input_shape=tuple(input_shape),
                               repeats=repeats, threads=threads)
         return {r.label: r for r in rows}
     return timer
@@ -225,7 +227,7 @@ def measure_table(model: nn.Module, runtime: str, batch_size: int, example: torc
         start = time.perf_counter()
         deployed[label] = export_config(model, runtime, config, example, calibration, workdir, threads)
         seconds[label] = time.perf_counter() - start
-    timings, timing_s = _timed(timer or _timer(example, threads, rounds, repeats), deployed, batch_size)
+    timings, timing_s = _timed(timer or default_timer(example.shape[1:], threads, rounds, repeats), deployed, batch_size)
     base = timings[BASE].median_ms
     delta = {layer: {o: 0.0 if o == "fp32" else timings[variant_label(layer, o)].median_ms - base for o in opts}
              for layer, opts in options.items()}
@@ -248,7 +250,7 @@ def measure_configs(model: nn.Module, runtime: str, configs: Sequence[Mapping[st
         slug = config_slug(config)
         if slug not in variants:
             variants[slug] = export_config(model, runtime, config, example, calibration, workdir, threads)
-    timings, _ = _timed(timer or _timer(example, threads, rounds, repeats), variants, batch_size)
+    timings, _ = _timed(timer or default_timer(example.shape[1:], threads, rounds, repeats), variants, batch_size)
     return [timings[config_slug(c)] for c in full]
 
 
