@@ -2,7 +2,7 @@
 
 HAWQ-V3's formulation. Layer l takes option o with the binary variable x_lo:
 
-    minimise    sum_lo s_lo x_lo                  (s: the layer's measured sensitivity to o)
+    minimise    sum_lo s_lo x_lo                  (s: layer l's measured sensitivity to option o)
     subject to  sum_o x_lo = 1 for every layer    (one option each)
                 sum_lo c_lo x_lo <= B             (c: the option's bytes, or milliseconds)
 
@@ -13,10 +13,14 @@ oracle on small cases. `accuracy_aware` is the other strategy the toolkits ship:
 aggressive setting and restore the most sensitive layers, one evaluation each, until the accuracy
 drop is within the limit.
 
-The verb `apply_mixed_precision` measures each layer's loss change at every bit width on selection
-images (`sensitivity.measure`; never the test set), solves the program under a budget of file
-bytes (a multiple of a uniform packed file's), and stores each layer at its width in one packed file
-(`packedfile`, per-channel codes): the accuracy reported is that of the file's weights.
+The verb `apply_mixed_precision` measures, for each layer alone at every bit width, the output KL
+divergence from the FP32 model on selection images (`sensitivity.measure`; never the test set),
+solves the program under a budget of file bytes (a multiple of a uniform packed file's), and stores
+each layer at its width in one packed file (`packedfile`, per-channel codes): the accuracy reported is
+that of the file's weights. KL rather than the loss change: clipping the weights' range shrinks
+the logits, which can lower an over-confident model's held-out cross-entropy while its accuracy drops,
+so a loss change can be negative for a harmful option; KL(p_FP32 || p) is zero only for an unchanged
+output and grows with any change.
 """
 
 from __future__ import annotations
@@ -230,7 +234,7 @@ class MixedPrecisionReport(Report):
     budget_bytes: float = 0.0
     layer_bytes: float = 0.0  # the chosen layers' bytes (the program's cost)
     file_bytes: int | None = None  # the packed file's bytes when one was written
-    predicted_loss_change: float = 0.0  # the program's objective: the summed per-layer loss changes
+    predicted_kl: float = 0.0  # the program's objective: the summed per-layer output KL divergences (nats)
 
     technique = "mixed precision"
 
@@ -258,7 +262,7 @@ def apply_mixed_precision(model: nn.Module, config: MixedPrecisionConfig, data: 
     rows = measure(work, split, config.options, clip=config.clip)
     scores = {}
     for row in rows:
-        scores.setdefault(row["layer"], {})[row["option"]] = row["d_loss"]
+        scores.setdefault(row["layer"], {})[row["option"]] = row["kl"]
     costs = layer_bytes(work, config.options)
     budget = config.budget_scale * sum(costs[name][config.budget_kind] for name in costs)
     kinds = solve(scores, costs, budget)
@@ -274,9 +278,9 @@ def apply_mixed_precision(model: nn.Module, config: MixedPrecisionConfig, data: 
         config=config, accuracy_before=before, accuracy_after=evaluate(work, data.test).accuracy,
         size_before=size_before, size_after=model_size(work, stored_bytes=file_bytes or total(costs, kinds)), seconds=time.perf_counter() - start,
         layers=[{"layer": name, "kind": kinds[name], "bytes": costs[name][kinds[name]],
-                 "loss_change": scores[name][kinds[name]]} for name in kinds],
+                 "kl": scores[name][kinds[name]]} for name in kinds],
         kinds=kinds, budget_bytes=budget, layer_bytes=total(costs, kinds), file_bytes=file_bytes,
-        predicted_loss_change=total(scores, kinds))
+        predicted_kl=total(scores, kinds))
     return work, report
 
 

@@ -32,7 +32,7 @@ from torch import nn
 
 from compresslab.core import models
 from compresslab.core.data import Dataset, Split
-from compresslab.core.training import evaluate
+from compresslab.core.training import split_logits
 from compresslab.core.validate import check_int, check_layer_names, check_seed
 from compresslab.techniques.lowrank import factorize_layer, layer_matrix, reconstructed_weight
 from compresslab.techniques.masks import magnitude_mask
@@ -117,22 +117,31 @@ def selection_split(data: Dataset, n: int) -> Split:
     return Split(tr.images[-n:], tr.labels[-n:], tr.mean, tr.std)
 
 
+def _scores(logits: torch.Tensor, labels: torch.Tensor) -> tuple[float, float]:
+    return float(F.cross_entropy(logits, labels)), 100.0 * float((logits.argmax(1) == labels).float().mean())
+
+
 def measure(model: nn.Module, split: Split, options: Sequence[str] = OPTIONS,
-            layers: Sequence[str] | None = None, clip: str = "mse") -> list[dict]:
-    """One row per (layer, option) with only that layer changed: loss and accuracy (%) on `split` and
-    their changes from the unchanged model (d_loss, d_accuracy in points)."""
+            layers: Sequence[str] | None = None, clip: str = "mse",
+            weights: Mapping[tuple[str, str], torch.Tensor] | None = None) -> list[dict]:
+    """One row per (layer, option) with only that layer changed, on `split`: loss and accuracy (%),
+    their changes from the unchanged model (d_loss, d_accuracy in points) and the output KL divergence
+    from it (kl, nats per image); `weights` as in `with_options`."""
     found = models.prunable_layers(model)
     names = list(found) if layers is None else list(layers)
     check_layer_names("measure", "layers", dict.fromkeys(names), found)
     for option in options:
         option_kind(option)
-    ref = evaluate(model, split)
+    reference = split_logits(model, split)
+    ref_loss, ref_acc = _scores(reference, split.labels)
     rows = []
     for name in names:
         for option in options:
-            got = evaluate(with_options(model, {name: option}, clip), split)
-            rows.append({"layer": name, "option": option, "loss": got.loss, "accuracy": got.accuracy,
-                         "d_loss": got.loss - ref.loss, "d_accuracy": got.accuracy - ref.accuracy})
+            logits = split_logits(with_options(model, {name: option}, clip, weights), split)
+            loss, accuracy = _scores(logits, split.labels)
+            rows.append({"layer": name, "option": option, "loss": loss, "accuracy": accuracy,
+                         "d_loss": loss - ref_loss, "d_accuracy": accuracy - ref_acc,
+                         "kl": output_kl(reference, logits)})
     return rows
 
 

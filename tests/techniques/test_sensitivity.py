@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from compresslab.core import models
+from compresslab.core import models, training
 from compresslab.core.training import evaluate
 from compresslab.techniques import sensitivity as S
 
@@ -145,6 +145,8 @@ def test_measure_rows_are_evaluate_of_the_changed_model(tiny_data):
         got = evaluate(S.with_options(model, {row["layer"]: row["option"]}), tiny_data.val)
         assert row["loss"] == pytest.approx(got.loss) and row["accuracy"] == got.accuracy
         assert row["d_loss"] == pytest.approx(got.loss - ref.loss)
+        changed = training.split_logits(S.with_options(model, {row["layer"]: row["option"]}), tiny_data.val)
+        assert row["kl"] == pytest.approx(S.output_kl(training.split_logits(model, tiny_data.val), changed), abs=1e-7)
     int8 = [r for r in rows if r["option"] == "int8"]
     assert all(abs(r["d_loss"]) < 0.05 for r in int8)  # 8 bits barely move a trained layer
     rows_p, traces = S.proxies(model, *tiny_data.train.tensors(64), ("int8", "int2"), samples=8)
