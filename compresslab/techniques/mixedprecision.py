@@ -39,7 +39,7 @@ from torch import nn
 from compresslab.core.data import Dataset
 from compresslab.core.metrics import model_size
 from compresslab.core.models import prunable_layers
-from compresslab.core.params import DATASET, PROFILE, SEED, Param, choice
+from compresslab.core.params import DATASET, PROFILE, SEED, WEIGHT, Param, choice
 from compresslab.core.report import Report
 from compresslab.core.training import LossFn, evaluate
 from compresslab.core.validate import check_choice, check_float, check_int
@@ -306,7 +306,8 @@ register(Technique(
     verb="mixed_precision", step=_recipe_step, writes_file=".clpk", frontier=_frontier,
     notebook="11_mixed_precision", params={
         "profile": PROFILE, "model_name": choice("lenet5", "lenet300"), "dataset": DATASET, "seed": SEED,
-        "select_images": Param("int", 1, 60_000), "calibration_images": Param("int", 1, 60_000),
+        "select_images": Param("int", 100, 30_000), "calibration_images": Param("int", 2, 60_000),
         "hutchinson_samples": Param("int", 2, 10_000), "max_drop": Param("float", 0, 100),
-        "runtime_batches": Param("ints", 1, 4096), "threads": Param("int", 1, 256),
+        "tuning_start": choice(*QUANT_OPTIONS), "runtimes": Param("choices", choices=("onnxruntime", "openvino")),
+        "runtime_batches": Param("ints", 1, 4096), "budget_share": WEIGHT, "threads": Param("int", 1, 256),
     }))

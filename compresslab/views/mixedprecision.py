@@ -42,7 +42,10 @@ def heatmap(rows: Sequence[Mapping], value: str, title: str, unit: str, fmt: str
     for i in range(len(layers)):
         for j in range(len(options)):
             if np.isfinite(grid[i, j]):
-                ax.text(j, i, fmt.format(grid[i, j]), ha="center", va="center", fontsize=7)
+                r, g, b, _ = image.cmap(image.norm(grid[i, j]))
+                dark = 0.299 * r + 0.587 * g + 0.114 * b < 0.5  # light text on a dark cell
+                ax.text(j, i, fmt.format(grid[i, j]), ha="center", va="center", fontsize=7,
+                        color="white" if dark else "black")
     ax.set_title(title, fontsize=9)
     ax.figure.colorbar(image, ax=ax, label=unit, shrink=0.8)
     if fig is not None:
@@ -92,6 +95,10 @@ def frontier(points: Sequence[Mapping], unit: str, title: str, chosen: Mapping |
         ax.scatter([chosen["cost"]], [chosen["accuracy"]], s=220, facecolors="none", edgecolors="black",
                    linewidths=2, zorder=5, label=chosen.get("label", "chosen"))
     ax.set(xlabel=unit, ylabel="test accuracy (%)", title=title)
+    if unit == "bytes" or "bytes" in unit:
+        from matplotlib.ticker import FuncFormatter
+
+        ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v / 1000:,.0f}k"))
     ax.legend(fontsize=7, loc="lower right")
     if fig is not None:
         fig.tight_layout()
