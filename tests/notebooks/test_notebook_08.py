@@ -17,8 +17,9 @@ def test_pareto_frontier_quick(run_notebook, png_per_cell):
     assert m["profile"] == "quick" and m["model"] == "lenet300" and m["threads"] == 1
     points = m["points"]
     names = {p["name"] for p in points}
-    assert m["n_points"] == len(points) == 23
-    assert {"FP32", "BF16", "FP16", "INT8", "INT4 (QAT)", "INT4 (AdaRound)", "INT4 (CLE+BC)", "Sparse VD", "ternary", "binary", "Deep Compression",
+    assert m["n_points"] == len(points) == 25
+    assert {"FP32", "BF16", "FP16", "INT8", "INT4 (QAT)", "INT4 (AdaRound)", "INT4 (CLE+BC)", "Sparse VD", "mixed (INT3 size)",
+            "mixed (INT4 size)", "ternary", "binary", "Deep Compression",
             "pruned -> INT8", "SVD -> INT8", "binary + distill"} <= names
     by = {p["name"]: p for p in points}
     # every point: accuracy of its artifact, its file's bytes, timings at both batch sizes, MACs and energy
@@ -35,6 +36,9 @@ def test_pareto_frontier_quick(run_notebook, png_per_cell):
     assert by["INT4 (AdaRound)"]["bytes"] < 0.13 * by["FP32"]["bytes"]  # the same int4 file layout
     assert by["INT4 (CLE+BC)"]["bytes"] == by["INT4 (AdaRound)"]["bytes"]
     assert by["Sparse VD"]["bytes"] < 0.1 * by["FP32"]["bytes"]  # its own file (notebook 06's format), not a packed one
+    # the integer program's choice in one packed file, within the bytes of the uniform width it was given
+    assert by["mixed (INT4 size)"]["bytes"] <= by["INT4 (AdaRound)"]["bytes"] + 16  # headers differ by a few digits
+    assert by["mixed (INT3 size)"]["bytes"] < by["mixed (INT4 size)"]["bytes"]
     assert by["ternary"]["bytes"] < 0.053 * by["FP32"]["bytes"] and by["binary"]["bytes"] < 0.036 * by["FP32"]["bytes"]
     # half precision: same accuracy to a few test images; measured speed recorded with its reliability flag
     assert abs(m["half_accuracy"]["bf16"] - m["half_accuracy"]["fp32"]) < 0.5
