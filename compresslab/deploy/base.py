@@ -37,6 +37,7 @@ from compresslab.core.validate import check_choice, check_int
 __all__ = [
     "PRECISIONS",
     "quiet",
+    "plain_rich_console",
     "MissingRuntime",
     "DeployOptions",
     "Deployed",
@@ -267,16 +268,40 @@ def native_stderr_captured() -> Iterator[None]:
 
 
 @contextlib.contextmanager
+def plain_rich_console() -> Iterator[None]:
+    """While inside, `rich`'s global console (NNCF's progress bars draw on it) writes plain text to a
+    discarded buffer instead of rendering, in a Jupyter kernel, a live ipywidgets display: a widget
+    opened by a package's progress bar is a comm that a headless run must not wait on. Nothing happens
+    when rich is not loaded."""
+    import sys
+
+    if "rich" not in sys.modules:
+        yield
+        return
+    import rich
+
+    console = rich.get_console()
+    saved = dict(console.__dict__)
+    rich.reconfigure(file=io.StringIO(), force_jupyter=False, force_terminal=False)
+    try:
+        yield
+    finally:
+        console.__dict__ = saved
+
+
+@contextlib.contextmanager
 def quiet(loggers: Sequence[str], stderr: bool = False) -> Iterator[None]:
     """Silence a runtime's chatter while it converts or loads: the named loggers at ERROR, warnings
-    ignored, stdout (and with `stderr`, stderr) swallowed; everything restored afterwards."""
+    ignored, stdout (and with `stderr`, stderr) swallowed, rich's progress displays kept out of the
+    notebook (`plain_rich_console`); everything restored afterwards."""
     found = [logging.getLogger(name) for name in loggers]
     levels = [lg.level for lg in found]
     for lg in found:
         lg.setLevel(logging.ERROR)
     try:
         with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()), \
-                (contextlib.redirect_stderr(io.StringIO()) if stderr else contextlib.nullcontext()):
+                (contextlib.redirect_stderr(io.StringIO()) if stderr else contextlib.nullcontext()), \
+                plain_rich_console():
             warnings.simplefilter("ignore")
             yield
     finally:

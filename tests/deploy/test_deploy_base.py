@@ -70,3 +70,19 @@ def test_native_stderr_is_held_back_and_shown_on_failure(capfd):
             raise RuntimeError("load failed")
     err = capfd.readouterr().err
     assert "program header is invalid" in err and "forward not found" in err  # a failure keeps the reason
+
+
+def test_plain_rich_console_keeps_progress_displays_out_of_a_notebook():
+    rich = pytest.importorskip("rich")
+    from compresslab.deploy.base import plain_rich_console
+
+    console = rich.get_console()
+    before = dict(console.__dict__)
+    console.is_jupyter = True  # as in a Jupyter kernel, where a live display becomes an ipywidgets Output
+    try:
+        with plain_rich_console():
+            assert rich.get_console().is_jupyter is False
+            rich.get_console().print("hidden")  # goes to the discarded buffer
+        assert rich.get_console().is_jupyter is True
+    finally:
+        console.__dict__ = before
