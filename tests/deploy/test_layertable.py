@@ -11,6 +11,7 @@ import itertools
 import json
 import math
 from collections import OrderedDict
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -164,6 +165,34 @@ def _output_scale(path, tensor: str) -> float:
     inits = {t.name: numpy_helper.to_array(t) for t in graph.initializer}
     node = next(n for n in graph.node if n.op_type == "QuantizeLinear" and n.input[0] == tensor)
     return float(inits[node.input[1]])
+
+
+def _kernels(path, disabled: list[str]) -> dict[str, str]:
+    """{node name: the kernel ORT ran it with} from a profile of one run (all graph optimizations)."""
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads, opts.enable_profiling = 1, True
+    opts.profile_file_prefix = str(Path(path).with_name(f"profile{len(disabled)}"))
+    sess = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"], disabled_optimizers=disabled)
+    sess.run(None, {sess.get_inputs()[0].name: X.numpy()})
+    events = json.loads(Path(sess.end_profiling()).read_text())
+    return {e["name"].removesuffix("_kernel_time"): e["args"]["op_name"] for e in events
+            if e.get("cat") == "Node" and e["name"].endswith("_kernel_time")}
+
+
+def test_an_fp32_layer_between_int8_layers_runs_in_float(workdir):
+    """fc1 and fc3 int8, fc2 FP32 between them: ORT's WeightBiasQuantization would run fc2 as an int8
+    QGemm; with `runtime_onnx.KEEP_FLOAT` disabled (as every session is) it runs a float Gemm, and
+    the file's config is what runs: int8 kernels exactly for fc1 and fc3."""
+    deployed = layerexport.export_config(tiny_mlp(), "onnxruntime", {"fc1": "int8", "fc3": "int8"}, X, CALIBRATION,
+                                         workdir)
+    quantized = {"QGemm", "QLinearMatMul", "MatMulIntegerToFloat", "QLinearConv"}
+    default = _kernels(deployed.path, [])
+    kept = _kernels(deployed.path, list(runtime_onnx.KEEP_FLOAT))
+    assert sum(op in quantized for op in default.values()) == 3  # the optimizer quantized fc2 too
+    assert sum(op in quantized for op in kept.values()) == 2
+    assert any(op in ("Gemm", "FusedGemm", "MatMul") for op in kept.values())
 
 
 # ---- the table against synthetic cost models ------------------------------------------------------------
