@@ -1,13 +1,16 @@
 """How well a per-layer latency table predicts end-to-end latency: LeNet-5 and LeNet-300-100 on ONNX Runtime
 (fp32 / int8 / int4 per layer) and OpenVINO (fp32 / int8 per layer), at batch 1 and 256.
 
-For each model, runtime and batch size: measure the table (`layertable.measure_table`: the all-FP32 model
-and every single-layer variant, timed in interleaved rounds), then `--configs` random per-layer configs
-(seeded; every layer's option drawn uniformly from what it can take) timed end to end in interleaved rounds
-(`measure_configs`), and compare: relative error (predicted - measured) / measured, the fraction within 15%,
-the median and p90 of |error|. Also written: how long each phase took (export and quantization per
-variant and per config, timing), the CPU's flags, the thread count and the per-layer deltas; and, per
-model and runtime, the layers whose fastest option differs between batch 1 and batch 256.
+For each model, runtime and batch size: measure the table (`layertable.measure_table`: the all-FP32 model,
+every single-layer variant and every adjacent-pair variant, timed in interleaved rounds), then `--configs`
+random per-layer configs (seeded; every layer's option drawn uniformly from what it can take) timed end to
+end in interleaved rounds (`measure_configs`), and compare, side by side on the same configs, the additive
+prediction (base + deltas: `table.without_pairs()`) and the pairwise one (+ adjacent-pair interactions):
+relative error (predicted - measured) / measured, the fraction within 15%, the median and p90 of |error|.
+Also written: how long each phase took (export and quantization per single and per pair variant and per
+config, timing, the timing's share spent on pair variants), the CPU's flags, the thread count, the
+per-layer deltas and pair interactions; and, per model and runtime, the layers whose fastest option
+differs between batch 1 and batch 256.
 Weights are random (seeded): latency does not depend on them.
 
     OMP_NUM_THREADS=1 python benchmarks/bench_layertable.py --threads 1 --out layertable.json
@@ -16,6 +19,7 @@ Weights are random (seeded): latency does not depend on them.
 from __future__ import annotations
 
 import argparse
+import os
 import random
 import statistics
 import tempfile
@@ -40,6 +44,13 @@ def quantile(values: list[float], q: float) -> float:
     return values[min(len(values) - 1, round(q * (len(values) - 1)))]
 
 
+def summary(errors: list[float]) -> dict:
+    absolute = [abs(e) for e in errors]
+    return {"within_15pct": sum(a <= 0.15 for a in absolute) / len(absolute),
+            "median_abs_error": statistics.median(absolute), "p90_abs_error": quantile(absolute, 0.9),
+            "mean_error": statistics.fmean(errors)}
+
+
 def one_case(model, name, runtime, batch, args, workdir) -> dict:
     example = torch.rand(2, 1, 28, 28, generator=torch.Generator().manual_seed(1))
     calibration = torch.rand(args.calibration, 1, 28, 28, generator=torch.Generator().manual_seed(2))
@@ -61,21 +72,27 @@ def one_case(model, name, runtime, batch, args, workdir) -> dict:
     measured = layertable.measure_configs(model, runtime, configs, batch, example, calibration, workdir,
                                           threads=args.threads, timer=timer)
     configs_s = time.perf_counter() - start
+    additive = table.without_pairs()
     errors = layertable.prediction_errors(table, configs, measured)
-    absolute = [abs(e) for e in errors]
+    additive_errors = layertable.prediction_errors(additive, configs, measured)
     unique = len({layerexport.config_slug(layerexport.full_config(model, runtime, c)) for c in configs})
     exports = dict(table.export_seconds)
+    singles = [v for k, v in exports.items() if k != layertable.BASE and "," not in k]
+    pairs = [v for k, v in exports.items() if "," in k]
     return {
         "model": name, "runtime": runtime, "batch": batch, "table": table.to_dict(),
         "configs": configs, "measured": [m.to_dict() for m in measured],
         "predicted_ms": [table.predict(c) for c in configs], "errors": errors,
-        "summary": {"within_15pct": sum(a <= 0.15 for a in absolute) / len(absolute),
-                    "median_abs_error": statistics.median(absolute), "p90_abs_error": quantile(absolute, 0.9),
-                    "mean_error": statistics.fmean(errors), "n_configs": len(configs), "unique_configs": unique},
+        "additive_predicted_ms": [additive.predict(c) for c in configs], "additive_errors": additive_errors,
+        "summary": {"pairwise": summary(errors), "additive": summary(additive_errors),
+                    "n_configs": len(configs), "unique_configs": unique,
+                    "single_variants": len(singles), "pair_variants": len(pairs)},
         "seconds": {"table_total": table_s, "table_timing": table.timing_seconds,
+                    "table_timing_pair_share": table.timing_seconds * len(pairs) / len(exports),
                     "table_export_first_fp32": exports.get(layertable.BASE, 0.0),
-                    "table_export_per_variant_median": statistics.median(
-                        v for k, v in exports.items() if k != layertable.BASE),
+                    "table_export_per_variant_median": statistics.median(singles),
+                    "table_export_pairs_total": sum(pairs),
+                    "table_export_per_pair_median": statistics.median(pairs) if pairs else 0.0,
                     "configs_total": configs_s, "configs_timing": spent.get("timing", 0.0),
                     "configs_export_per_config": (configs_s - spent.get("timing", 0.0)) / unique},
     }
@@ -110,12 +127,19 @@ def main() -> None:
                     cases.append(case)
                     s, t = case["summary"], case["seconds"]
                     print(f"{name:9} {runtime:12} b{batch:<4} base {case['table']['base_ms']:.4f} ms  "
-                          f"within 15%: {s['within_15pct']:.0%}  |err| median {s['median_abs_error']:.3f} "
-                          f"p90 {s['p90_abs_error']:.3f}  mean err {s['mean_error']:+.3f}  "
-                          f"export/config {t['configs_export_per_config']:.2f} s  table {t['table_total']:.1f} s "
-                          f"configs {t['configs_total']:.1f} s", flush=True)
+                          f"{s['single_variants']} single + {s['pair_variants']} pair variants, table "
+                          f"{t['table_total']:.1f} s (pair exports {t['table_export_pairs_total']:.1f} s, timing "
+                          f"{t['table_timing']:.1f} s of which pairs ~{t['table_timing_pair_share']:.1f} s)  "
+                          f"configs {t['configs_total']:.1f} s  load {os.getloadavg()[0]:.2f}", flush=True)
+                    for kind in ("additive", "pairwise"):
+                        k = s[kind]
+                        print(f"    {kind:8} within 15%: {k['within_15pct']:4.0%}  |err| median "
+                              f"{k['median_abs_error']:.3f} p90 {k['p90_abs_error']:.3f}  mean err "
+                              f"{k['mean_error']:+.3f}", flush=True)
                     for layer, row in case["table"]["delta_ms"].items():
                         print(f"    {layer:6} " + "  ".join(f"{o} {d:+.4f}" for o, d in row.items()))
+                    for pair, row in case["table"]["pair_ms"].items():
+                        print(f"    {pair:10} " + "  ".join(f"{o} {d:+.4f}" for o, d in row.items()))
     flips = []
     for name in args.models:
         for runtime in args.runtimes:

@@ -2,15 +2,22 @@
 
 Measured in context, so that the session's fixed overhead is counted once: the all-FP32 model's
 median end-to-end time is `base_ms`; each single-layer variant (one layer at one option, every
-other layer FP32) is timed end to end in the same interleaved rounds (`core.latency.latency_rounds`),
-and its difference from the base is that layer's delta:
+other layer FP32) and each adjacent-pair variant (two consecutive layers of `prunable_layers`
+order changed, both away from FP32) is timed end to end in the same interleaved rounds
+(`core.latency.latency_rounds`):
 
-    delta[l][o] = median(model with only l at o) - base_ms        (delta[l]["fp32"] = 0)
-    predict(config) = base_ms + sum_l delta[l][config[l]]
+    delta[l][o] = t(only l at o) - base_ms                                   (delta[l]["fp32"] = 0)
+    pair[l1|l2][o1|o2] = t(l1 at o1 and l2 at o2) - t(l1 at o1) - t(l2 at o2) + base_ms
+    predict(config) = base_ms + sum_l delta[l][config[l]] + sum_{adjacent l1, l2} pair[l1|l2][config[l1]|config[l2]]
 
-The prediction is exact when the layers' costs add up; it errs by whatever interaction the
-runtime has between layers (a fused requantization between two int8 layers, cache effects), which
+(t: a variant's median; a pair term is 0 when either layer is FP32.) The pair term is what a
+runtime saves or adds when two neighbours change together: an int8 layer alone pays for quantizing
+its input and dequantizing its output, two adjacent int8 layers pass int8 between them. The
+prediction is exact whenever the cost is a sum of per-layer and per-boundary terms (a boundary cost
+that depends on the two layers either side of it: a chain of int8 layers costs one quantize at its
+start and one dequantize at its end); it errs by any interaction reaching past a neighbour, which
 `measure_configs` and `prediction_errors` measure: relative error (predicted - measured) / measured.
+`measure_table(..., pairs=False)` gives the additive table (no pair terms).
 """
 
 from __future__ import annotations
@@ -19,7 +26,7 @@ import math
 import os
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import torch
 from torch import nn
@@ -36,11 +43,12 @@ from compresslab.deploy.layerexport import (
     layer_options,
 )
 
-__all__ = ["BASE", "variant_label", "LatencyTable", "default_timer", "measure_table", "measure_configs",
-           "prediction_errors"]
+__all__ = ["BASE", "variant_label", "pair_key", "pair_label", "LatencyTable", "default_timer", "measure_table",
+           "measure_configs", "prediction_errors"]
 
 BASE = "fp32"  # the label of the all-FP32 model in a table's timings
-SCHEMA = 1
+SCHEMA = 2  # 2: pair_ms; schema 1 dicts (no pair terms) are still read
+SEP = "|"  # joins two layers (or two options) in pair_ms's keys
 OWNER = "measure_table"  # measure_table and measure_configs check the same arguments
 Timer = Callable[[dict[str, Callable], int], dict[str, Latency]]
 _TIMING_KEYS = ("p10_ms", "median_ms", "p90_ms")
@@ -55,12 +63,76 @@ def variant_label(layer: str, option: str) -> str:
     return f"{layer}={option}"
 
 
+def pair_key(first: str, second: str) -> str:
+    """The key of two layers (or two options) in `LatencyTable.pair_ms`.
+
+    >>> pair_key("fc1", "fc2"), pair_key("int8", "int4")
+    ('fc1|fc2', 'int8|int4')
+    """
+    return f"{first}{SEP}{second}"
+
+
+def pair_label(first: str, option1: str, second: str, option2: str) -> str:
+    """The label of the model with only `first` at `option1` and `second` at `option2`.
+
+    >>> pair_label("fc1", "int8", "fc2", "int4")
+    'fc1=int8,fc2=int4'
+    """
+    return f"{variant_label(first, option1)},{variant_label(second, option2)}"
+
+
+def _pair_options(delta_ms: Mapping[str, Mapping[str, float]]) -> dict[tuple[str, str], list[tuple[str, str]]]:
+    """{(l1, l2): [(o1, o2), ...]} for each adjacent pair of layers (in order) and their non-FP32 options."""
+    layers = list(delta_ms)
+    return {(a, b): [(o1, o2) for o1 in delta_ms[a] if o1 != "fp32" for o2 in delta_ms[b] if o2 != "fp32"]
+            for a, b in zip(layers, layers[1:])}
+
+
+def _pair_variants(owner: str, table: LatencyTable) -> dict[str, tuple[str, str, str, str, float]]:
+    """{pair label: (l1, l2, o1, o2, interaction)} of `table.pair_ms`, which must be empty or hold every
+    adjacent pair's every non-FP32 option pair (finite numbers)."""
+    if not isinstance(table.pair_ms, dict):
+        raise TypeError(f"{owner}.pair_ms={show(table.pair_ms)} must be a dict {{'l1|l2': {{'o1|o2': ms}}}}")
+    if not table.pair_ms:
+        return {}
+    expected = {pair_key(a, b): {pair_key(*o): (a, b, *o) for o in opts}
+                for (a, b), opts in _pair_options(table.delta_ms).items() if opts}
+    out = {}
+    for key, row in table.pair_ms.items():
+        if key not in expected:
+            raise ValueError(f"{owner}.pair_ms[{key!r}] is not a pair of adjacent layers; the table's adjacent "
+                             f"pairs are {sorted(expected)}")
+        if not isinstance(row, dict) or set(row) != set(expected[key]):
+            raise ValueError(f"{owner}.pair_ms[{key!r}]={show(row)} must give exactly the option pairs "
+                             f"{sorted(expected[key])} (both layers away from fp32)")
+        for options, ms in row.items():
+            a, b, o1, o2 = expected[key][options]
+            out[pair_label(a, o1, b, o2)] = (a, b, o1, o2, check_float(owner, f"pair_ms[{key!r}][{options!r}]", ms))
+    if set(table.pair_ms) != set(expected):
+        raise ValueError(f"{owner}.pair_ms misses the adjacent pairs {sorted(set(expected) - set(table.pair_ms))}")
+    return out
+
+
+def _check_pair_values(owner: str, table: LatencyTable, pairs: dict) -> None:
+    """Each interaction equals its timed variants' medians combined (the module docstring)."""
+    median = {label: t["median_ms"] for label, t in table.spread.items()}
+    for label, (a, b, o1, o2, ms) in pairs.items():
+        one, two = variant_label(a, o1), variant_label(b, o2)
+        combined = median[label] - median[one] - median[two] + table.base_ms
+        if not math.isclose(combined, ms, rel_tol=1e-9, abs_tol=1e-9):
+            raise ValueError(f"{owner}.pair_ms[{pair_key(a, b)!r}][{pair_key(o1, o2)!r}]={ms} is not "
+                             f"t({label}) - t({one}) - t({two}) + base_ms = {combined}")
+
+
 @dataclass(frozen=True)
 class LatencyTable:
     """Per-layer latency deltas of one runtime at one batch size and thread count (milliseconds).
 
-    delta_ms: {layer: {option: median of the single-layer variant - base_ms}}, "fp32" = 0 for every layer;
-    spread: {label: {"p10_ms", "median_ms", "p90_ms"}} of every timed variant (`BASE`, `variant_label`);
+    delta_ms: {layer: {option: median of the single-layer variant - base_ms}}, "fp32" = 0 for every
+    layer, layers in model order; pair_ms: {pair_key(l1, l2): {pair_key(o1, o2): interaction}} for every
+    adjacent pair and non-FP32 option pair (the module docstring), or empty (the additive table);
+    spread: {label: {"p10_ms", "median_ms", "p90_ms"}} of every timed variant (`BASE`, `variant_label`,
+    `pair_label`);
     cpu: `deploy.bench.cpu_features()` of the machine it was measured on;
     export_seconds: {label: seconds to export and quantize that variant}; timing_seconds: the timing phase.
     """
@@ -74,6 +146,7 @@ class LatencyTable:
     spread: dict
     export_seconds: dict = field(default_factory=dict)
     timing_seconds: float = 0.0
+    pair_ms: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         owner = "LatencyTable"
@@ -98,6 +171,8 @@ class LatencyTable:
                 check_float(owner, f"{where}[{option!r}]", ms)
                 if option != "fp32":
                     labels.add(variant_label(layer, option))
+        pairs = _pair_variants(owner, self)
+        labels |= set(pairs)
         if set(self.spread) != labels:
             raise ValueError(f"{owner}.spread has the labels {sorted(map(str, self.spread))}; the table's variants "
                              f"are {sorted(labels)}")
@@ -116,6 +191,7 @@ class LatencyTable:
                         rel_tol=1e-9, abs_tol=1e-9):
                     raise ValueError(f"{owner}.delta_ms[{layer!r}][{option!r}]={ms} is not its variant's median "
                                      "minus base_ms")
+        _check_pair_values(owner, self, pairs)
         if not isinstance(self.export_seconds, dict) or not set(self.export_seconds) <= labels:
             raise ValueError(f"{owner}.export_seconds={show(self.export_seconds)} must be a dict {{label: seconds}} "
                              "over the table's labels")
@@ -126,8 +202,14 @@ class LatencyTable:
     def layers(self) -> list[str]:
         return list(self.delta_ms)
 
+    @property
+    def adjacent(self) -> list[tuple[str, str]]:
+        """The pairs of consecutive layers (the pairs `pair_ms` may hold)."""
+        return list(zip(self.layers, self.layers[1:]))
+
     def predict(self, config: Mapping[str, str]) -> float:
-        """base_ms + sum of each layer's delta at its option in `config` (a layer not named: fp32).
+        """base_ms + each layer's delta at its option in `config` (a layer not named: fp32) + each
+        adjacent pair's interaction at their options (0 when either is fp32 or the table has no pairs).
 
         >>> t = LatencyTable("onnxruntime", 1, 1, {}, 1.0, {"fc1": {"fp32": 0.0, "int8": -0.25}},
         ...                  {"fp32": dict(p10_ms=0.9, median_ms=1.0, p90_ms=1.2),
@@ -142,7 +224,27 @@ class LatencyTable:
         for layer, option in config.items():
             check_choice("LatencyTable.predict", f"config[{layer!r}]", option, tuple(self.delta_ms[layer]))
             total += self.delta_ms[layer][option]
+        for a, b in self.adjacent:
+            row = self.pair_ms.get(pair_key(a, b), {})
+            total += row.get(pair_key(config.get(a, "fp32"), config.get(b, "fp32")), 0.0)
         return total
+
+    def without_pairs(self) -> LatencyTable:
+        """The additive table: the same base and deltas (from the same rounds), no pair terms."""
+        labels = {BASE} | {variant_label(k, o) for k, row in self.delta_ms.items() for o in row if o != "fp32"}
+        return replace(self, pair_ms={}, spread={k: v for k, v in self.spread.items() if k in labels},
+                       export_seconds={k: v for k, v in self.export_seconds.items() if k in labels})
+
+    def program_costs(self) -> tuple[dict[str, dict[str, float]], dict[tuple[str, str], dict[tuple[str, str], float]]]:
+        """(costs, pair_costs) for `techniques.mixedprecision.solve`: costs[l][o] = delta_ms (fp32: 0),
+        pair_costs[(l1, l2)][(o1, o2)] = the interaction; the latency is base_ms + the program's cost,
+        so a budget of B ms is solve(..., B - base_ms, pair_costs=pair_costs)."""
+        costs = {layer: dict(row) for layer, row in self.delta_ms.items()}
+        pair_costs = {}
+        for key, row in self.pair_ms.items():
+            a, b = key.split(SEP)
+            pair_costs[(a, b)] = {tuple(options.split(SEP)): ms for options, ms in row.items()}
+        return costs, pair_costs
 
     def rows(self) -> list[dict]:
         """One row per layer and option: the delta, the delta relative to the base, and the timed
@@ -155,24 +257,44 @@ class LatencyTable:
                             "relative": delta / self.base_ms if self.base_ms > 0 else math.nan, **timing})
         return out
 
+    def pair_rows(self) -> list[dict]:
+        """One row per adjacent pair and option pair: the interaction, relative to the base, and the
+        timed pair variant's median, p10 and p90."""
+        out = []
+        for key, row in self.pair_ms.items():
+            first, second = key.split(SEP)
+            for options, ms in row.items():
+                o1, o2 = options.split(SEP)
+                out.append({"first": first, "second": second, "option1": o1, "option2": o2, "interaction_ms": ms,
+                            "relative": ms / self.base_ms if self.base_ms > 0 else math.nan,
+                            **self.spread[pair_label(first, o1, second, o2)]})
+        return out
+
     def to_dict(self) -> dict:
         """JSON-safe: every field, and a schema number."""
         return {"schema": SCHEMA, "runtime": self.runtime, "batch_size": self.batch_size, "threads": self.threads,
                 "cpu": dict(self.cpu), "base_ms": self.base_ms,
                 "delta_ms": {k: dict(v) for k, v in self.delta_ms.items()},
                 "spread": {k: dict(v) for k, v in self.spread.items()},
-                "export_seconds": dict(self.export_seconds), "timing_seconds": self.timing_seconds}
+                "export_seconds": dict(self.export_seconds), "timing_seconds": self.timing_seconds,
+                "pair_ms": {k: dict(v) for k, v in self.pair_ms.items()}}
 
     @classmethod
     def from_dict(cls, data: object) -> LatencyTable:
-        """The table `to_dict` wrote, checked field by field (a damaged dict raises ValueError / TypeError)."""
+        """The table `to_dict` wrote, checked field by field (a damaged dict raises ValueError / TypeError);
+        a schema 1 dict (written before pair terms) reads as a table without them."""
         keys = {"schema", "runtime", "batch_size", "threads", "cpu", "base_ms", "delta_ms", "spread",
                 "export_seconds", "timing_seconds"}
-        if not isinstance(data, dict) or set(data) != keys:
-            found = sorted(map(str, data)) if isinstance(data, dict) else type(data).__name__
-            raise ValueError(f"LatencyTable.from_dict needs exactly the keys {sorted(keys)}; got {found}")
-        if data["schema"] != SCHEMA:
-            raise ValueError(f"LatencyTable.schema={show(data['schema'])} must be {SCHEMA}")
+        if not isinstance(data, dict):
+            raise ValueError(f"LatencyTable.from_dict needs a dict (LatencyTable.to_dict()); got {show(data)}")
+        schema = data.get("schema")
+        if schema not in (1, SCHEMA) or isinstance(schema, bool):
+            raise ValueError(f"LatencyTable.schema={show(schema)} must be 1 or {SCHEMA}")
+        if schema == SCHEMA:
+            keys |= {"pair_ms"}
+        if set(data) != keys:
+            raise ValueError(f"LatencyTable.from_dict needs exactly the keys {sorted(keys)} (schema {schema}); "
+                             f"got {sorted(map(str, data))}")
         return cls(**{k: v for k, v in data.items() if k != "schema"})
 
 
@@ -213,15 +335,20 @@ def _timed(timer: Timer, variants: dict[str, Deployed], batch_size: int) -> tupl
 
 def measure_table(model: nn.Module, runtime: str, batch_size: int, example: torch.Tensor, calibration: torch.Tensor,
                   workdir: str | os.PathLike, threads: int = 1, rounds: int = 5, repeats: int = 20,
-                  timer: Timer | None = None) -> tuple[LatencyTable, dict[str, Deployed]]:
-    """Export the all-FP32 model and every single-layer variant (`layer_options`), time them all in
-    interleaved rounds at `batch_size` and return the table with the deployed models by label
-    (`BASE`, `variant_label(layer, option)`). `timer(variants, batch_size) -> {label: Latency}`
-    replaces the default (`latency_rounds` with `rounds`, `repeats`, `threads`)."""
+                  timer: Timer | None = None, *, pairs: bool = True) -> tuple[LatencyTable, dict[str, Deployed]]:
+    """Export the all-FP32 model, every single-layer variant (`layer_options`) and, with `pairs`,
+    every adjacent-pair variant (both layers away from FP32), time them all in interleaved rounds at
+    `batch_size` and return the table with the deployed models by label (`BASE`,
+    `variant_label(layer, option)`, `pair_label(l1, o1, l2, o2)`). `timer(variants, batch_size) ->
+    {label: Latency}` replaces the default (`latency_rounds` with `rounds`, `repeats`, `threads`)."""
     _check_measure(model, runtime, batch_size, example, calibration, threads, rounds, repeats, timer)
+    if not isinstance(pairs, bool):
+        raise TypeError(f"{OWNER}.pairs={show(pairs)} must be True or False")
     options = layer_options(model, runtime)
     configs = {BASE: {}} | {variant_label(layer, o): {layer: o} for layer, opts in options.items()
                             for o in opts if o != "fp32"}
+    adjacent = _pair_options(options) if pairs else {}
+    configs |= {pair_label(a, o1, b, o2): {a: o1, b: o2} for (a, b), opts in adjacent.items() for o1, o2 in opts}
     deployed, seconds = {}, {}
     for label, config in configs.items():
         start = time.perf_counter()
@@ -231,8 +358,13 @@ def measure_table(model: nn.Module, runtime: str, batch_size: int, example: torc
     base = timings[BASE].median_ms
     delta = {layer: {o: 0.0 if o == "fp32" else timings[variant_label(layer, o)].median_ms - base for o in opts}
              for layer, opts in options.items()}
+    median = {label: t.median_ms for label, t in timings.items()}
+    pair_ms = {pair_key(a, b): {pair_key(o1, o2): median[pair_label(a, o1, b, o2)] - median[variant_label(a, o1)]
+                                - median[variant_label(b, o2)] + base for o1, o2 in opts}
+               for (a, b), opts in adjacent.items() if opts}
     spread = {label: {k: float(getattr(t, k)) for k in _TIMING_KEYS} for label, t in timings.items()}
-    table = LatencyTable(runtime, batch_size, threads, cpu_features(), float(base), delta, spread, seconds, timing_s)
+    table = LatencyTable(runtime, batch_size, threads, cpu_features(), float(base), delta, spread, seconds, timing_s,
+                         pair_ms)
     return table, deployed
 
 

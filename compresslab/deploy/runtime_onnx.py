@@ -74,9 +74,17 @@ def _this_cpu_needs_exact_int8() -> bool:
     return needs_exact_int8(cpu_features())
 
 
+# ORT's WeightBiasQuantization quantizes a float Conv / Gemm's weights on load when its input comes
+# from a DequantizeLinear and its output reaches a QuantizeLinear (through Relu, MaxPool, Reshape):
+# a per-layer file's FP32 layer between two int8 layers would run int8 (LeNet-5: conv1 and fc1 int8
+# ran conv2 as a QLinearConv). Disabled, every layer runs at the precision its file gives it.
+KEEP_FLOAT = ("WeightBiasQuantization",)
+
+
 def session(path: str | os.PathLike, threads: int, exact_int8: bool | None = None):
-    """An ORT CPU session with `threads` intra-op threads and 1 inter-op thread, all graph optimizations.
-    exact_int8: use ORT's U8U8 kernels (no 16-bit saturation); None decides by `needs_exact_int8()`."""
+    """An ORT CPU session with `threads` intra-op threads and 1 inter-op thread, all graph optimizations
+    but `KEEP_FLOAT` (a float layer runs in float, as the file says). exact_int8: use ORT's U8U8
+    kernels (no 16-bit saturation); None decides by `needs_exact_int8()`."""
     import onnxruntime as ort
 
     opts = ort.SessionOptions()
@@ -86,7 +94,8 @@ def session(path: str | os.PathLike, threads: int, exact_int8: bool | None = Non
     opts.log_severity_level = 3
     if needs_exact_int8() if exact_int8 is None else exact_int8:
         opts.add_session_config_entry("session.x64quantprecision", "1")
-    return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+    return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"],
+                                disabled_optimizers=list(KEEP_FLOAT))
 
 
 @dataclass

@@ -6,6 +6,15 @@ HAWQ-V3's formulation. Layer l takes option o with the binary variable x_lo:
     subject to  sum_o x_lo = 1 for every layer    (one option each)
                 sum_lo c_lo x_lo <= B             (c: the option's bytes, or milliseconds)
 
+Costs may also carry pair terms (a latency table's interactions between neighbouring layers):
+p[l1,l2][o1,o2] is added to the cost when l1 takes o1 and l2 takes o2. The product x_{l1,o1} x_{l2,o2}
+is linearised exactly with a continuous y in [0, 1]:
+
+                y <= x_{l1,o1},   y <= x_{l2,o2},   y >= x_{l1,o1} + x_{l2,o2} - 1
+                sum_lo c_lo x_lo + sum p y <= B
+
+(binary x force y = x_{l1,o1} x_{l2,o2}, whatever the sign of p).
+
 Summing the per-layer sensitivities assumes their effects add up (true to first order for small
 changes); the notebook measures how far that holds. `solve` hands the program to the HiGHS
 mixed-integer solver (`scipy.optimize.milp`); `brute_force` enumerates every configuration and is the
@@ -47,10 +56,11 @@ from compresslab.techniques import packedfile
 from compresslab.techniques.registry import StepContext, Technique, register, tiny_mlp
 from compresslab.techniques.sensitivity import QUANT_OPTIONS, measure, selection_split, with_options
 
-__all__ = ["Table", "layer_bytes", "total", "solve", "brute_force", "budget_sweep", "Tuning", "accuracy_aware",
-           "MixedPrecisionConfig", "MixedPrecisionReport", "apply_mixed_precision"]
+__all__ = ["Table", "PairTable", "layer_bytes", "total", "total_cost", "solve", "brute_force", "budget_sweep",
+           "Tuning", "accuracy_aware", "MixedPrecisionConfig", "MixedPrecisionReport", "apply_mixed_precision"]
 
 Table = Mapping[str, Mapping[str, float]]  # layer -> option -> value
+PairTable = Mapping[tuple[str, str], Mapping[tuple[str, str], float]]  # (l1, l2) -> (o1, o2) -> extra cost
 
 
 def _check_tables(scores: Table, costs: Table) -> list[tuple[str, list[str]]]:
@@ -71,6 +81,31 @@ def _check_tables(scores: Table, costs: Table) -> list[tuple[str, list[str]]]:
     return layout
 
 
+def _check_pairs(costs: Table, pair_costs: PairTable | None) -> list[tuple[str, str, str, str, float]]:
+    """pair_costs as (l1, l2, o1, o2, cost) terms: two distinct known layers, options each layer
+    has, finite numbers; None or {} gives no terms."""
+    if pair_costs is None:
+        return []
+    if not isinstance(pair_costs, Mapping):
+        raise TypeError(f"pair_costs={pair_costs!r} must be a mapping {{(layer1, layer2): {{(option1, option2): cost}}}}")
+    terms = []
+    for layers, row in pair_costs.items():
+        if not (isinstance(layers, tuple) and len(layers) == 2 and all(k in costs for k in layers)
+                and layers[0] != layers[1]):
+            raise ValueError(f"pair_costs key {layers!r} must be a tuple of two different layers of {sorted(costs)}")
+        if not isinstance(row, Mapping):
+            raise TypeError(f"pair_costs[{layers!r}]={row!r} must be a mapping {{(option1, option2): cost}}")
+        for options, value in row.items():
+            if not (isinstance(options, tuple) and len(options) == 2 and options[0] in costs[layers[0]]
+                    and options[1] in costs[layers[1]]):
+                raise ValueError(f"pair_costs[{layers!r}] key {options!r} must be (option of {layers[0]!r}, option "
+                                 f"of {layers[1]!r}) from {sorted(costs[layers[0]])} x {sorted(costs[layers[1]])}")
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+                raise ValueError(f"pair_costs[{layers!r}][{options!r}]={value!r} must be a finite number")
+            terms.append((*layers, *options, float(value)))
+    return terms
+
+
 def total(table: Table, config: Mapping[str, str]) -> float:
     """sum_l table[l][config[l]].
 
@@ -78,6 +113,20 @@ def total(table: Table, config: Mapping[str, str]) -> float:
     12.0
     """
     return float(sum(table[layer][option] for layer, option in config.items()))
+
+
+def total_cost(costs: Table, config: Mapping[str, str], pair_costs: PairTable | None = None) -> float:
+    """sum_l costs[l][config[l]] + sum over pair terms p[l1,l2][config[l1],config[l2]] (an option
+    pair not listed: 0).
+
+    >>> costs = {"a": {"x": 1.0, "y": 2.0}, "b": {"x": 10.0, "y": 20.0}}
+    >>> total_cost(costs, {"a": "y", "b": "y"}, {("a", "b"): {("y", "y"): -5.0}})
+    17.0
+    """
+    out = total(costs, config)
+    for (first, second), row in (pair_costs or {}).items():
+        out += row.get((config[first], config[second]), 0.0)
+    return float(out)
 
 
 def layer_bytes(model: nn.Module, options: Sequence[str] = QUANT_OPTIONS) -> dict[str, dict[str, int]]:
@@ -95,40 +144,56 @@ def layer_bytes(model: nn.Module, options: Sequence[str] = QUANT_OPTIONS) -> dic
     return out
 
 
-def solve(scores: Table, costs: Table, budget: float) -> dict[str, str]:
-    """The configuration minimising the summed score with summed cost <= budget (the module
-    docstring's program, exactly, by HiGHS branch and bound). ValueError if no configuration fits."""
+def solve(scores: Table, costs: Table, budget: float, *, pair_costs: PairTable | None = None) -> dict[str, str]:
+    """The configuration minimising the summed score with total cost <= budget (`total_cost`, pair
+    terms included: the module docstring's program, exactly, by HiGHS branch and bound). ValueError
+    if no configuration fits."""
     from scipy.optimize import Bounds, LinearConstraint, milp
 
     layout = _check_tables(scores, costs)
+    terms = _check_pairs(costs, pair_costs)
     check_float("solve", "budget", budget, None, None)
-    cheapest = sum(min(costs[layer].values()) for layer, _ in layout)
+    cheapest = sum(min(costs[layer].values()) for layer, _ in layout)  # a lower bound with negative pair terms
+    cheapest += sum(min(0.0, cost) for *_, cost in terms)
     if budget < cheapest - 1e-9 * max(1.0, abs(cheapest)):
         raise ValueError(f"budget={budget!r} is below the cheapest configuration's cost {cheapest!r}")
     index = [(layer, option) for layer, options in layout for option in options]
-    c = np.array([scores[lay][o] for lay, o in index], dtype=np.float64)
-    cost = np.array([costs[lay][o] for lay, o in index], dtype=np.float64)
-    one_each = np.array([[1.0 if lay == layer else 0.0 for lay, _ in index] for layer, _ in layout])
+    column = {key: i for i, key in enumerate(index)}
+    n, m = len(index), len(terms)
+    c = np.concatenate([[scores[lay][o] for lay, o in index], np.zeros(m)])
+    cost = np.array([costs[lay][o] for lay, o in index] + [t[-1] for t in terms], dtype=np.float64)
+    one_each = np.array([[1.0 if lay == layer else 0.0 for lay, _ in index] + [0.0] * m for layer, _ in layout])
     constraints = [LinearConstraint(one_each, 1, 1), LinearConstraint(cost[None, :], -np.inf, budget)]
-    result = milp(c, constraints=constraints, integrality=np.ones(len(index)), bounds=Bounds(0, 1))
+    if terms:  # y_t - x1 <= 0, y_t - x2 <= 0, x1 + x2 - y_t <= 1
+        link = np.zeros((3 * m, n + m))
+        for t, (first, second, o1, o2, _) in enumerate(terms):
+            x1, x2, y = column[(first, o1)], column[(second, o2)], n + t
+            link[3 * t, [y, x1]] = 1.0, -1.0
+            link[3 * t + 1, [y, x2]] = 1.0, -1.0
+            link[3 * t + 2, [x1, x2, y]] = 1.0, 1.0, -1.0
+        constraints.append(LinearConstraint(link, -np.inf, np.tile([0.0, 0.0, 1.0], m)))
+    integrality = np.concatenate([np.ones(n), np.zeros(m)])
+    result = milp(c, constraints=constraints, integrality=integrality, bounds=Bounds(0, 1))
     if result.x is None:
         raise ValueError(f"the integer program found no configuration within budget={budget!r} "
                          f"({result.message})")
-    chosen = {lay: o for (lay, o), v in zip(index, result.x) if v > 0.5}
+    chosen = {lay: o for (lay, o), v in zip(index, result.x[:n]) if v > 0.5}
     return {layer: chosen[layer] for layer, _ in layout}
 
 
-def brute_force(scores: Table, costs: Table, budget: float, limit: int = 1_000_000) -> dict[str, str]:
-    """The same optimum by trying every configuration (at most `limit` of them); ties go to the lower
-    cost, then to the first in option order."""
+def brute_force(scores: Table, costs: Table, budget: float, limit: int = 1_000_000, *,
+                pair_costs: PairTable | None = None) -> dict[str, str]:
+    """The same optimum by trying every configuration (at most `limit` of them; cost: `total_cost`);
+    ties go to the lower cost, then to the first in option order."""
     layout = _check_tables(scores, costs)
+    _check_pairs(costs, pair_costs)
     count = math.prod(len(options) for _, options in layout)
     if count > limit:
         raise ValueError(f"{count} configurations exceed limit={limit}")
     best, best_key = None, None
     for combo in itertools.product(*(options for _, options in layout)):
         config = {layer: o for (layer, _), o in zip(layout, combo)}
-        cost = total(costs, config)
+        cost = total_cost(costs, config, pair_costs)
         if cost > budget:
             continue
         key = (total(scores, config), cost)
@@ -139,19 +204,27 @@ def brute_force(scores: Table, costs: Table, budget: float, limit: int = 1_000_0
     return best
 
 
-def budget_sweep(scores: Table, costs: Table, budgets: Sequence[float]) -> list[dict]:
-    """`solve` at each budget (those below the cheapest configuration skipped): rows {"budget",
-    "config", "cost", "score"}, one per distinct configuration, in budget order."""
+def budget_sweep(scores: Table, costs: Table, budgets: Sequence[float], *,
+                 pair_costs: PairTable | None = None) -> list[dict]:
+    """`solve` at each budget (those no configuration fits skipped): rows {"budget", "config", "cost"
+    (`total_cost`, pair terms included), "score"}, one per distinct configuration, in budget order."""
+    _check_tables(scores, costs)
+    for i, budget in enumerate(budgets):
+        check_float("budget_sweep", f"budgets[{i}]", budget)
     cheapest = sum(min(row.values()) for row in costs.values())
+    cheapest += sum(min(0.0, cost) for *_, cost in _check_pairs(costs, pair_costs))  # a lower bound
     rows, seen = [], set()
     for budget in sorted(budgets):
         if budget < cheapest:
             continue
-        config = solve(scores, costs, budget)
+        try:
+            config = solve(scores, costs, budget, pair_costs=pair_costs)
+        except ValueError:  # the tables were checked above: only an infeasible budget is left
+            continue
         key = tuple(config.items())
         if key not in seen:
             seen.add(key)
-            rows.append({"budget": budget, "config": config, "cost": total(costs, config),
+            rows.append({"budget": budget, "config": config, "cost": total_cost(costs, config, pair_costs),
                          "score": total(scores, config)})
     return rows
 

@@ -1,8 +1,9 @@
 """Per-layer precision and the per-layer latency table: every file holds exactly the config asked for
 (read back from the graph), outputs against PyTorch (exact for FP32 and for 4-bit weights quantized
-by hand, bounded for INT8), the table's prediction against a synthetic additive cost model (exact)
-and one with an interaction term (the known error), bad inputs refused before any work, and the
-table's JSON round trip."""
+by hand, bounded for INT8), the table's prediction against synthetic cost models (additive, and with
+neighbour interactions: exact for every config with pair terms; a non-neighbour interaction: the known
+error), the table's costs solved as an integer program against brute force, bad inputs refused before
+any work, and the table's JSON round trip (old tables without pair terms still read)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import itertools
 import json
 import math
 from collections import OrderedDict
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -165,6 +167,34 @@ def _output_scale(path, tensor: str) -> float:
     return float(inits[node.input[1]])
 
 
+def _kernels(path, disabled: list[str]) -> dict[str, str]:
+    """{node name: the kernel ORT ran it with} from a profile of one run (all graph optimizations)."""
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads, opts.enable_profiling = 1, True
+    opts.profile_file_prefix = str(Path(path).with_name(f"profile{len(disabled)}"))
+    sess = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"], disabled_optimizers=disabled)
+    sess.run(None, {sess.get_inputs()[0].name: X.numpy()})
+    events = json.loads(Path(sess.end_profiling()).read_text())
+    return {e["name"].removesuffix("_kernel_time"): e["args"]["op_name"] for e in events
+            if e.get("cat") == "Node" and e["name"].endswith("_kernel_time")}
+
+
+def test_an_fp32_layer_between_int8_layers_runs_in_float(workdir):
+    """fc1 and fc3 int8, fc2 FP32 between them: ORT's WeightBiasQuantization would run fc2 as an int8
+    QGemm; with `runtime_onnx.KEEP_FLOAT` disabled (as every session is) it runs a float Gemm, and
+    the file's config is what runs: int8 kernels exactly for fc1 and fc3."""
+    deployed = layerexport.export_config(tiny_mlp(), "onnxruntime", {"fc1": "int8", "fc3": "int8"}, X, CALIBRATION,
+                                         workdir)
+    quantized = {"QGemm", "QLinearMatMul", "MatMulIntegerToFloat", "QLinearConv"}
+    default = _kernels(deployed.path, [])
+    kept = _kernels(deployed.path, list(runtime_onnx.KEEP_FLOAT))
+    assert sum(op in quantized for op in default.values()) == 3  # the optimizer quantized fc2 too
+    assert sum(op in quantized for op in kept.values()) == 2
+    assert any(op in ("Gemm", "FusedGemm", "MatMul") for op in kept.values())
+
+
 # ---- the table against synthetic cost models ------------------------------------------------------------
 
 COST = {"fc1": {"fp32": 1.0, "int8": 0.375, "int4": 0.5}, "fc2": {"fp32": 0.5, "int8": 0.25, "int4": 0.625},
@@ -188,9 +218,10 @@ def fake_timer(interaction: float = 0.0):
 
 @pytest.mark.parametrize("interaction", [0.0, 0.5])
 def test_prediction_exact_for_additive_costs_and_off_by_the_interaction(workdir, interaction):
+    """The additive table (pairs=False): exact when costs add up, off by the interaction otherwise."""
     model = tiny_mlp()
     table, deployed = layertable.measure_table(model, "onnxruntime", 4, X, CALIBRATION, workdir,
-                                               timer=fake_timer(interaction))
+                                               timer=fake_timer(interaction), pairs=False)
     assert set(deployed) == {"fp32", "fc1=int8", "fc1=int4", "fc2=int8", "fc2=int4", "fc3=int8", "fc3=int4"}
     assert table.base_ms == OVERHEAD + 1.625 and table.delta_ms["fc1"] == {"fp32": 0.0, "int8": -0.625, "int4": -0.5}
     assert table.spread["fc2=int4"] == {"p10_ms": 0.75 * 3.75, "median_ms": 3.75, "p90_ms": 1.5 * 3.75}
@@ -205,11 +236,108 @@ def test_prediction_exact_for_additive_costs_and_off_by_the_interaction(workdir,
         assert error == (0.0 if not both else -interaction / (truth + interaction))
 
 
+# a chain / boundary cost model: each boundary between two neighbours costs by both their options (an
+# int8 layer's input quantize and output dequantize vanish between two int8 layers), dyadic numbers
+BOUNDARY = {("int8", "int8"): -0.375, ("int8", "int4"): 0.125, ("int4", "int8"): -0.0625, ("int4", "int4"): 0.25}
+
+
+def chain_cost(config: dict, order: list[str], far: float = 0.0) -> float:
+    """OVERHEAD + each layer's cost + each adjacent boundary's + `far` when the first and last of
+    `order` are both int8 (and not neighbours: an interaction past a neighbour)."""
+    ms = OVERHEAD + sum(CHAIN[k][v] for k, v in config.items())
+    ms += sum(BOUNDARY.get((config[a], config[b]), 0.0) for a, b in zip(order, order[1:]))
+    return ms + (far if config[order[0]] == config[order[-1]] == "int8" else 0.0)
+
+
+CHAIN = COST | {"conv": {"fp32": 1.5, "int8": 0.75}, "fc": {"fp32": 0.25, "int8": 0.125, "int4": 0.0625}}
+
+
+def chain_timer(order: list[str], far: float = 0.0):
+    def timer(variants, batch_size):
+        out = {}
+        for label, deployed in variants.items():
+            ms = chain_cost(layerexport.quantized_layers(deployed.path), order, far)
+            out[label] = Latency(label, batch_size, ms, 0.5 * ms, 2.0 * ms, 10, 1)
+        return out
+    return timer
+
+
+@pytest.mark.parametrize("make", [tiny_mlp, tiny_cnn])
+def test_pair_terms_make_the_prediction_exact_for_neighbour_interactions(workdir, make):
+    """Brute force over every config: with pair terms the prediction equals the fake measurement
+    exactly; the additive table (the same deltas) errs by exactly the config's boundary terms."""
+    model = make()
+    order = list(layerexport.layer_options(model, "onnxruntime"))
+    table, deployed = layertable.measure_table(model, "onnxruntime", 8, X, CALIBRATION, workdir,
+                                               timer=chain_timer(order))
+    pairs = {(a, o1, b, o2) for a, b in zip(order, order[1:]) for o1 in ("int8", "int4") for o2 in ("int8", "int4")
+             if o1 in layerexport.layer_options(model, "onnxruntime")[a]
+             and o2 in layerexport.layer_options(model, "onnxruntime")[b]}
+    assert set(deployed) == set(table.spread) == ({"fp32"} | {f"{k}={o}" for k in order for o in table.delta_ms[k]
+                                                             if o != "fp32"}
+                                                  | {f"{a}={o1},{b}={o2}" for a, o1, b, o2 in pairs})
+    assert table.pair_ms == {f"{a}|{b}": {f"{o1}|{o2}": BOUNDARY[(o1, o2)] for x, o1, y, o2 in pairs
+                                          if (x, y) == (a, b)} for a, b in zip(order, order[1:])}
+    additive = table.without_pairs()
+    configs = all_configs(model, "onnxruntime")
+    measured = layertable.measure_configs(model, "onnxruntime", configs, 8, X, CALIBRATION, workdir,
+                                          timer=chain_timer(order))
+    assert layertable.prediction_errors(table, configs, measured) == [0.0] * len(configs)
+    for config, m in zip(configs, measured):
+        assert table.predict(config) == m.median_ms == chain_cost(config, order)
+        boundary = sum(BOUNDARY.get((config[a], config[b]), 0.0) for a, b in zip(order, order[1:]))
+        assert additive.predict(config) == m.median_ms - boundary
+    rows = table.pair_rows()
+    assert len(rows) == len(pairs) and all(r["interaction_ms"] == BOUNDARY[(r["option1"], r["option2"])]
+                                           for r in rows)
+    assert all(r["relative"] == r["interaction_ms"] / table.base_ms and r["p10_ms"] == 0.5 * r["median_ms"]
+               for r in rows)
+
+
+def test_a_non_neighbour_interaction_is_the_pair_tables_known_error(workdir):
+    """fc1 and fc3 (not neighbours) both int8 cost `far` more: the pair variants never hold both, so
+    the prediction misses exactly `far` on those configs and nothing elsewhere."""
+    model, far = tiny_mlp(), 0.5
+    order = ["fc1", "fc2", "fc3"]
+    table, _ = layertable.measure_table(model, "onnxruntime", 8, X, CALIBRATION, workdir, timer=chain_timer(order, far))
+    configs = all_configs(model, "onnxruntime")
+    measured = layertable.measure_configs(model, "onnxruntime", configs, 8, X, CALIBRATION, workdir,
+                                          timer=chain_timer(order, far))
+    for config, m, error in zip(configs, measured, layertable.prediction_errors(table, configs, measured)):
+        hit = config["fc1"] == config["fc3"] == "int8"
+        assert m.median_ms - table.predict(config) == (far if hit else 0.0)
+        assert error == (-far / m.median_ms if hit else 0.0)
+
+
+def test_the_tables_program_costs_solve_to_the_measured_optimum(workdir):
+    """program_costs() in the integer program: base_ms + a config's cost (pair terms included) is its
+    predicted latency; under each budget the config it picks has the lowest made-up score of all the
+    configs whose latency fits (brute force over every config), and fits."""
+    from compresslab.techniques import mixedprecision as MP
+
+    model = tiny_mlp()
+    order = list(layerexport.layer_options(model, "onnxruntime"))
+    table, _ = layertable.measure_table(model, "onnxruntime", 8, X, CALIBRATION, workdir, timer=chain_timer(order))
+    costs, pair_costs = table.program_costs()
+    assert costs == table.delta_ms and set(pair_costs) == {("fc1", "fc2"), ("fc2", "fc3")}
+    assert pair_costs[("fc1", "fc2")][("int8", "int8")] == BOUNDARY[("int8", "int8")]
+    scores = {k: {"fp32": 0.0, "int8": 1.0 + i, "int4": 3.0 + 2 * i} for i, k in enumerate(order)}
+    configs = all_configs(model, "onnxruntime")
+    for config in configs:
+        assert MP.total_cost(costs, config, pair_costs) + table.base_ms == table.predict(config) == chain_cost(
+            config, order)
+    for budget_ms in sorted({chain_cost(c, order) for c in configs}):
+        got = MP.solve(scores, costs, budget_ms - table.base_ms, pair_costs=pair_costs)
+        fits = [c for c in configs if chain_cost(c, order) <= budget_ms]
+        assert table.predict(got) <= budget_ms
+        assert MP.total(scores, got) == min(MP.total(scores, c) for c in fits)
+
+
 def test_default_timer_times_every_variant(workdir):
     """The real harness, briefly: one Latency per variant at the batch asked for, with the thread count."""
     table, _ = layertable.measure_table(tiny_cnn(), "onnxruntime", 2, X, CALIBRATION, workdir, rounds=1, repeats=3)
     assert table.batch_size == 2 and table.threads == 1 and table.base_ms > 0
-    assert set(table.spread) == {"fp32", "conv=int8", "fc=int8", "fc=int4"}
+    assert set(table.spread) == {"fp32", "conv=int8", "fc=int8", "fc=int4", "conv=int8,fc=int8", "conv=int8,fc=int4"}
     assert all(r["p10_ms"] <= r["median_ms"] <= r["p90_ms"] for r in table.rows())
     assert {"avx2", "vnni", "model"} <= set(table.cpu) and set(table.export_seconds) == set(table.spread)
 
@@ -253,24 +381,31 @@ def test_bad_measurement_arguments_raise_before_any_work(tmp_path):
         layertable.measure_table(cnn, "onnxruntime", 0, X, CALIBRATION, tmp_path)
     with pytest.raises(TypeError, match="threads"):
         layertable.measure_table(cnn, "onnxruntime", 1, X, CALIBRATION, tmp_path, threads=1.5)
+    with pytest.raises(TypeError, match="pairs=1 must be True or False"):
+        layertable.measure_table(cnn, "onnxruntime", 1, X, CALIBRATION, tmp_path, pairs=1)
     with pytest.raises(ValueError, match=r"unknown layers \['fc9'\]"):
         layertable.measure_configs(cnn, "onnxruntime", [{"fc": "int8"}, {"fc9": "int8"}], 1, X, CALIBRATION, tmp_path)
     assert not any(tmp_path.iterdir())
 
 
-def table() -> layertable.LatencyTable:
+def table(pairs: bool = False) -> layertable.LatencyTable:
+    """Two layers; with `pairs`, fc1 at int8 and fc2 at int4 together take 1.5 ms (interaction
+    1.5 - 1.5 - 2.25 + 2.0 = -0.25 ms)."""
+    spread = {"fp32": {"p10_ms": 1.5, "median_ms": 2.0, "p90_ms": 3.0},
+              "fc1=int8": {"p10_ms": 1.0, "median_ms": 1.5, "p90_ms": 2.0},
+              "fc2=int4": {"p10_ms": 2.0, "median_ms": 2.25, "p90_ms": 2.5}}
+    if pairs:
+        spread["fc1=int8,fc2=int4"] = {"p10_ms": 1.25, "median_ms": 1.5, "p90_ms": 1.75}
     return layertable.LatencyTable(
         "onnxruntime", 256, 1, {"model": "cpu", "vnni": True}, 2.0,
-        {"fc1": {"fp32": 0.0, "int8": -0.5}, "fc2": {"fp32": 0.0, "int4": 0.25}},
-        {"fp32": {"p10_ms": 1.5, "median_ms": 2.0, "p90_ms": 3.0}, "fc1=int8": {"p10_ms": 1.0, "median_ms": 1.5,
-                                                                                   "p90_ms": 2.0},
-         "fc2=int4": {"p10_ms": 2.0, "median_ms": 2.25, "p90_ms": 2.5}}, {"fp32": 0.5}, 3.0)
+        {"fc1": {"fp32": 0.0, "int8": -0.5}, "fc2": {"fp32": 0.0, "int4": 0.25}}, spread, {"fp32": 0.5}, 3.0,
+        {"fc1|fc2": {"int8|int4": -0.25}} if pairs else {})
 
 
 def test_table_json_round_trip_and_rows():
     t = table()
     again = layertable.LatencyTable.from_dict(json.loads(json.dumps(t.to_dict())))
-    assert again == t and again.predict({"fc1": "int8", "fc2": "int4"}) == 1.75
+    assert again == t and again.predict({"fc1": "int8", "fc2": "int4"}) == 1.75 and t.pair_rows() == []
     rows = t.rows()
     assert [(r["layer"], r["option"], r["delta_ms"]) for r in rows] == [
         ("fc1", "fp32", 0.0), ("fc1", "int8", -0.5), ("fc2", "fp32", 0.0), ("fc2", "int4", 0.25)]
@@ -279,12 +414,30 @@ def test_table_json_round_trip_and_rows():
         t.predict({"fc2": "int8"})
 
 
+def test_pair_table_json_round_trip_rows_and_old_dicts():
+    t = table(pairs=True)
+    again = layertable.LatencyTable.from_dict(json.loads(json.dumps(t.to_dict())))
+    assert again == t and again.predict({"fc1": "int8", "fc2": "int4"}) == 1.5 == t.spread["fc1=int8,fc2=int4"][
+        "median_ms"]
+    assert t.predict({"fc1": "int8"}) == 1.5 and t.predict({"fc2": "int4"}) == 2.25
+    assert t.without_pairs() == table() and t.without_pairs().predict({"fc1": "int8", "fc2": "int4"}) == 1.75
+    assert t.pair_rows() == [{"first": "fc1", "second": "fc2", "option1": "int8", "option2": "int4",
+                              "interaction_ms": -0.25, "relative": -0.125, "p10_ms": 1.25, "median_ms": 1.5,
+                              "p90_ms": 1.75}]
+    assert t.program_costs() == ({"fc1": {"fp32": 0.0, "int8": -0.5}, "fc2": {"fp32": 0.0, "int4": 0.25}},
+                                 {("fc1", "fc2"): {("int8", "int4"): -0.25}})
+    old = {k: v for k, v in table().to_dict().items() if k != "pair_ms"} | {"schema": 1}
+    assert layertable.LatencyTable.from_dict(old) == table()  # a table written before pair terms
+
+
 def _damaged():
     good = table().to_dict()
     yield "a list", [good]
     for key in good:
         yield f"no {key}", {k: v for k, v in good.items() if k != key}
-    yield "schema 2", good | {"schema": 2}
+    yield "schema 3", good | {"schema": 3}
+    yield "schema 1 with pairs", good | {"schema": 1}
+    yield "schema as text", good | {"schema": "2"}
     yield "NaN base", good | {"base_ms": math.nan}
     yield "base not the FP32 median", good | {"base_ms": 2.5}
     yield "fp32 delta not 0", good | {"delta_ms": good["delta_ms"] | {"fc1": {"fp32": 0.1, "int8": -0.5}}}
@@ -296,6 +449,20 @@ def _damaged():
     yield "batch 0", good | {"batch_size": 0}
     yield "threads as text", good | {"threads": "1"}
     yield "export seconds of an unknown label", good | {"export_seconds": {"fc9=int8": 1.0}}
+    paired = table(pairs=True).to_dict()
+    spread, pair = paired["spread"], paired["pair_ms"]
+    yield "pair not the medians' combination", paired | {"pair_ms": {"fc1|fc2": {"int8|int4": -0.2}}}
+    yield "pair of unknown layers", paired | {"pair_ms": {"fc1|fc9": {"int8|int4": -0.25}}}
+    yield "pair in the wrong order", paired | {"pair_ms": {"fc2|fc1": {"int4|int8": -0.25}}}
+    yield "pair option a layer does not take", paired | {"pair_ms": {"fc1|fc2": {"int8|int8": -0.25}}}
+    yield "pair option with fp32", paired | {"pair_ms": {"fc1|fc2": {"int8|int4": -0.25, "fp32|int4": 0.0}}}
+    yield "pair interaction NaN", paired | {"pair_ms": {"fc1|fc2": {"int8|int4": math.nan}}}
+    yield "pair interaction as text", paired | {"pair_ms": {"fc1|fc2": {"int8|int4": "-0.25"}}}
+    yield "pair row not a dict", paired | {"pair_ms": {"fc1|fc2": [-0.25]}}
+    yield "pair_ms a list", paired | {"pair_ms": [pair]}
+    yield "pair timing missing", paired | {"spread": {k: v for k, v in spread.items() if "," not in k}}
+    yield "pair timing without its pair", paired | {"pair_ms": {}}
+    yield "pair export seconds of an unknown label", paired | {"export_seconds": {"fc1=int8,fc2=int8": 1.0}}
 
 
 @pytest.mark.parametrize("what, data", list(_damaged()), ids=[w for w, _ in _damaged()])

@@ -35,6 +35,85 @@ def test_solve_matches_brute_force_on_random_programs():
         assert MP.total(scores, got) == pytest.approx(MP.total(scores, oracle), abs=1e-9)
 
 
+def _random_pairs(rng: random.Random, costs):
+    """Pair terms on random layer pairs (neighbours and not), integer costs of both signs, some option
+    pairs left out (cost 0)."""
+    names = list(costs)
+    pairs = {}
+    for a, b in itertools.combinations(names, 2):
+        if rng.random() < 0.6:
+            pairs[(a, b)] = {(o1, o2): rng.randint(-8, 8) for o1 in costs[a] for o2 in costs[b] if rng.random() < 0.7}
+    return pairs
+
+
+def _brute_cost(costs, pairs, config):
+    """The cost by its definition, written out independently of total_cost."""
+    out = sum(costs[k][v] for k, v in config.items())
+    for (a, b), row in pairs.items():
+        for (o1, o2), c in row.items():
+            if config[a] == o1 and config[b] == o2:
+                out += c
+    return out
+
+
+def test_solve_with_pair_costs_matches_brute_force_on_random_programs():
+    """Pair terms of both signs: solve's optimum = brute force's, and its full cost meets the budget;
+    every budget from the cheapest configuration's full cost to the dearest's, and one below (refused)."""
+    rng = random.Random(3)
+    for _ in range(80):
+        scores, costs = _random_tables(rng, rng.randint(2, 5), rng.randint(1, 3))
+        pairs = _random_pairs(rng, costs)
+        every = [dict(zip(costs, combo)) for combo in itertools.product(*(list(r) for r in costs.values()))]
+        full = [_brute_cost(costs, pairs, c) for c in every]
+        for c, f in zip(every, full):
+            assert MP.total_cost(costs, c, pairs) == f
+        budget = rng.uniform(min(full), max(full))
+        got = MP.solve(scores, costs, budget, pair_costs=pairs)
+        oracle = MP.brute_force(scores, costs, budget, pair_costs=pairs)
+        assert MP.total_cost(costs, got, pairs) <= budget + 1e-9
+        assert MP.total(scores, got) == pytest.approx(MP.total(scores, oracle), abs=1e-9)
+        assert MP.total(scores, oracle) == min(MP.total(scores, c) for c, f in zip(every, full) if f <= budget)
+        with pytest.raises(ValueError):
+            MP.solve(scores, costs, min(full) - 0.5, pair_costs=pairs)
+
+
+def test_pair_costs_by_hand():
+    """Two int8 neighbours pass int8 between them (-6): both int8 fits a budget neither alone does."""
+    scores = {"a": {"fp32": 0.0, "int8": 1.0}, "b": {"fp32": 0.0, "int8": 1.0}}
+    costs = {"a": {"fp32": 0.0, "int8": 2.0}, "b": {"fp32": 0.0, "int8": 2.0}}
+    pairs = {("a", "b"): {("int8", "int8"): -6.0}}
+    assert MP.solve(scores, costs, -1.0, pair_costs=pairs) == {"a": "int8", "b": "int8"}
+    assert MP.brute_force(scores, costs, -1.0, pair_costs=pairs) == {"a": "int8", "b": "int8"}
+    assert MP.solve(scores, costs, 0.0, pair_costs=pairs) == {"a": "fp32", "b": "fp32"}
+    assert MP.total_cost(costs, {"a": "int8", "b": "int8"}, pairs) == -2.0
+    assert MP.total_cost(costs, {"a": "int8", "b": "fp32"}, pairs) == 2.0
+    with pytest.raises(ValueError, match="no configuration"):
+        MP.solve(scores, costs, -2.5, pair_costs=pairs)
+    rows = MP.budget_sweep(scores, costs, [-3.0, -2.0, 0.0], pair_costs=pairs)
+    assert [(r["budget"], r["cost"], r["score"]) for r in rows] == [(-2.0, -2.0, 2.0), (0.0, 0.0, 0.0)]
+
+
+@pytest.mark.parametrize("pairs, match", [
+    ({("a", "c"): {("x", "x"): 1.0}}, r"key \('a', 'c'\) must be a tuple of two different layers"),
+    ({("a", "a"): {("x", "x"): 1.0}}, "two different layers"),
+    ({"a|b": {("x", "x"): 1.0}}, "two different layers"),
+    ({("a", "b"): {("x", "z"): 1.0}}, r"key \('x', 'z'\) must be \(option of 'a', option of 'b'\)"),
+    ({("a", "b"): {("x", "y"): float("inf")}}, r"pair_costs\[\('a', 'b'\)\]\[\('x', 'y'\)\]=inf must be a finite"),
+    ({("a", "b"): {("x", "y"): "1"}}, "finite number"),
+    ({("a", "b"): {("x", "y"): True}}, "finite number"),
+])
+def test_bad_pair_costs_are_refused(pairs, match):
+    scores = {"a": {"x": 0.0, "y": 1.0}, "b": {"x": 0.0, "y": 1.0}}
+    costs = {"a": {"x": 1.0, "y": 0.0}, "b": {"x": 1.0, "y": 0.0}}
+    for call in (lambda: MP.solve(scores, costs, 5.0, pair_costs=pairs),
+                 lambda: MP.brute_force(scores, costs, 5.0, pair_costs=pairs),
+                 lambda: MP.budget_sweep(scores, costs, [5.0], pair_costs=pairs)):
+        with pytest.raises(ValueError, match=match):
+            call()
+    with pytest.raises(TypeError, match="pair_costs"):
+        MP.solve(scores, costs, 5.0, pair_costs=[1.0])
+
+
 def test_solve_by_hand_and_infeasible_budgets():
     scores = {"a": {"int8": 0.0, "int2": 5.0}, "b": {"int8": 0.0, "int2": 1.0}}
     costs = {"a": {"int8": 8, "int2": 2}, "b": {"int8": 8, "int2": 2}}
