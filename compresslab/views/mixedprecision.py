@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from matplotlib.figure import Figure
 
-from compresslab.techniques.mixedprecision import Table, solve, total
+from compresslab.techniques.mixedprecision import PairTable, Table, solve, total, total_cost
 from compresslab.views.figures import PALETTE, new_figure
 from compresslab.views.panel import View, choice, panel, slider
 
@@ -127,7 +127,9 @@ def prediction_scatter(series: Mapping[str, tuple[Sequence[float], Sequence[floa
 class BudgetProblem:
     """One budget's program: scores and costs per layer and option, a constant cost on top (the file
     header's bytes, the all-FP32 latency), how to measure a configuration ((cost, accuracy %) or None
-    when it cannot be measured live) and the background points of the frontier."""
+    when it cannot be measured live), the background points of the frontier, the adjacent layers'
+    extra costs (`mixedprecision.solve`'s pair_costs) and the predicted (cheapest, dearest) costs
+    when pair costs make them more than sums of per-layer extremes."""
 
     unit: str
     scores: Table
@@ -135,10 +137,14 @@ class BudgetProblem:
     base: float
     measure: Callable[[dict], tuple[float, float] | None]
     points: list = field(default_factory=list)
+    pair_costs: PairTable | None = None
+    span: tuple[float, float] | None = None
 
 
 def budget_range(problem: BudgetProblem) -> tuple[float, float]:
-    """The cheapest and the dearest configuration's predicted cost."""
+    """The cheapest and the dearest configuration's predicted cost (`span` when given)."""
+    if problem.span is not None:
+        return problem.span
     return (problem.base + sum(min(r.values()) for r in problem.costs.values()),
             problem.base + sum(max(r.values()) for r in problem.costs.values()))
 
@@ -153,8 +159,8 @@ def render_budget(problems: Mapping[str, BudgetProblem], target: str, budget_sha
     p = problems[target]
     low, high = budget_range(p)
     budget = low + budget_share * (high - low)
-    config = solve(p.scores, p.costs, budget - p.base + 1e-9 * max(1.0, high))
-    predicted = p.base + total(p.costs, config)
+    config = solve(p.scores, p.costs, budget - p.base + 1e-9 * max(1.0, abs(high)), pair_costs=p.pair_costs)
+    predicted = p.base + total_cost(p.costs, config, p.pair_costs)
     measured = p.measure(config)
     fig, axes = new_figure(ncols=2, width=5.0, height=3.8)
     layers = list(config)
