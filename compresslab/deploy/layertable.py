@@ -44,7 +44,7 @@ from compresslab.deploy.layerexport import (
 )
 
 __all__ = ["BASE", "variant_label", "pair_key", "pair_label", "LatencyTable", "default_timer", "measure_table",
-           "measure_configs", "prediction_errors"]
+           "measure_space", "measure_configs", "prediction_errors"]
 
 BASE = "fp32"  # the label of the all-FP32 model in a table's timings
 SCHEMA = 2  # 2: pair_ms; schema 1 dicts (no pair terms) are still read
@@ -341,20 +341,39 @@ def measure_table(model: nn.Module, runtime: str, batch_size: int, example: torc
     `batch_size` and return the table with the deployed models by label (`BASE`,
     `variant_label(layer, option)`, `pair_label(l1, o1, l2, o2)`). `timer(variants, batch_size) ->
     {label: Latency}` replaces the default (`latency_rounds` with `rounds`, `repeats`, `threads`)."""
+    table, deployed, _ = measure_space(model, runtime, batch_size, (), example, calibration, workdir, threads, rounds,
+                                       repeats, timer, pairs=pairs)
+    return table, deployed
+
+
+def measure_space(model: nn.Module, runtime: str, batch_size: int, configs: Sequence[Mapping[str, str]],
+                  example: torch.Tensor, calibration: torch.Tensor, workdir: str | os.PathLike, threads: int = 1,
+                  rounds: int = 5, repeats: int = 20, timer: Timer | None = None, *,
+                  pairs: bool = True) -> tuple[LatencyTable, dict[str, Deployed], list[Latency]]:
+    """`measure_table` and `measure_configs` in one timing phase: the table's variants and every
+    config's model (labelled by `config_slug`) timed in the same interleaved rounds, so a slow or a
+    fast spell of the machine shifts the table and the configurations alike. Returns the table, every
+    deployed model by label (the table's variants and the configs' slugs), and each config's timing in
+    order."""
     _check_measure(model, runtime, batch_size, example, calibration, threads, rounds, repeats, timer)
     if not isinstance(pairs, bool):
         raise TypeError(f"{OWNER}.pairs={show(pairs)} must be True or False")
+    if isinstance(configs, Mapping) or not isinstance(configs, Sequence):
+        raise ValueError(f"{OWNER}.configs={show(configs)} must be a list of {{layer: option}} mappings")
+    full = [full_config(model, runtime, c) for c in configs]  # every config checked before any export
     options = layer_options(model, runtime)
-    configs = {BASE: {}} | {variant_label(layer, o): {layer: o} for layer, opts in options.items()
-                            for o in opts if o != "fp32"}
+    variants = {BASE: {}} | {variant_label(layer, o): {layer: o} for layer, opts in options.items()
+                             for o in opts if o != "fp32"}
     adjacent = _pair_options(options) if pairs else {}
-    configs |= {pair_label(a, o1, b, o2): {a: o1, b: o2} for (a, b), opts in adjacent.items() for o1, o2 in opts}
+    variants |= {pair_label(a, o1, b, o2): {a: o1, b: o2} for (a, b), opts in adjacent.items() for o1, o2 in opts}
+    variants |= {config_slug(c): c for c in full}
     deployed, seconds = {}, {}
-    for label, config in configs.items():
+    for label, config in variants.items():
         start = time.perf_counter()
         deployed[label] = export_config(model, runtime, config, example, calibration, workdir, threads)
         seconds[label] = time.perf_counter() - start
     timings, timing_s = _timed(timer or default_timer(example.shape[1:], threads, rounds, repeats), deployed, batch_size)
+    table_labels = [label for label in variants if label not in {config_slug(c) for c in full}] + [BASE]
     base = timings[BASE].median_ms
     delta = {layer: {o: 0.0 if o == "fp32" else timings[variant_label(layer, o)].median_ms - base for o in opts}
              for layer, opts in options.items()}
@@ -362,10 +381,10 @@ def measure_table(model: nn.Module, runtime: str, batch_size: int, example: torc
     pair_ms = {pair_key(a, b): {pair_key(o1, o2): median[pair_label(a, o1, b, o2)] - median[variant_label(a, o1)]
                                 - median[variant_label(b, o2)] + base for o1, o2 in opts}
                for (a, b), opts in adjacent.items() if opts}
-    spread = {label: {k: float(getattr(t, k)) for k in _TIMING_KEYS} for label, t in timings.items()}
-    table = LatencyTable(runtime, batch_size, threads, cpu_features(), float(base), delta, spread, seconds, timing_s,
-                         pair_ms)
-    return table, deployed
+    spread = {label: {k: float(getattr(timings[label], k)) for k in _TIMING_KEYS} for label in table_labels}
+    table = LatencyTable(runtime, batch_size, threads, cpu_features(), float(base), delta, spread,
+                         {label: seconds[label] for label in table_labels}, timing_s, pair_ms)
+    return table, deployed, [timings[config_slug(c)] for c in full]
 
 
 def measure_configs(model: nn.Module, runtime: str, configs: Sequence[Mapping[str, str]], batch_size: int,

@@ -294,6 +294,32 @@ def test_pair_terms_make_the_prediction_exact_for_neighbour_interactions(workdir
                for r in rows)
 
 
+def test_measure_space_times_the_table_and_the_configs_in_one_phase(workdir):
+    """One timer call for the table's variants and the configs: the same table as measure_table (the
+    configs' models are not part of it, the all-FP32 config shares the base's timing) and each config's
+    fake measurement, in order."""
+    model = tiny_mlp()
+    order = list(layerexport.layer_options(model, "onnxruntime"))
+    calls = []
+
+    def counting(variants, batch_size):
+        calls.append(set(variants))
+        return chain_timer(order)(variants, batch_size)
+
+    configs = all_configs(model, "onnxruntime")
+    table, deployed, measured = layertable.measure_space(model, "onnxruntime", 8, configs, X, CALIBRATION, workdir,
+                                                         timer=counting)
+    alone, alone_deployed = layertable.measure_table(model, "onnxruntime", 8, X, CALIBRATION, workdir,
+                                                     timer=chain_timer(order))
+    assert len(calls) == 1 and len(calls[0]) == len(alone_deployed) + len(configs) - 1  # all-FP32 is the base
+    assert table.delta_ms == alone.delta_ms and table.pair_ms == alone.pair_ms and table.base_ms == alone.base_ms
+    assert set(alone_deployed) == set(table.spread)
+    assert set(deployed) == set(alone_deployed) | {layerexport.config_slug(c) for c in configs}
+    assert [m.median_ms for m in measured] == [chain_cost(c, order) for c in configs]
+    with pytest.raises(ValueError, match="configs"):
+        layertable.measure_space(model, "onnxruntime", 8, {"fc1": "int8"}, X, CALIBRATION, workdir, timer=counting)
+
+
 def test_a_non_neighbour_interaction_is_the_pair_tables_known_error(workdir):
     """fc1 and fc3 (not neighbours) both int8 cost `far` more: the pair variants never hold both, so
     the prediction misses exactly `far` on those configs and nothing elsewhere."""
