@@ -346,16 +346,28 @@ def measure_table(model: nn.Module, runtime: str, batch_size: int, example: torc
     return table, deployed
 
 
+def _session_median(timings: Mapping[str, Latency], label: str, sessions: int) -> Latency:
+    """The timing of `label` over its `sessions` copies: the copy with the median median (labelled `label`)."""
+    rows = sorted((timings[f"{label}#{i}"] for i in range(sessions)), key=lambda r: r.median_ms)
+    row = rows[(sessions - 1) // 2]
+    return Latency(label, row.batch_size, row.median_ms, row.p10_ms, row.p90_ms, sum(r.repeats for r in rows),
+                   row.threads)
+
+
 def measure_space(model: nn.Module, runtime: str, batch_size: int, configs: Sequence[Mapping[str, str]],
                   example: torch.Tensor, calibration: torch.Tensor, workdir: str | os.PathLike, threads: int = 1,
                   rounds: int = 5, repeats: int = 20, timer: Timer | None = None, *,
-                  pairs: bool = True) -> tuple[LatencyTable, dict[str, Deployed], list[Latency]]:
+                  pairs: bool = True, sessions: int = 1) -> tuple[LatencyTable, dict[str, Deployed], list[Latency]]:
     """`measure_table` and `measure_configs` in one timing phase: the table's variants and every
-    config's model (labelled by `config_slug`) timed in the same interleaved rounds, so a slow or a
-    fast spell of the machine shifts the table and the configurations alike. Returns the table, every
-    deployed model by label (the table's variants and the configs' slugs), and each config's timing in
-    order."""
+    config's model (labelled by `config_slug`; a config that is one of the table's variants is that
+    variant) timed in the same interleaved rounds, so a slow or a fast spell of the machine shifts the
+    table and the configurations alike. `sessions` > 1 times each model in that many sessions of its
+    own (`Deployed.with_threads`) and keeps the median one: a runtime session can run a few percent to
+    tens of percent faster or slower than another of the same file, for its whole life. Returns the
+    table, every deployed model by label (the table's variants and the configs' slugs), and each
+    config's timing in order."""
     _check_measure(model, runtime, batch_size, example, calibration, threads, rounds, repeats, timer)
+    check_int(OWNER, "sessions", sessions, 1, 100)
     if not isinstance(pairs, bool):
         raise TypeError(f"{OWNER}.pairs={show(pairs)} must be True or False")
     if isinstance(configs, Mapping) or not isinstance(configs, Sequence):
@@ -366,14 +378,18 @@ def measure_space(model: nn.Module, runtime: str, batch_size: int, configs: Sequ
                              for o in opts if o != "fp32"}
     adjacent = _pair_options(options) if pairs else {}
     variants |= {pair_label(a, o1, b, o2): {a: o1, b: o2} for (a, b), opts in adjacent.items() for o1, o2 in opts}
-    variants |= {config_slug(c): c for c in full}
+    table_labels = list(variants)
+    by_slug = {config_slug(full_config(model, runtime, c)): label for label, c in variants.items()}
+    variants |= {config_slug(c): c for c in full if config_slug(c) not in by_slug}
     deployed, seconds = {}, {}
     for label, config in variants.items():
         start = time.perf_counter()
         deployed[label] = export_config(model, runtime, config, example, calibration, workdir, threads)
         seconds[label] = time.perf_counter() - start
-    timings, timing_s = _timed(timer or default_timer(example.shape[1:], threads, rounds, repeats), deployed, batch_size)
-    table_labels = [label for label in variants if label not in {config_slug(c) for c in full}] + [BASE]
+    copies = {f"{label}#{i}": d if i == 0 else d.with_threads(threads) for label, d in deployed.items()
+              for i in range(sessions)}
+    timed, timing_s = _timed(timer or default_timer(example.shape[1:], threads, rounds, repeats), copies, batch_size)
+    timings = {label: _session_median(timed, label, sessions) for label in deployed}
     base = timings[BASE].median_ms
     delta = {layer: {o: 0.0 if o == "fp32" else timings[variant_label(layer, o)].median_ms - base for o in opts}
              for layer, opts in options.items()}
@@ -384,7 +400,9 @@ def measure_space(model: nn.Module, runtime: str, batch_size: int, configs: Sequ
     spread = {label: {k: float(getattr(timings[label], k)) for k in _TIMING_KEYS} for label in table_labels}
     table = LatencyTable(runtime, batch_size, threads, cpu_features(), float(base), delta, spread,
                          {label: seconds[label] for label in table_labels}, timing_s, pair_ms)
-    return table, deployed, [timings[config_slug(c)] for c in full]
+    for c in full:  # the configs' slugs name their models too
+        deployed.setdefault(config_slug(c), deployed[by_slug.get(config_slug(c), config_slug(c))])
+    return table, deployed, [timings[by_slug.get(config_slug(c), config_slug(c))] for c in full]
 
 
 def measure_configs(model: nn.Module, runtime: str, configs: Sequence[Mapping[str, str]], batch_size: int,

@@ -311,13 +311,38 @@ def test_measure_space_times_the_table_and_the_configs_in_one_phase(workdir):
                                                          timer=counting)
     alone, alone_deployed = layertable.measure_table(model, "onnxruntime", 8, X, CALIBRATION, workdir,
                                                      timer=chain_timer(order))
-    assert len(calls) == 1 and len(calls[0]) == len(alone_deployed) + len(configs) - 1  # all-FP32 is the base
+    # one phase; a config that is one of the table's variants (all-FP32, one layer, two neighbours) is timed once
+    assert len(calls) == 1 and len(calls[0]) == len(configs) == 27 and len(alone_deployed) == 15
     assert table.delta_ms == alone.delta_ms and table.pair_ms == alone.pair_ms and table.base_ms == alone.base_ms
     assert set(alone_deployed) == set(table.spread)
     assert set(deployed) == set(alone_deployed) | {layerexport.config_slug(c) for c in configs}
     assert [m.median_ms for m in measured] == [chain_cost(c, order) for c in configs]
     with pytest.raises(ValueError, match="configs"):
         layertable.measure_space(model, "onnxruntime", 8, {"fc1": "int8"}, X, CALIBRATION, workdir, timer=counting)
+
+
+def test_sessions_keep_the_median_session_of_each_model(workdir):
+    """Three sessions per model, the i-th running (1 + i / 8) times the cost: the table and the configs
+    are those of the median session (factor 9 / 8), the same for every model."""
+    model = tiny_mlp()
+    order = list(layerexport.layer_options(model, "onnxruntime"))
+
+    def offset_timer(variants, batch_size):
+        out = {}
+        for label, deployed in variants.items():
+            ms = chain_cost(layerexport.quantized_layers(deployed.path), order) * (1 + int(label.split("#")[1]) / 8)
+            out[label] = Latency(label, batch_size, ms, 0.5 * ms, 2.0 * ms, 10, 1)
+        return out
+
+    configs = all_configs(model, "onnxruntime")
+    table, deployed, measured = layertable.measure_space(model, "onnxruntime", 8, configs, X, CALIBRATION, workdir,
+                                                         timer=offset_timer, sessions=3)
+    assert table.base_ms == chain_cost({k: "fp32" for k in order}, order) * 9 / 8
+    assert all(m.median_ms == chain_cost(c, order) * 9 / 8 and m.repeats == 30 for c, m in zip(configs, measured))
+    assert all(abs(table.predict(c) - m.median_ms) < 1e-9 for c, m in zip(configs, measured))
+    with pytest.raises(ValueError, match="sessions"):
+        layertable.measure_space(model, "onnxruntime", 8, configs, X, CALIBRATION, workdir, timer=offset_timer,
+                                 sessions=0)
 
 
 def test_a_non_neighbour_interaction_is_the_pair_tables_known_error(workdir):
