@@ -41,8 +41,9 @@ def test_compute_kinds_and_custom_table():
 
 
 def test_bad_values_raise():
-    with pytest.raises(ValueError, match="compute='int2'"):
-        mac_energy_pj("int2")
+    with pytest.raises(ValueError, match="compute='int5'"):
+        mac_energy_pj("int5")
+    assert mac_energy_pj("int2") == mac_energy_pj("int3") == mac_energy_pj("int8")  # no row below 8 bits
     with pytest.raises(ValueError, match="macs=-1"):
         estimate_energy(-1, 10)
     with pytest.raises(ValueError, match="OpEnergy.sram_read_32bit=-5"):
