@@ -232,7 +232,7 @@ def proxies(model: nn.Module, x: torch.Tensor, y: torch.Tensor, options: Sequenc
         w = found[name].weight.detach()
         for option in options:
             w_new = changed_weight(found[name], option, clip)
-            changed = with_options(model, {name: option}, clip).eval()
+            changed = with_options(model, {name: option}, clip, weights={(name, option): w_new}).eval()
             with torch.no_grad():
                 kl = output_kl(ref, changed(models.prepare_input(x, changed)))
             sqnr = sqnr_db(w, w_new)
